@@ -1,0 +1,126 @@
+/* Versions, error names, configuration profiles and their validation. */
+#include "internal.h"
+
+#include <math.h>
+
+unsigned mgpo_version_number(void) { return MGPO_VERSION_NUMBER; }
+
+const char *mgpo_version_string(void) { return MGPO_VERSION_STRING; }
+
+const char *mgpo_strerror(mgpo_status status)
+{
+    switch (status) {
+    case MGPO_OK: return "MGPO_OK: success";
+    case MGPO_ERR_NULL_ARGUMENT: return "MGPO_ERR_NULL_ARGUMENT: a required pointer is NULL";
+    case MGPO_ERR_INVALID_ARGUMENT: return "MGPO_ERR_INVALID_ARGUMENT: invalid count, index or size";
+    case MGPO_ERR_OUT_OF_MEMORY: return "MGPO_ERR_OUT_OF_MEMORY: allocation failed";
+    case MGPO_ERR_BAD_LR: return "MGPO_ERR_BAD_LR: learning rate or lr scale negative or not finite";
+    case MGPO_ERR_BAD_BETA: return "MGPO_ERR_BAD_BETA: beta, momentum, dampening or EMA outside [0, 1), or nesterov without momentum";
+    case MGPO_ERR_BAD_EPSILON: return "MGPO_ERR_BAD_EPSILON: epsilon not positive and finite";
+    case MGPO_ERR_BAD_WEIGHT_DECAY: return "MGPO_ERR_BAD_WEIGHT_DECAY: weight decay negative or not finite";
+    case MGPO_ERR_BAD_RHO: return "MGPO_ERR_BAD_RHO: rho negative or not finite";
+    case MGPO_ERR_BAD_SCALE_MAX: return "MGPO_ERR_BAD_SCALE_MAX: scale_max not positive and finite";
+    case MGPO_ERR_BAD_ENUM: return "MGPO_ERR_BAD_ENUM: unknown optimizer, sign, scope or mode";
+    case MGPO_ERR_BAD_CLIP: return "MGPO_ERR_BAD_CLIP: max_grad_norm negative or not finite";
+    case MGPO_ERR_BAD_THREADS: return "MGPO_ERR_BAD_THREADS: num_threads negative";
+    case MGPO_ERR_OVERLAP: return "MGPO_ERR_OVERLAP: a buffer overlaps another registered buffer";
+    case MGPO_ERR_NO_TENSORS: return "MGPO_ERR_NO_TENSORS: no tensors registered";
+    case MGPO_ERR_NO_GRADIENT: return "MGPO_ERR_NO_GRADIENT: a gradient buffer is not set";
+    case MGPO_ERR_NONFINITE_GRADIENT: return "MGPO_ERR_NONFINITE_GRADIENT: NaN or Inf in the gradient; step skipped";
+    case MGPO_ERR_WRONG_PHASE: return "MGPO_ERR_WRONG_PHASE: call not allowed in the current phase";
+    case MGPO_ERR_SHAPE: return "MGPO_ERR_SHAPE: LoRA pair dimensions inconsistent";
+    case MGPO_ERR_BUFFER_TOO_SMALL: return "MGPO_ERR_BUFFER_TOO_SMALL: buffer too small";
+    case MGPO_ERR_IO: return "MGPO_ERR_IO: file input/output failed";
+    case MGPO_ERR_CHECKPOINT_MAGIC: return "MGPO_ERR_CHECKPOINT_MAGIC: not a libmgpo checkpoint";
+    case MGPO_ERR_CHECKPOINT_VERSION: return "MGPO_ERR_CHECKPOINT_VERSION: unsupported checkpoint version";
+    case MGPO_ERR_CHECKPOINT_ENDIAN: return "MGPO_ERR_CHECKPOINT_ENDIAN: checkpoint written with another byte order";
+    case MGPO_ERR_CHECKPOINT_LAYOUT: return "MGPO_ERR_CHECKPOINT_LAYOUT: checkpoint does not match this state's tensors or configuration";
+    case MGPO_ERR_CHECKPOINT_CHECKSUM: return "MGPO_ERR_CHECKPOINT_CHECKSUM: checkpoint checksum mismatch";
+    case MGPO_ERR_CHECKPOINT_TRUNCATED: return "MGPO_ERR_CHECKPOINT_TRUNCATED: checkpoint truncated or with trailing bytes";
+    case MGPO_ERR_ALLREDUCE: return "MGPO_ERR_ALLREDUCE: the all-reduce hook failed";
+    case MGPO_ERR_UNSUPPORTED: return "MGPO_ERR_UNSUPPORTED: not supported by this build";
+    }
+    return "MGPO_ERR_UNKNOWN: unknown status code";
+}
+
+mgpo_config mgpo_config_default(void)
+{
+    mgpo_config c;
+    c.optimizer = MGPO_OPTIMIZER_ADAMW;
+    c.lr = 1e-4;
+    c.beta1 = 0.9;
+    c.beta2 = 0.999;
+    c.eps = 1e-8;
+    c.weight_decay = 0.0;
+    c.momentum = 0.9;
+    c.dampening = 0.0;
+    c.nesterov = 0;
+    c.rho = 0.05;
+    c.norm_ema = 0.9;
+    c.scale_max = 10.0;
+    c.norm_eps = 1e-12;
+    c.sign = MGPO_SIGN_LOOKAHEAD;
+    c.scope = MGPO_SCOPE_GLOBAL;
+    c.restore_mode = MGPO_RESTORE_EXACT;
+    c.max_grad_norm = 0.0;
+    c.num_threads = 1;
+    return c;
+}
+
+mgpo_config mgpo_config_nlg(void)
+{
+    mgpo_config c = mgpo_config_default();
+    c.lr = 2e-5;
+    c.beta1 = 0.8;
+    c.momentum = 0.8;
+    c.norm_ema = 0.8;
+    c.rho = 0.01;
+    return c;
+}
+
+static bool unit_interval(double x) { return isfinite(x) && x >= 0.0 && x < 1.0; }
+static bool non_negative(double x) { return isfinite(x) && x >= 0.0; }
+static bool positive(double x) { return isfinite(x) && x > 0.0; }
+
+mgpo_status mgpo_config_validate(const mgpo_config *c)
+{
+    if (!c) return MGPO_ERR_NULL_ARGUMENT;
+    if ((c->optimizer != MGPO_OPTIMIZER_ADAMW && c->optimizer != MGPO_OPTIMIZER_SGD) ||
+        (c->sign != MGPO_SIGN_LOOKAHEAD && c->sign != MGPO_SIGN_ASCENT) ||
+        (c->scope != MGPO_SCOPE_GLOBAL && c->scope != MGPO_SCOPE_TENSOR) ||
+        (c->restore_mode != MGPO_RESTORE_EXACT &&
+         c->restore_mode != MGPO_RESTORE_LOW_MEMORY) ||
+        (c->nesterov != 0 && c->nesterov != 1))
+        return MGPO_ERR_BAD_ENUM;
+    if (!non_negative(c->lr)) return MGPO_ERR_BAD_LR;
+    if (!unit_interval(c->beta1) || !unit_interval(c->beta2) ||
+        !unit_interval(c->momentum) || !unit_interval(c->dampening) ||
+        !unit_interval(c->norm_ema))
+        return MGPO_ERR_BAD_BETA;
+    /* torch.optim.SGD refuses the same combination. */
+    if (c->nesterov && (c->momentum <= 0.0 || c->dampening != 0.0))
+        return MGPO_ERR_BAD_BETA;
+    if (!positive(c->eps) || !positive(c->norm_eps)) return MGPO_ERR_BAD_EPSILON;
+    if (!non_negative(c->weight_decay)) return MGPO_ERR_BAD_WEIGHT_DECAY;
+    if (!non_negative(c->rho)) return MGPO_ERR_BAD_RHO;
+    if (!positive(c->scale_max)) return MGPO_ERR_BAD_SCALE_MAX;
+    if (!non_negative(c->max_grad_norm)) return MGPO_ERR_BAD_CLIP;
+    if (c->num_threads < 0) return MGPO_ERR_BAD_THREADS;
+    return MGPO_OK;
+}
+
+mgpo_tensor_options mgpo_tensor_options_default(void)
+{
+    mgpo_tensor_options o;
+    o.lr_scale = 1.0;
+    o.weight_decay_scale = 1.0;
+    o.perturb = 1;
+    return o;
+}
+
+mgpo_status mgpo_check_options(const mgpo_tensor_options *o)
+{
+    if (!non_negative(o->lr_scale)) return MGPO_ERR_BAD_LR;
+    if (!non_negative(o->weight_decay_scale)) return MGPO_ERR_BAD_WEIGHT_DECAY;
+    return MGPO_OK;
+}

@@ -1,0 +1,152 @@
+/* Private state layout shared by the library sources.  Not installed. */
+#ifndef MGPO_INTERNAL_H
+#define MGPO_INTERNAL_H
+
+#include "mgpo.h"
+
+#include <stdbool.h>
+
+/* Norms are reduced block by block in double precision; a block's partial sum
+ * has fixed bits, and blocks are added in index order, so the result does not
+ * depend on how blocks are spread over threads. */
+#define MGPO_BLOCK_FLOATS 4096u
+/* Alignment of the library's own large buffers (one cache line, AVX-512). */
+#define MGPO_ALIGNMENT 64u
+
+/* One float buffer that the base optimizer steps: a plain tensor, or the A or
+ * the B matrix of a LoRA pair. */
+typedef struct mgpo_slot {
+    float *params;          /* caller's */
+    const float *grads;     /* caller's, may be NULL until set */
+    size_t count;
+    float *m;               /* AdamW exp_avg or SGD momentum buffer */
+    float *v;               /* AdamW exp_avg_sq; NULL for SGD */
+    float *backup;          /* clean params while perturbed (exact mode), or NULL */
+    size_t item;            /* owning item */
+    size_t first_block, block_count;
+    double lr_scale, weight_decay_scale;
+    bool perturb;           /* perturbation moves this buffer (adapter mode) */
+    float applied;          /* coefficient c added to params now (0 = untouched) */
+    double momentum_sq;     /* ||m||^2 after the last step (cached for perturb) */
+    /* Per-step constants, filled serially before the parallel update. */
+    float k_decay, k_step, k_lr;
+} mgpo_slot;
+
+typedef enum mgpo_item_kind { MGPO_ITEM_TENSOR = 0, MGPO_ITEM_LORA = 1 } mgpo_item_kind;
+
+/* Private part of a LoRA pair (lib/lora.c). */
+typedef struct mgpo_lora_item {
+    mgpo_lora_pair desc;    /* caller's description, pointers are the caller's */
+    float *base_backup;     /* copy of W while perturbed (base mode) */
+    double *work;           /* (2r)^2 Gram scratch, sized at registration */
+    size_t work_count;
+    float base_applied;     /* c applied to W now (base mode), 0 = untouched */
+} mgpo_lora_item;
+
+/* A registration: a tensor (one slot) or a LoRA pair (slots A then B). */
+typedef struct mgpo_item {
+    mgpo_item_kind kind;
+    size_t first_slot, slot_count;
+    bool perturb;
+    size_t unit;
+    mgpo_lora_item *lora;   /* NULL for tensors */
+} mgpo_item;
+
+/* A scope unit: the items sharing one momentum norm and one gradient EMA. */
+typedef struct mgpo_unit {
+    bool gbar_set;
+    double gbar;            /* EMA of gamma */
+    double gamma;           /* gradient norm at the last step */
+    double momentum_norm;   /* n_U at the last perturb */
+    double scale;           /* s_U at the last perturb */
+    double coefficient;     /* c_U applied at the last perturb */
+} mgpo_unit;
+
+/* A block of one slot, the unit of parallel work and of reduction. */
+typedef struct mgpo_block {
+    size_t slot;
+    size_t begin, end;
+} mgpo_block;
+
+struct mgpo_state {
+    mgpo_config config;
+    mgpo_allocator allocator;
+    mgpo_allreduce_fn allreduce;
+    void *allreduce_ctx;
+
+    mgpo_item *items;    size_t item_count, item_capacity;
+    mgpo_slot *slots;    size_t slot_count, slot_capacity;
+    mgpo_block *blocks;  size_t block_count, block_capacity;
+    mgpo_unit *units;    size_t unit_count, unit_capacity;
+    double *block_sums;  /* one partial per block (g^2 in pass 1, m^2 in pass 2) */
+    double *reduce_buf;  /* unit_count + 1 values handed to the all-reduce hook */
+    size_t reduce_capacity;
+
+    uint64_t step;
+    uint64_t skipped_steps;
+    double lr;
+    bool perturbed;
+    mgpo_stats stats;
+};
+
+/* state.c: allocation through the caller's allocator, aligned. */
+void *mgpo_alloc(const mgpo_state *st, size_t size);
+void mgpo_free(const mgpo_state *st, void *ptr, size_t size);
+mgpo_status mgpo_grow(const mgpo_state *st, void **array, size_t *capacity,
+                      size_t needed, size_t elem_size);
+mgpo_status mgpo_check_options(const mgpo_tensor_options *o);
+mgpo_status mgpo_check_writable(const mgpo_state *st, const float *p, size_t count);
+mgpo_status mgpo_check_readable(const mgpo_state *st, const float *p, size_t count);
+bool mgpo_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes);
+/* Appends one slot (with its blocks and moments) for item `item`. */
+mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads,
+                          size_t count, const mgpo_tensor_options *o, size_t item,
+                          bool perturb);
+/* Appends an item (and its unit under tensor scope); returns its index. */
+mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb,
+                          size_t *index);
+/* Undoes the last mgpo_add_item/mgpo_add_slot calls after a failure. */
+void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before);
+
+/* The fixed combination of eight lane sums used by every norm, so that a norm
+ * fused into a kernel has the same bits as mgpo_sum_squares. */
+static inline double mgpo_combine_lanes(const double lane[8])
+{
+    return ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
+           ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+}
+
+/* reduce.c: deterministic sums of squares. */
+double mgpo_sum_squares(const float *x, size_t n);
+double mgpo_sum_blocks(const mgpo_state *st, const mgpo_slot *slot);
+
+/* kernels.c: the fused elementwise passes over one block. */
+void mgpo_kernel_perturb(float *params, float *backup, const float *m,
+                         float coefficient, size_t n);
+void mgpo_kernel_unperturb(float *params, const float *m, float coefficient, size_t n);
+/* AdamW on one block; src is the clean params (backup or params); returns
+ * the sum of squares of the new m over the block. */
+double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
+                         float *m, float *v, const mgpo_slot *slot, float grad_scale,
+                         float beta1, float one_minus_beta1, float beta2,
+                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n);
+double mgpo_kernel_sgd(float *params, const float *src, const float *grads,
+                       float *m, const mgpo_slot *slot, float grad_scale, bool first,
+                       float momentum, float one_minus_dampening, bool nesterov,
+                       size_t n);
+
+/* parallel.c: runs fn(st, block, arg) over every block, on config.num_threads. */
+typedef void (*mgpo_block_fn)(mgpo_state *st, size_t block, void *arg);
+void mgpo_parallel_blocks(mgpo_state *st, mgpo_block_fn fn, void *arg);
+
+/* lora.c: weight-space norms and the base-mode perturbation of a pair. */
+double mgpo_lora_momentum_sq(const mgpo_state *st, const mgpo_item *item);
+double mgpo_lora_grad_sq(const mgpo_state *st, const mgpo_item *item);
+void mgpo_lora_base_perturb(mgpo_state *st, mgpo_item *item, float coefficient);
+void mgpo_lora_base_restore(mgpo_state *st, mgpo_item *item);
+void mgpo_lora_free(mgpo_state *st, mgpo_item *item);
+
+/* Test hook: the moment `which` (0 = m, 1 = v) of slot 0 of item `index`. */
+const float *mgpo_internal_moment(const mgpo_state *st, size_t index, int which);
+
+#endif

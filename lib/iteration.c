@@ -1,0 +1,273 @@
+/* perturb / restore / step: walks the scope units and runs the kernels.
+ *
+ * Data flow of one iteration (N = perturbed floats, P = all floats):
+ *   perturb  reads theta, m; writes theta, backup      (norms come cached
+ *                                                       from the last step)
+ *   step     pass 1 reads g: sum of squares per block (a NaN/Inf anywhere
+ *            makes the sum non-finite, which is the finite check);
+ *            pass 2 reads backup-or-theta, g, m, v; writes theta, m, v and
+ *            sums the new m's squares for the next perturb.
+ * Only per-unit scalars cross between phases. */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+static double unit_scale(const mgpo_state *st, const mgpo_unit *u)
+{
+    if (!u->gbar_set) return 1.0;
+    double s = 1.0 / (u->gbar + st->config.norm_eps);
+    return s < st->config.scale_max ? s : st->config.scale_max;
+}
+
+static mgpo_status all_reduce(mgpo_state *st, size_t count)
+{
+    if (!st->allreduce) return MGPO_OK;
+    return st->allreduce(st->reduce_buf, count, st->allreduce_ctx) == 0 ? MGPO_OK
+                                                                       : MGPO_ERR_ALLREDUCE;
+}
+
+/* ---- perturb ------------------------------------------------------------- */
+
+static void perturb_block(mgpo_state *st, size_t b, void *arg)
+{
+    (void)arg;
+    const mgpo_block *bl = &st->blocks[b];
+    mgpo_slot *sl = &st->slots[bl->slot];
+    if (sl->applied == 0.0f) return;
+    mgpo_kernel_perturb(sl->params + bl->begin, sl->backup ? sl->backup + bl->begin : NULL,
+                        sl->m + bl->begin, sl->applied, bl->end - bl->begin);
+}
+
+/* Squared momentum norm of an item, in the space its unit measures. */
+static double item_momentum_sq(const mgpo_state *st, const mgpo_item *it)
+{
+    if (it->kind == MGPO_ITEM_LORA) return mgpo_lora_momentum_sq(st, it);
+    return st->slots[it->first_slot].momentum_sq;
+}
+
+mgpo_status mgpo_perturb(mgpo_state *st)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    if (st->item_count == 0) return MGPO_ERR_NO_TENSORS;
+    if (st->perturbed || st->step == 0 || st->config.rho == 0.0) return MGPO_OK;
+
+    double *sq = st->reduce_buf;
+    memset(sq, 0, st->unit_count * sizeof *sq);
+    for (size_t i = 0; i < st->item_count; i++)
+        if (st->items[i].perturb) sq[st->items[i].unit] += item_momentum_sq(st, &st->items[i]);
+    mgpo_status s = all_reduce(st, st->unit_count);
+    if (s != MGPO_OK) return s;
+
+    const mgpo_config *c = &st->config;
+    double total_sq = 0.0, applied_sq = 0.0, max_scale = 0.0;
+    bool any = false;
+    for (size_t u = 0; u < st->unit_count; u++) {
+        mgpo_unit *un = &st->units[u];
+        double n = sqrt(sq[u]);
+        un->momentum_norm = n;
+        un->scale = unit_scale(st, un);
+        un->coefficient = 0.0;
+        if (isfinite(n) && n > c->norm_eps) {
+            un->coefficient = (double)c->sign * c->rho * un->scale / (n + c->norm_eps);
+            any = true;
+            total_sq += n * n;
+            applied_sq += (un->coefficient * n) * (un->coefficient * n);
+            if (un->scale > max_scale) max_scale = un->scale;
+        }
+    }
+    if (!any) return MGPO_OK;
+
+    for (size_t i = 0; i < st->item_count; i++) {
+        mgpo_item *it = &st->items[i];
+        float cf = it->perturb ? (float)st->units[it->unit].coefficient : 0.0f;
+        if (it->lora && it->lora->desc.mode == MGPO_LORA_BASE) {
+            if (cf != 0.0f) mgpo_lora_base_perturb(st, it, cf);
+            continue;
+        }
+        for (size_t k = 0; k < it->slot_count; k++) st->slots[it->first_slot + k].applied = cf;
+    }
+    mgpo_parallel_blocks(st, perturb_block, NULL);
+
+    st->perturbed = true;
+    st->stats.momentum_norm = sqrt(total_sq);
+    st->stats.perturbation_norm = sqrt(applied_sq);
+    st->stats.perturbation_scale = max_scale;
+    return MGPO_OK;
+}
+
+/* ---- restore ------------------------------------------------------------- */
+
+static void restore_block(mgpo_state *st, size_t b, void *arg)
+{
+    (void)arg;
+    const mgpo_block *bl = &st->blocks[b];
+    mgpo_slot *sl = &st->slots[bl->slot];
+    if (sl->applied == 0.0f) return;
+    size_t n = bl->end - bl->begin;
+    if (sl->backup)
+        memcpy(sl->params + bl->begin, sl->backup + bl->begin, n * sizeof(float));
+    else
+        mgpo_kernel_unperturb(sl->params + bl->begin, sl->m + bl->begin, sl->applied, n);
+}
+
+/* Marks everything clean; the caller has already put the values back. */
+static void clear_perturbation(mgpo_state *st)
+{
+    for (size_t i = 0; i < st->slot_count; i++) st->slots[i].applied = 0.0f;
+    for (size_t i = 0; i < st->item_count; i++)
+        if (st->items[i].lora && st->items[i].lora->base_applied != 0.0f)
+            mgpo_lora_base_restore(st, &st->items[i]);
+    st->perturbed = false;
+}
+
+mgpo_status mgpo_restore(mgpo_state *st)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    if (!st->perturbed) return MGPO_OK;
+    mgpo_parallel_blocks(st, restore_block, NULL);
+    clear_perturbation(st);
+    return MGPO_OK;
+}
+
+/* ---- step ---------------------------------------------------------------- */
+
+static void grad_sq_block(mgpo_state *st, size_t b, void *arg)
+{
+    (void)arg;
+    const mgpo_block *bl = &st->blocks[b];
+    const mgpo_slot *sl = &st->slots[bl->slot];
+    st->block_sums[b] = mgpo_sum_squares(sl->grads + bl->begin, bl->end - bl->begin);
+}
+
+typedef struct step_constants {
+    float grad_scale;
+    bool first;
+    float beta1, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt, eps;
+    float momentum, one_minus_dampening;
+    bool nesterov, adamw;
+} step_constants;
+
+static void update_block(mgpo_state *st, size_t b, void *arg)
+{
+    const step_constants *k = arg;
+    const mgpo_block *bl = &st->blocks[b];
+    mgpo_slot *sl = &st->slots[bl->slot];
+    size_t n = bl->end - bl->begin;
+    float *p = sl->params + bl->begin, *m = sl->m + bl->begin;
+    const float *src = p;
+    /* The restore is fused into the update: read the clean values from the
+     * backup, or undo c*m in place while the block is in cache. */
+    if (sl->applied != 0.0f) {
+        if (sl->backup) src = sl->backup + bl->begin;
+        else mgpo_kernel_unperturb(p, m, sl->applied, n);
+    }
+    const float *g = sl->grads + bl->begin;
+    st->block_sums[b] =
+        k->adamw ? mgpo_kernel_adamw(p, src, g, m, sl->v + bl->begin, sl, k->grad_scale,
+                                     k->beta1, k->one_minus_beta1, k->beta2,
+                                     k->one_minus_beta2, k->bias2_sqrt, k->eps, n)
+                 : mgpo_kernel_sgd(p, src, g, m, sl, k->grad_scale, k->first, k->momentum,
+                                   k->one_minus_dampening, k->nesterov, n);
+}
+
+/* Squared gradient norm of an item in its unit's space (pass 1 has filled
+ * block_sums with the per-block squares of the raw gradients). */
+static double item_grad_sq(const mgpo_state *st, const mgpo_item *it)
+{
+    if (it->kind == MGPO_ITEM_LORA) return mgpo_lora_grad_sq(st, it);
+    return mgpo_sum_blocks(st, &st->slots[it->first_slot]);
+}
+
+static void set_slot_constants(mgpo_state *st, uint64_t t)
+{
+    const mgpo_config *c = &st->config;
+    double bias1 = 1.0 - pow(c->beta1, (double)t);
+    for (size_t i = 0; i < st->slot_count; i++) {
+        mgpo_slot *sl = &st->slots[i];
+        double lr = st->lr * sl->lr_scale, wd = c->weight_decay * sl->weight_decay_scale;
+        if (c->optimizer == MGPO_OPTIMIZER_ADAMW) {
+            sl->k_decay = (float)(1.0 - lr * wd);
+            sl->k_step = (float)(-(lr / bias1));
+        } else {
+            sl->k_decay = (float)wd;
+            sl->k_lr = (float)(-lr);
+        }
+    }
+}
+
+mgpo_status mgpo_step(mgpo_state *st)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    if (st->item_count == 0) return MGPO_ERR_NO_TENSORS;
+    for (size_t i = 0; i < st->slot_count; i++)
+        if (!st->slots[i].grads) return MGPO_ERR_NO_GRADIENT;
+
+    /* Pass 1: raw gradient norms per unit and in total. */
+    mgpo_parallel_blocks(st, grad_sq_block, NULL);
+    double *sq = st->reduce_buf;
+    size_t units = st->unit_count;
+    memset(sq, 0, (units + 1) * sizeof *sq);
+    for (size_t i = 0; i < st->slot_count; i++) sq[units] += mgpo_sum_blocks(st, &st->slots[i]);
+    for (size_t i = 0; i < st->item_count; i++)
+        if (st->items[i].perturb) sq[st->items[i].unit] += item_grad_sq(st, &st->items[i]);
+    mgpo_status s = all_reduce(st, units + 1);
+    if (s != MGPO_OK) return s;
+
+    if (!isfinite(sq[units])) {
+        if (st->perturbed) mgpo_restore(st);
+        st->skipped_steps++;
+        return MGPO_ERR_NONFINITE_GRADIENT;
+    }
+
+    const mgpo_config *c = &st->config;
+    double grad_norm = sqrt(sq[units]);
+    step_constants k;
+    memset(&k, 0, sizeof k);
+    k.grad_scale = 1.0f;
+    st->stats.clipped = 0;
+    if (c->max_grad_norm > 0.0) {
+        /* torch.nn.utils.clip_grad_norm_: scale by max/(norm+1e-6) if below 1. */
+        double coef = c->max_grad_norm / (grad_norm + 1e-6);
+        if (coef < 1.0) {
+            k.grad_scale = (float)coef;
+            st->stats.clipped = 1;
+        }
+    }
+
+    double ema_sq = 0.0;
+    for (size_t u = 0; u < units; u++) {
+        mgpo_unit *un = &st->units[u];
+        un->gamma = sqrt(sq[u]);
+        un->gbar = un->gbar_set ? c->norm_ema * un->gbar + (1.0 - c->norm_ema) * un->gamma
+                                : un->gamma;
+        un->gbar_set = true;
+        ema_sq += un->gbar * un->gbar;
+    }
+
+    uint64_t t = st->step + 1;
+    set_slot_constants(st, t);
+    k.first = t == 1;
+    k.adamw = c->optimizer == MGPO_OPTIMIZER_ADAMW;
+    k.beta1 = (float)c->beta1;
+    k.one_minus_beta1 = (float)(1.0 - c->beta1);
+    k.beta2 = (float)c->beta2;
+    k.one_minus_beta2 = (float)(1.0 - c->beta2);
+    k.bias2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t));
+    k.eps = (float)c->eps;
+    k.momentum = (float)c->momentum;
+    k.one_minus_dampening = (float)(1.0 - c->dampening);
+    k.nesterov = c->nesterov != 0;
+
+    /* Pass 2: restore fused with the update; block_sums now gets m^2. */
+    mgpo_parallel_blocks(st, update_block, &k);
+    for (size_t i = 0; i < st->slot_count; i++)
+        st->slots[i].momentum_sq = mgpo_sum_blocks(st, &st->slots[i]);
+    clear_perturbation(st);
+
+    st->step = t;
+    st->stats.lr = st->lr;
+    st->stats.grad_norm = grad_norm;
+    st->stats.grad_norm_ema = sqrt(ema_sq);
+    return MGPO_OK;
+}

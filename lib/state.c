@@ -1,0 +1,405 @@
+/* State lifetime, memory, the tensor registry and the read-only getters. */
+#include "internal.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- Memory ---------------------------------------------------------------
+ * Every allocation goes through the caller's allocator.  Large buffers are
+ * aligned to MGPO_ALIGNMENT by over-allocating and storing the raw pointer
+ * just before the aligned one, so the caller's allocator needs only malloc's
+ * guarantees. */
+
+static void *default_alloc(void *ctx, size_t size) { (void)ctx; return malloc(size); }
+static void default_free(void *ctx, void *ptr, size_t size) { (void)ctx; (void)size; free(ptr); }
+
+#define MGPO_ALLOC_EXTRA (MGPO_ALIGNMENT + sizeof(void *))
+
+void *mgpo_alloc(const mgpo_state *st, size_t size)
+{
+    if (size == 0 || size > SIZE_MAX - MGPO_ALLOC_EXTRA) return NULL;
+    unsigned char *raw = st->allocator.alloc(st->allocator.ctx, size + MGPO_ALLOC_EXTRA);
+    if (!raw) return NULL;
+    uintptr_t at = ((uintptr_t)raw + sizeof(void *) + MGPO_ALIGNMENT - 1) &
+                   ~(uintptr_t)(MGPO_ALIGNMENT - 1);
+    unsigned char *aligned = raw + (at - (uintptr_t)raw);
+    memcpy(aligned - sizeof(void *), &raw, sizeof raw);
+    return aligned;
+}
+
+void mgpo_free(const mgpo_state *st, void *ptr, size_t size)
+{
+    if (!ptr) return;
+    void *raw;
+    memcpy(&raw, (unsigned char *)ptr - sizeof(void *), sizeof raw);
+    st->allocator.free(st->allocator.ctx, raw, size + MGPO_ALLOC_EXTRA);
+}
+
+mgpo_status mgpo_grow(const mgpo_state *st, void **array, size_t *capacity,
+                      size_t needed, size_t elem_size)
+{
+    if (needed <= *capacity) return MGPO_OK;
+    size_t cap = *capacity ? *capacity : 4;
+    while (cap < needed) {
+        if (cap > SIZE_MAX / 2 / elem_size) return MGPO_ERR_OUT_OF_MEMORY;
+        cap *= 2;
+    }
+    void *grown = mgpo_alloc(st, cap * elem_size);
+    if (!grown) return MGPO_ERR_OUT_OF_MEMORY;
+    if (*array) {
+        memcpy(grown, *array, *capacity * elem_size);
+        mgpo_free(st, *array, *capacity * elem_size);
+    }
+    *array = grown;
+    *capacity = cap;
+    return MGPO_OK;
+}
+
+/* ---- Create / destroy ---------------------------------------------------- */
+
+mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
+                        const mgpo_allocator *allocator)
+{
+    if (!out) return MGPO_ERR_NULL_ARGUMENT;
+    *out = NULL;
+    mgpo_config cfg = config ? *config : mgpo_config_default();
+    mgpo_status s = mgpo_config_validate(&cfg);
+    if (s != MGPO_OK) return s;
+    if (allocator && (!allocator->alloc || !allocator->free)) return MGPO_ERR_NULL_ARGUMENT;
+
+    mgpo_state boot;
+    memset(&boot, 0, sizeof boot);
+    if (allocator) {
+        boot.allocator = *allocator;
+    } else {
+        boot.allocator.alloc = default_alloc;
+        boot.allocator.free = default_free;
+    }
+    mgpo_state *st = mgpo_alloc(&boot, sizeof *st);
+    if (!st) return MGPO_ERR_OUT_OF_MEMORY;
+    *st = boot;
+    st->config = cfg;
+    st->lr = cfg.lr;
+    st->stats.lr = cfg.lr;
+    if (cfg.scope == MGPO_SCOPE_GLOBAL) {
+        s = mgpo_grow(st, (void **)&st->units, &st->unit_capacity, 1, sizeof *st->units);
+        if (s == MGPO_OK)
+            s = mgpo_grow(st, (void **)&st->reduce_buf, &st->reduce_capacity, 2,
+                          sizeof(double));
+        if (s != MGPO_OK) {
+            mgpo_destroy(st);
+            return s;
+        }
+        memset(&st->units[0], 0, sizeof st->units[0]);
+        st->unit_count = 1;
+    }
+    *out = st;
+    return MGPO_OK;
+}
+
+void mgpo_destroy(mgpo_state *st)
+{
+    if (!st) return;
+    for (size_t i = 0; i < st->item_count; i++) mgpo_lora_free(st, &st->items[i]);
+    for (size_t i = 0; i < st->slot_count; i++) {
+        mgpo_slot *sl = &st->slots[i];
+        size_t bytes = sl->count * sizeof(float);
+        mgpo_free(st, sl->m, bytes);
+        mgpo_free(st, sl->v, bytes);
+        mgpo_free(st, sl->backup, bytes);
+    }
+    mgpo_free(st, st->items, st->item_capacity * sizeof *st->items);
+    mgpo_free(st, st->slots, st->slot_capacity * sizeof *st->slots);
+    mgpo_free(st, st->blocks, st->block_capacity * sizeof *st->blocks);
+    mgpo_free(st, st->units, st->unit_capacity * sizeof *st->units);
+    mgpo_free(st, st->block_sums, st->block_capacity * sizeof(double));
+    mgpo_free(st, st->reduce_buf, st->reduce_capacity * sizeof(double));
+    mgpo_state copy = *st;
+    mgpo_free(&copy, st, sizeof *st);
+}
+
+/* ---- Registry ------------------------------------------------------------ */
+
+bool mgpo_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes)
+{
+    uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return a0 < b0 + b_bytes && b0 < a0 + a_bytes;
+}
+
+static bool overlaps_lora_base(const mgpo_state *st, const float *p, size_t count)
+{
+    for (size_t i = 0; i < st->item_count; i++) {
+        const mgpo_lora_item *l = st->items[i].lora;
+        if (l && l->desc.base_weight &&
+            mgpo_ranges_overlap(p, count * sizeof(float), l->desc.base_weight,
+                                l->desc.n_out * l->desc.n_in * sizeof(float)))
+            return true;
+    }
+    return false;
+}
+
+/* A buffer the library will write must not overlap anything registered. */
+mgpo_status mgpo_check_writable(const mgpo_state *st, const float *p, size_t count)
+{
+    size_t bytes = count * sizeof(float);
+    for (size_t i = 0; i < st->slot_count; i++) {
+        const mgpo_slot *sl = &st->slots[i];
+        size_t sb = sl->count * sizeof(float);
+        if (mgpo_ranges_overlap(p, bytes, sl->params, sb) ||
+            (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, sb)))
+            return MGPO_ERR_OVERLAP;
+    }
+    return overlaps_lora_base(st, p, count) ? MGPO_ERR_OVERLAP : MGPO_OK;
+}
+
+/* A buffer the library only reads must not overlap anything it writes. */
+mgpo_status mgpo_check_readable(const mgpo_state *st, const float *p, size_t count)
+{
+    size_t bytes = count * sizeof(float);
+    for (size_t i = 0; i < st->slot_count; i++) {
+        if (mgpo_ranges_overlap(p, bytes, st->slots[i].params,
+                                st->slots[i].count * sizeof(float)))
+            return MGPO_ERR_OVERLAP;
+    }
+    return overlaps_lora_base(st, p, count) ? MGPO_ERR_OVERLAP : MGPO_OK;
+}
+
+mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb, size_t *index)
+{
+    mgpo_status s = mgpo_grow(st, (void **)&st->items, &st->item_capacity,
+                              st->item_count + 1, sizeof *st->items);
+    if (s != MGPO_OK) return s;
+    if (st->config.scope == MGPO_SCOPE_TENSOR) {
+        s = mgpo_grow(st, (void **)&st->units, &st->unit_capacity, st->unit_count + 1,
+                      sizeof *st->units);
+        /* The all-reduce buffer holds one value per unit plus the total
+         * gradient norm used by clipping. */
+        if (s == MGPO_OK)
+            s = mgpo_grow(st, (void **)&st->reduce_buf, &st->reduce_capacity,
+                          st->unit_count + 2, sizeof(double));
+        if (s != MGPO_OK) return s;
+        memset(&st->units[st->unit_count], 0, sizeof st->units[0]);
+        st->unit_count++;
+    }
+    mgpo_item *it = &st->items[st->item_count];
+    memset(it, 0, sizeof *it);
+    it->kind = kind;
+    it->perturb = perturb;
+    it->first_slot = st->slot_count;
+    it->unit = st->config.scope == MGPO_SCOPE_TENSOR ? st->item_count : 0;
+    *index = st->item_count++;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, size_t count,
+                          const mgpo_tensor_options *o, size_t item, bool perturb)
+{
+    size_t blocks = (count + MGPO_BLOCK_FLOATS - 1) / MGPO_BLOCK_FLOATS;
+    size_t old_block_cap = st->block_capacity;
+    mgpo_status s = mgpo_grow(st, (void **)&st->slots, &st->slot_capacity,
+                              st->slot_count + 1, sizeof *st->slots);
+    if (s == MGPO_OK)
+        s = mgpo_grow(st, (void **)&st->blocks, &st->block_capacity,
+                      st->block_count + blocks, sizeof *st->blocks);
+    if (s != MGPO_OK) return s;
+    if (st->block_capacity != old_block_cap) {
+        /* block_sums always has block_capacity entries. */
+        double *sums = mgpo_alloc(st, st->block_capacity * sizeof(double));
+        if (!sums) return MGPO_ERR_OUT_OF_MEMORY;
+        mgpo_free(st, st->block_sums, old_block_cap * sizeof(double));
+        st->block_sums = sums;
+    }
+
+    size_t bytes = count * sizeof(float);
+    bool adamw = st->config.optimizer == MGPO_OPTIMIZER_ADAMW;
+    bool backup = perturb && st->config.restore_mode == MGPO_RESTORE_EXACT;
+    float *m = mgpo_alloc(st, bytes);
+    float *v = adamw ? mgpo_alloc(st, bytes) : NULL;
+    float *b = backup ? mgpo_alloc(st, bytes) : NULL;
+    if (!m || (adamw && !v) || (backup && !b)) {
+        mgpo_free(st, m, bytes);
+        mgpo_free(st, v, bytes);
+        mgpo_free(st, b, bytes);
+        return MGPO_ERR_OUT_OF_MEMORY;
+    }
+    memset(m, 0, bytes);
+    if (v) memset(v, 0, bytes);
+
+    mgpo_slot *sl = &st->slots[st->slot_count];
+    memset(sl, 0, sizeof *sl);
+    sl->params = params;
+    sl->grads = grads;
+    sl->count = count;
+    sl->m = m;
+    sl->v = v;
+    sl->backup = b;
+    sl->item = item;
+    sl->first_block = st->block_count;
+    sl->block_count = blocks;
+    sl->lr_scale = o->lr_scale;
+    sl->weight_decay_scale = o->weight_decay_scale;
+    sl->perturb = perturb;
+    for (size_t k = 0; k < blocks; k++) {
+        mgpo_block *bl = &st->blocks[st->block_count + k];
+        bl->slot = st->slot_count;
+        bl->begin = k * MGPO_BLOCK_FLOATS;
+        bl->end = bl->begin + MGPO_BLOCK_FLOATS < count ? bl->begin + MGPO_BLOCK_FLOATS : count;
+    }
+    st->block_count += blocks;
+    st->slot_count++;
+    st->items[item].slot_count++;
+    return MGPO_OK;
+}
+
+void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before)
+{
+    while (st->slot_count > slot_count_before) {
+        mgpo_slot *sl = &st->slots[--st->slot_count];
+        size_t bytes = sl->count * sizeof(float);
+        st->block_count -= sl->block_count;
+        mgpo_free(st, sl->m, bytes);
+        mgpo_free(st, sl->v, bytes);
+        mgpo_free(st, sl->backup, bytes);
+    }
+    mgpo_item *it = &st->items[--st->item_count];
+    mgpo_lora_free(st, it);
+    if (st->config.scope == MGPO_SCOPE_TENSOR) st->unit_count--;
+}
+
+static mgpo_status check_registration(const mgpo_state *st)
+{
+    return (st->step > 0 || st->perturbed) ? MGPO_ERR_WRONG_PHASE : MGPO_OK;
+}
+
+mgpo_status mgpo_add_tensor(mgpo_state *st, float *params, const float *grads, size_t count,
+                            const mgpo_tensor_options *options, size_t *index)
+{
+    if (!st || !params) return MGPO_ERR_NULL_ARGUMENT;
+    if (count == 0 || count > SIZE_MAX / 4 / sizeof(float)) return MGPO_ERR_INVALID_ARGUMENT;
+    mgpo_tensor_options o = options ? *options : mgpo_tensor_options_default();
+    mgpo_status s = mgpo_check_options(&o);
+    if (s == MGPO_OK) s = check_registration(st);
+    if (s != MGPO_OK) return s;
+    size_t bytes = count * sizeof(float);
+    if (grads && mgpo_ranges_overlap(params, bytes, grads, bytes)) return MGPO_ERR_OVERLAP;
+    s = mgpo_check_writable(st, params, count);
+    if (s == MGPO_OK && grads) s = mgpo_check_readable(st, grads, count);
+    if (s != MGPO_OK) return s;
+
+    size_t slots_before = st->slot_count, item;
+    s = mgpo_add_item(st, MGPO_ITEM_TENSOR, o.perturb != 0, &item);
+    if (s != MGPO_OK) return s;
+    s = mgpo_add_slot(st, params, grads, count, &o, item, o.perturb != 0);
+    if (s != MGPO_OK) {
+        mgpo_drop_last_item(st, slots_before);
+        return s;
+    }
+    if (index) *index = item;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_set_grad(mgpo_state *st, size_t index, const float *grads)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    if (index >= st->item_count || st->items[index].kind != MGPO_ITEM_TENSOR)
+        return MGPO_ERR_INVALID_ARGUMENT;
+    mgpo_slot *sl = &st->slots[st->items[index].first_slot];
+    if (grads) {
+        mgpo_status s = mgpo_check_readable(st, grads, sl->count);
+        if (s != MGPO_OK) return s;
+    }
+    sl->grads = grads;
+    return MGPO_OK;
+}
+
+/* ---- Setters and getters ------------------------------------------------- */
+
+mgpo_status mgpo_set_lr(mgpo_state *st, double lr)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    mgpo_config c = st->config;
+    c.lr = lr;
+    mgpo_status s = mgpo_config_validate(&c);
+    if (s != MGPO_OK) return s;
+    st->lr = lr;
+    st->config.lr = lr;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_set_rho(mgpo_state *st, double rho)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    mgpo_config c = st->config;
+    c.rho = rho;
+    mgpo_status s = mgpo_config_validate(&c);
+    if (s != MGPO_OK) return s;
+    st->config.rho = rho;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_set_allreduce(mgpo_state *st, mgpo_allreduce_fn fn, void *ctx)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    st->allreduce = fn;
+    st->allreduce_ctx = fn ? ctx : NULL;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_get_config(const mgpo_state *st, mgpo_config *out)
+{
+    if (!st || !out) return MGPO_ERR_NULL_ARGUMENT;
+    *out = st->config;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_get_tensor_count(const mgpo_state *st, size_t *count)
+{
+    if (!st || !count) return MGPO_ERR_NULL_ARGUMENT;
+    *count = st->item_count;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_is_perturbed(const mgpo_state *st, int *perturbed)
+{
+    if (!st || !perturbed) return MGPO_ERR_NULL_ARGUMENT;
+    *perturbed = st->perturbed ? 1 : 0;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_get_stats(const mgpo_state *st, mgpo_stats *out)
+{
+    if (!st || !out) return MGPO_ERR_NULL_ARGUMENT;
+    *out = st->stats;
+    out->step = st->step;
+    out->skipped_steps = st->skipped_steps;
+    out->perturbed = st->perturbed ? 1 : 0;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_get_unit_count(const mgpo_state *st, size_t *count)
+{
+    if (!st || !count) return MGPO_ERR_NULL_ARGUMENT;
+    *count = st->unit_count;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_get_unit_stats(const mgpo_state *st, size_t unit, mgpo_unit_stats *out)
+{
+    if (!st || !out) return MGPO_ERR_NULL_ARGUMENT;
+    if (unit >= st->unit_count) return MGPO_ERR_INVALID_ARGUMENT;
+    const mgpo_unit *u = &st->units[unit];
+    out->grad_norm = u->gamma;
+    out->grad_norm_ema = u->gbar;
+    out->momentum_norm = u->momentum_norm;
+    out->scale = u->scale;
+    out->coefficient = u->coefficient;
+    return MGPO_OK;
+}
+
+const float *mgpo_internal_moment(const mgpo_state *st, size_t index, int which)
+{
+    if (!st || index >= st->item_count) return NULL;
+    const mgpo_slot *sl = &st->slots[st->items[index].first_slot];
+    return which == 0 ? sl->m : sl->v;
+}
