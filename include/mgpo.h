@@ -357,7 +357,7 @@ typedef struct mgpo_unit_stats {
     double grad_norm;      /* gamma_U at the last step */
     double grad_norm_ema;  /* gbar_U (0 until the first step) */
     double momentum_norm;  /* n_U at the last perturb */
-    double scale;          /* s_U at the last perturb */
+    double scale;          /* s_U at the last perturb (0 if the unit was skipped) */
     double coefficient;    /* c_U applied at the last perturb (0 if skipped) */
 } mgpo_unit_stats;
 

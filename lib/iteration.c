@@ -66,9 +66,10 @@ mgpo_status mgpo_perturb(mgpo_state *st)
         mgpo_unit *un = &st->units[u];
         double n = sqrt(sq[u]);
         un->momentum_norm = n;
-        un->scale = unit_scale(st, un);
+        un->scale = 0.0;
         un->coefficient = 0.0;
         if (isfinite(n) && n > c->norm_eps) {
+            un->scale = unit_scale(st, un);
             un->coefficient = (double)c->sign * c->rho * un->scale / (n + c->norm_eps);
             any = true;
             total_sq += n * n;
