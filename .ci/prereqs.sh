@@ -9,18 +9,23 @@ cd "$(ci_root)"
 # without recommends.  g++ only builds the C++ example (skipped without it).
 packages=(cmake check pkg-config gcc g++ make libc6-dev)
 
-missing=()
-command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-command -v make >/dev/null 2>&1 || missing+=(make)
-command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
-# A compiler and the C library headers: compile something that needs both.
-if ! printf '#include <stdio.h>\nint main(void) { return 0; }\n' |
-        "${CC:-cc}" -x c - -o /dev/null >/dev/null 2>&1; then
-    missing+=(compiler)
-fi
-if command -v pkg-config >/dev/null 2>&1 && ! pkg-config --exists check; then
-    missing+=(check)
-fi
+# Fills missing[] with what this machine lacks.
+find_missing() {
+    missing=()
+    command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+    command -v make >/dev/null 2>&1 || missing+=(make)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    # A compiler and the C library headers: compile something that needs both.
+    if ! printf '#include <stdio.h>\nint main(void) { return 0; }\n' |
+            "${CC:-cc}" -x c - -o /dev/null >/dev/null 2>&1; then
+        missing+=(compiler)
+    fi
+    if command -v pkg-config >/dev/null 2>&1 && ! pkg-config --exists check; then
+        missing+=(check)
+    fi
+}
+
+find_missing
 
 if [ "${#missing[@]}" -eq 0 ]; then
     ci_note "all prerequisites present"
@@ -36,6 +41,8 @@ else
     export DEBIAN_FRONTEND=noninteractive
     "${sudo[@]}" apt-get update
     "${sudo[@]}" apt-get install -y --no-install-recommends "${packages[@]}"
+    find_missing
+    [ "${#missing[@]}" -eq 0 ] || ci_fail "still missing after apt-get: ${missing[*]}"
 fi
 
 cmake_version="$(cmake --version | sed -n '1s/^cmake version //p')"
