@@ -32,6 +32,9 @@ set(_mgpo_consumer_script ${CMAKE_CURRENT_SOURCE_DIR}/consumer_test.cmake)
 add_test(NAME packaging_pc_absolute
          COMMAND ${CMAKE_COMMAND} -DMODE=pc_absolute ${_mgpo_consumer_args}
                  -P ${_mgpo_consumer_script})
+# Configuring a consumer project takes seconds; a hang should not take 25 min.
+set(_mgpo_consumer_timeout 300)
+set_tests_properties(packaging_pc_absolute PROPERTIES TIMEOUT ${_mgpo_consumer_timeout})
 
 # Installing into a scratch prefix needs every install dir under the prefix;
 # with an absolute LIBDIR/INCLUDEDIR the install would write outside the build
@@ -45,19 +48,22 @@ endif()
 add_test(NAME packaging_install
          COMMAND ${CMAKE_COMMAND} -DMODE=install ${_mgpo_consumer_args}
                  -P ${_mgpo_consumer_script})
-set_tests_properties(packaging_install PROPERTIES FIXTURES_SETUP mgpo_installed)
+set_tests_properties(packaging_install PROPERTIES FIXTURES_SETUP mgpo_installed
+                     TIMEOUT ${_mgpo_consumer_timeout})
 
 add_test(NAME consumer_find_package
          COMMAND ${CMAKE_COMMAND} -DMODE=find_package ${_mgpo_consumer_args}
                  -P ${_mgpo_consumer_script})
-set_tests_properties(consumer_find_package PROPERTIES FIXTURES_REQUIRED mgpo_installed)
+set_tests_properties(consumer_find_package PROPERTIES FIXTURES_REQUIRED mgpo_installed
+                     TIMEOUT ${_mgpo_consumer_timeout})
 
 find_program(MGPO_MAKE NAMES make gmake)
 if(MGPO_MAKE)
   add_test(NAME consumer_pkgconfig
            COMMAND ${CMAKE_COMMAND} -DMODE=pkgconfig -DMAKE=${MGPO_MAKE} ${_mgpo_consumer_args}
                    -P ${_mgpo_consumer_script})
-  set_tests_properties(consumer_pkgconfig PROPERTIES FIXTURES_REQUIRED mgpo_installed)
+  set_tests_properties(consumer_pkgconfig PROPERTIES FIXTURES_REQUIRED mgpo_installed
+                       TIMEOUT ${_mgpo_consumer_timeout})
 else()
   message(STATUS "libmgpo: make not found, consumer_pkgconfig not registered")
 endif()
