@@ -152,7 +152,8 @@ typedef struct mgpo_config {
     double weight_decay;       /* AdamW decoupled / SGD coupled L2, >= 0 */
     double momentum;           /* SGD mu in [0,1) */
     double dampening;          /* SGD dampening in [0,1) */
-    int nesterov;              /* SGD Nesterov (0/1); needs momentum > 0, dampening 0 */
+    int nesterov;              /* SGD Nesterov (0/1, else BAD_ENUM); needs momentum > 0
+                                  and dampening 0 (else BAD_BETA), as torch */
     double rho;                /* perturbation radius rho >= 0; 0 = plain optimizer */
     double norm_ema;           /* beta of the gradient-norm EMA in [0,1) */
     double scale_max;          /* s_max, clamp of 1/(gbar+norm_eps), > 0 (10) */
@@ -176,8 +177,12 @@ MGPO_API mgpo_config mgpo_config_default(void);
 MGPO_API mgpo_config mgpo_config_nlg(void);
 
 /** Validates a configuration without creating a state.  Returns MGPO_OK or
- *  the specific MGPO_ERR_BAD_* code of the first bad field (NULL gives
- *  MGPO_ERR_NULL_ARGUMENT).  Thread-safe. */
+ *  the specific MGPO_ERR_BAD_* code of the first failing check, in this
+ *  order: enums (optimizer, sign, scope, restore_mode, nesterov), lr, betas
+ *  (beta1, beta2, momentum, dampening, norm_ema, then the nesterov rule),
+ *  eps and norm_eps, weight_decay, rho, scale_max, max_grad_norm,
+ *  num_threads.  Fields of the optimizer not selected are checked too.
+ *  NULL gives MGPO_ERR_NULL_ARGUMENT.  Thread-safe. */
 MGPO_API mgpo_status mgpo_config_validate(const mgpo_config *config);
 
 /* ---- Allocator ---------------------------------------------------------- */
@@ -199,10 +204,12 @@ typedef struct mgpo_allocator {
 typedef struct mgpo_state mgpo_state;
 
 /** Creates a state.  `config` is copied (NULL means mgpo_config_default()).
- *  `allocator` is copied (NULL means malloc/free).  On success *out holds a
- *  new state owned by the caller, to be released with mgpo_destroy().
- *  Errors: MGPO_ERR_NULL_ARGUMENT (out NULL), any MGPO_ERR_BAD_* from
- *  validation, MGPO_ERR_OUT_OF_MEMORY; *out is set to NULL on error.
+ *  `allocator` is copied (NULL means malloc/free); its ctx must stay valid
+ *  until mgpo_destroy.  On success *out holds a new state owned by the
+ *  caller, to be released with mgpo_destroy().
+ *  Errors: MGPO_ERR_NULL_ARGUMENT (out NULL, or an allocator whose alloc or
+ *  free is NULL), any MGPO_ERR_BAD_* from validation,
+ *  MGPO_ERR_OUT_OF_MEMORY; *out is set to NULL on error (when out is not).
  *  Thread-safe (touches nothing shared). */
 MGPO_API mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
                                  const mgpo_allocator *allocator);
@@ -216,13 +223,14 @@ MGPO_API void mgpo_destroy(mgpo_state *state);
 MGPO_API mgpo_status mgpo_get_config(const mgpo_state *state, mgpo_config *out);
 
 /** Sets the learning rate used by the next mgpo_step (call before every step
- *  to follow a schedule).  Errors: NULL_ARGUMENT, BAD_LR (negative or not
- *  finite); nothing changes on error. */
+ *  to follow a schedule); mgpo_get_config reports it as config.lr.  Errors:
+ *  NULL_ARGUMENT, BAD_LR (negative or not finite); nothing changes on
+ *  error. */
 MGPO_API mgpo_status mgpo_set_lr(mgpo_state *state, double lr);
 
-/** Sets rho for the next perturb (e.g. a rho schedule).  A perturbation
- *  already applied keeps its remembered coefficient.  Errors: NULL_ARGUMENT,
- *  BAD_RHO. */
+/** Sets rho (config.rho) for the next perturb (e.g. a rho schedule).  A
+ *  perturbation already applied keeps its remembered coefficient.  Errors:
+ *  NULL_ARGUMENT, BAD_RHO; nothing changes on error. */
 MGPO_API mgpo_status mgpo_set_rho(mgpo_state *state, double rho);
 
 /* ---- Tensors ------------------------------------------------------------ */
@@ -231,7 +239,7 @@ MGPO_API mgpo_status mgpo_set_rho(mgpo_state *state, double rho);
 typedef struct mgpo_tensor_options {
     double lr_scale;           /* multiplies the state's lr (LoRA+: larger on B); >= 0 */
     double weight_decay_scale; /* multiplies config.weight_decay (0: no decay); >= 0 */
-    int perturb;               /* 1: perturbed and counted in norms; 0: only stepped */
+    int perturb;               /* nonzero: perturbed and counted in norms; 0: only stepped */
 } mgpo_tensor_options;
 
 /** {lr_scale 1, weight_decay_scale 1, perturb 1}.  Pure, thread-safe. */
@@ -244,9 +252,11 @@ MGPO_API mgpo_tensor_options mgpo_tensor_options_default(void);
  *  until replaced.  Neither needs any alignment.  `options` NULL means
  *  defaults.  The new tensor's index (0, 1, ... over tensors and pairs in
  *  registration order) is written to *index when index is not NULL.
- *  Allowed only before the first perturb or step.  Allocates the moments (and
- *  the backup, for a perturbed tensor in exact restore mode).
- *  Errors: NULL_ARGUMENT (state or params), INVALID_ARGUMENT (count 0),
+ *  Allowed only until the first successful mgpo_step (a perturb before it is
+ *  a no-op).  Allocates the moments (and the backup, for a perturbed tensor
+ *  in exact restore mode).
+ *  Errors: NULL_ARGUMENT (state or params), INVALID_ARGUMENT (count 0, or
+ *  count above SIZE_MAX / 16),
  *  OVERLAP (params overlaps grads, or any buffer of an earlier registration
  *  that is written), BAD_LR / BAD_WEIGHT_DECAY (negative or non-finite
  *  scales), WRONG_PHASE, OUT_OF_MEMORY. */
@@ -339,9 +349,11 @@ MGPO_API mgpo_status mgpo_is_perturbed(const mgpo_state *state, int *perturbed);
 typedef struct mgpo_stats {
     uint64_t step;              /* completed optimizer steps t */
     uint64_t skipped_steps;     /* steps refused for non-finite gradients */
-    double lr;                  /* learning rate of the last step */
+    double lr;                  /* lr of the last step (config lr before the first) */
     double grad_norm;           /* ||g|| over all tensors at the last step, raw */
     double grad_norm_ema;       /* gbar of the unit(s)                                */
+    /* The next three describe the last perturb that moved the parameters
+     * (0 until one has): over the units it perturbed. */
     double momentum_norm;       /* ||m|| over perturbed units at the last perturb */
     double perturbation_norm;   /* ||epsilon|| applied at the last perturb */
     double perturbation_scale;  /* s = min(1/(gbar+eps_n), s_max); max over units */
