@@ -27,6 +27,9 @@
  * reruns the whole training in one process (full batch, accumulated as the
  * same P chunks, no hook) and compares.
  *
+ * MPI's default error handler aborts the job on any failure, so the return
+ * codes of MPI calls are not checked here; the hook still reports one.
+ *
  *   mpirun -np 3 ./mpi_data_parallel --mode zero1 --steps 30
  */
 #include <math.h>
