@@ -440,12 +440,52 @@ MGPO_API mgpo_status mgpo_load_file(mgpo_state *state, const char *path);
 /* ---- Distributed training ----------------------------------------------- */
 
 /** In-place sum of `count` doubles across all ranks (e.g. MPI_Allreduce with
- *  MPI_SUM).  Returns 0 on success, nonzero on failure.  Collective: every
- *  rank's state makes the same calls with the same counts (docs/distributed.md). */
+ *  MPI_IN_PLACE, MPI_DOUBLE, MPI_SUM).  On return values[i] must hold the sum
+ *  of values[i] over all ranks, identical on every rank.  `values` is owned
+ *  by the library and valid only during the call; `count` >= 1.  Return 0 on
+ *  success, nonzero on failure.  It must sum, not average or take a maximum.
+ *  Collective: see mgpo_set_allreduce and docs/distributed.md. */
 typedef int (*mgpo_allreduce_fn)(double *values, size_t count, void *ctx);
 
-/** Installs (or with fn NULL removes) the all-reduce hook through which
- *  every norm becomes global across ranks.  Errors: NULL_ARGUMENT (state). */
+/** Installs (or with fn NULL removes) the all-reduce hook through which the
+ *  norms become global across ranks, for sharded (ZeRO-1) training where
+ *  each rank registers only its shard.  Without a hook (the default) every
+ *  norm is local.  Replicated data parallelism, where every rank registers
+ *  all parameters and the averaged gradient, must not install one (every
+ *  norm would count P times, undetectably).  `ctx` is passed
+ *  to fn unchanged and stays owned by the caller.  Allowed at any time.
+ *  Errors: NULL_ARGUMENT (state).
+ *
+ *  When it is called, always on the calling thread, never from a worker,
+ *  and never re-entered (fn must not call into this state):
+ *  - mgpo_perturb: exactly once, with U = unit count (mgpo_get_unit_count)
+ *    values, values[u] = this rank's squared momentum norm of unit u (in
+ *    weight space for a LoRA pair; 0 for a unit with no perturbed tensors),
+ *    only when a perturbation is computed:
+ *    not before the first step, not with rho 0, not when already perturbed.
+ *    Per-unit skip decisions (norm <= norm_eps or not finite) are made after
+ *    the sum, so they agree on every rank.
+ *  - mgpo_step: exactly once, with U + 1 values: values[u] = squared norm of
+ *    the raw gradient of unit u, values[U] = squared raw gradient norm over
+ *    all registered tensors (perturbed or not), used by clipping.  A NaN or
+ *    Inf in any rank's gradient makes values[U] non-finite on every rank,
+ *    so every rank returns MGPO_ERR_NONFINITE_GRADIENT for the same step.
+ *  - never in mgpo_restore or any other call.
+ *  The calls happen after argument checks that return NULL_ARGUMENT,
+ *  NO_TENSORS (perturb, step) and NO_GRADIENT (step) without calling fn:
+ *  such errors must not occur on one rank only, or the others wait forever.
+ *  Every rank must call perturb, restore and step in the same sequence (a
+ *  restore on one rank only makes its next perturb call fn alone), with the
+ *  same rho (mgpo_set_rho), and unit u must mean the same tensors on every
+ *  rank: under MGPO_SCOPE_GLOBAL (one unit) any sharding works; under
+ *  MGPO_SCOPE_TENSOR every rank registers its part of the same tensors in
+ *  the same order.  A LoRA pair is never split across ranks.
+ *
+ *  If fn returns nonzero, or returns a value below this rank's own (a sum
+ *  of squares cannot be: fn averaged, took a minimum, or did not write) or
+ *  a finite value where this rank's was NaN, the call returns
+ *  MGPO_ERR_ALLREDUCE and changes nothing; other ranks may have completed
+ *  the collective, so treat it as fatal for the job. */
 MGPO_API mgpo_status mgpo_set_allreduce(mgpo_state *state, mgpo_allreduce_fn fn,
                                         void *ctx);
 

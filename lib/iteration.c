@@ -20,11 +20,23 @@ static double unit_scale(const mgpo_state *st, const mgpo_unit *u)
     return s < st->config.scale_max ? s : st->config.scale_max;
 }
 
+/* Sums the first `count` values of reduce_buf across ranks through the
+ * caller's hook.  Every value is a sum of squares, so the true global sum is
+ * never below this rank's own contribution (IEEE addition of non-negative
+ * numbers is monotonic in any order); a result below it, or a finite result
+ * where this rank contributed NaN, proves the hook did not sum (a MIN or an
+ * average, a wrong count, an unwritten buffer) and is reported instead of
+ * silently training on wrong norms.  The local values are kept in the second
+ * half of reduce_buf (sized 2 * (unit_count + 1) by state.c). */
 static mgpo_status all_reduce(mgpo_state *st, size_t count)
 {
     if (!st->allreduce) return MGPO_OK;
-    return st->allreduce(st->reduce_buf, count, st->allreduce_ctx) == 0 ? MGPO_OK
-                                                                       : MGPO_ERR_ALLREDUCE;
+    double *sum = st->reduce_buf, *local = st->reduce_buf + count;
+    memcpy(local, sum, count * sizeof *sum);
+    if (st->allreduce(sum, count, st->allreduce_ctx) != 0) return MGPO_ERR_ALLREDUCE;
+    for (size_t i = 0; i < count; i++)
+        if (isnan(local[i]) ? !isnan(sum[i]) : sum[i] < local[i]) return MGPO_ERR_ALLREDUCE;
+    return MGPO_OK;
 }
 
 /* ---- perturb ------------------------------------------------------------- */

@@ -85,7 +85,7 @@ mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
     if (cfg.scope == MGPO_SCOPE_GLOBAL) {
         s = mgpo_grow(st, (void **)&st->units, &st->unit_capacity, 1, sizeof *st->units);
         if (s == MGPO_OK)
-            s = mgpo_grow(st, (void **)&st->reduce_buf, &st->reduce_capacity, 2,
+            s = mgpo_grow(st, (void **)&st->reduce_buf, &st->reduce_capacity, 4,
                           sizeof(double));
         if (s != MGPO_OK) {
             mgpo_destroy(st);
@@ -174,10 +174,11 @@ mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb, siz
         s = mgpo_grow(st, (void **)&st->units, &st->unit_capacity, st->unit_count + 1,
                       sizeof *st->units);
         /* The all-reduce buffer holds one value per unit plus the total
-         * gradient norm used by clipping. */
+         * gradient norm used by clipping, then a copy of the local values
+         * to check the hook's result against. */
         if (s == MGPO_OK)
             s = mgpo_grow(st, (void **)&st->reduce_buf, &st->reduce_capacity,
-                          st->unit_count + 2, sizeof(double));
+                          2 * (st->unit_count + 2), sizeof(double));
         if (s != MGPO_OK) return s;
         memset(&st->units[st->unit_count], 0, sizeof st->units[0]);
         st->unit_count++;
