@@ -81,7 +81,9 @@ static double row_dot(lora_view a, size_t i, lora_view b, size_t j, size_t n)
 }
 
 /* ||s*(xb*a + b*xa)||_F^2 by the Gram identity.  a, xa: r x n_in;
- * b, xb: n_out x r.  work holds (2r)^2 + 2r doubles. */
+ * b, xb: n_out x r.  l->work ((2r)^2 + 2r doubles) is pure scratch, written
+ * even through a const state: it carries nothing from one call to the next,
+ * and only perturb and step (which own the state exclusively) get here. */
 static double weight_space_sq(const mgpo_lora_item *l, lora_view a, lora_view b,
                               lora_view xa, lora_view xb)
 {
