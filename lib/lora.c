@@ -8,9 +8,9 @@
  *   ||s*(X_B*A + B*X_A)||_F^2 = s^2 * trace(P*Q),
  *   P = U^T U, U = [X_B  B] (n_out x 2r),   Q = V V^T, V = [A; X_A] (2r x n_in)
  *
- * with X = m (momentum norm) or X = g (gradient norm).  P is accumulated row
- * by row of U into the (2r)^2 scratch sized at registration, Q is never
- * stored: each entry is a dot product of two rows of V, multiplied into the
+ * with X = m (momentum norm) or X = g (gradient norm).  P is accumulated
+ * four rows of U at a time into the (2r)^2 + 8r scratch sized at
+ * registration, Q is never stored: each entry is a dot product of two rows of V, multiplied into the
  * trace as soon as it is known.  Work O((n_out + n_in) * r^2), no n_out x n_in
  * temporary, no allocation.  Everything runs serially in a fixed order in
  * double precision, so the result does not depend on threads. */
@@ -62,8 +62,7 @@ static lora_view plain_view(const float *x)
 }
 
 /* Dot product of row i of `a` and row j of `b` (length n), in eight lanes
- * like mgpo_sum_squares so that the plain case vectorises without changing
- * bits. */
+ * like mgpo_sum_squares so that the plain case vectorises with fixed bits. */
 static double row_dot(lora_view a, size_t i, lora_view b, size_t j, size_t n)
 {
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -80,40 +79,62 @@ static double row_dot(lora_view a, size_t i, lora_view b, size_t j, size_t n)
     return mgpo_combine_lanes(lane);
 }
 
+/* Rows of U = [X_B  B] are read LORA_ROWS at a time, so that each pass over
+ * the upper triangle of P adds LORA_ROWS outer products. */
+#define LORA_ROWS 4u
+
+/* P = U^T U (upper triangle) into p (2r x 2r); u is LORA_ROWS * 2r scratch. */
+static void gram_p(size_t r, size_t n_out, lora_view b, lora_view xb, double *p, double *u)
+{
+    const size_t k2 = 2 * r;
+    memset(p, 0, k2 * k2 * sizeof *p);
+    for (size_t i0 = 0; i0 < n_out; i0 += LORA_ROWS) {
+        /* Missing rows of the last block are zero: adding 0 changes nothing. */
+        memset(u, 0, LORA_ROWS * k2 * sizeof *u);
+        for (size_t t = 0; t < LORA_ROWS && i0 + t < n_out; t++)
+            for (size_t k = 0; k < r; k++) {
+                u[t * k2 + k] = view_at(xb, (i0 + t) * r + k);
+                u[t * k2 + r + k] = view_at(b, (i0 + t) * r + k);
+            }
+        const double *u0 = u, *u1 = u + k2, *u2 = u + 2 * k2, *u3 = u + 3 * k2;
+        for (size_t j = 0; j < k2; j++) {
+            const double c0 = u0[j], c1 = u1[j], c2 = u2[j], c3 = u3[j];
+            double *row = p + j * k2;
+            for (size_t k = j; k < k2; k++)
+                row[k] += (c0 * u0[k] + c1 * u1[k]) + (c2 * u2[k] + c3 * u3[k]);
+        }
+    }
+}
+
+/* Row j of V = [A; X_A]. */
+static lora_view v_row(size_t r, lora_view a, lora_view xa, size_t j, size_t *row)
+{
+    *row = j < r ? j : j - r;
+    return j < r ? a : xa;
+}
+
 /* ||s*(xb*a + b*xa)||_F^2 by the Gram identity.  a, xa: r x n_in;
- * b, xb: n_out x r.  l->work ((2r)^2 + 2r doubles) is pure scratch, written
- * even through a const state: it carries nothing from one call to the next,
- * and only perturb and step (which own the state exclusively) get here. */
+ * b, xb: n_out x r.  l->work ((2r)^2 + LORA_ROWS*2r doubles) is pure
+ * scratch, written even through a const state: it carries nothing from one
+ * call to the next, and only perturb and step (which own the state
+ * exclusively) get here. */
 static double weight_space_sq(const mgpo_lora_item *l, lora_view a, lora_view b,
                               lora_view xa, lora_view xb)
 {
-    const size_t r = l->desc.rank, n_in = l->desc.n_in, n_out = l->desc.n_out;
+    const size_t r = l->desc.rank, n_in = l->desc.n_in;
     const size_t k2 = 2 * r;
-    double *p = l->work, *u = l->work + k2 * k2;
+    double *p = l->work;
+    gram_p(r, l->desc.n_out, b, xb, p, l->work + k2 * k2);
 
-    /* P = sum over rows i of U of u u^T (upper triangle only). */
-    memset(p, 0, k2 * k2 * sizeof *p);
-    for (size_t i = 0; i < n_out; i++) {
-        for (size_t k = 0; k < r; k++) {
-            u[k] = view_at(xb, i * r + k);
-            u[r + k] = view_at(b, i * r + k);
-        }
-        for (size_t j = 0; j < k2; j++) {
-            double uj = u[j];
-            double *row = p + j * k2;
-            for (size_t k = j; k < k2; k++) row[k] += uj * u[k];
-        }
-    }
-
-    /* trace(P Q) = sum_jk P_jk Q_jk; both symmetric.  Row j of V is row j of
-     * A for j < r, else row j - r of X_A. */
+    /* trace(P Q) = sum_jk P_jk Q_jk, both symmetric: the diagonal once, the
+     * upper triangle twice.  Q is never stored: each entry is a dot product
+     * of two rows of V and goes straight into the sum. */
     double diag = 0.0, off = 0.0;
     for (size_t j = 0; j < k2; j++) {
-        lora_view vj = j < r ? a : xa;
-        size_t rj = j < r ? j : j - r;
+        size_t rj, rk;
+        lora_view vj = v_row(r, a, xa, j, &rj);
         for (size_t k = j; k < k2; k++) {
-            lora_view vk = k < r ? a : xa;
-            size_t rk = k < r ? k : k - r;
+            lora_view vk = v_row(r, a, xa, k, &rk);
             double q = row_dot(vj, rj, vk, rk, n_in);
             if (k == j) diag += p[j * k2 + k] * q;
             else off += p[j * k2 + k] * q;
@@ -214,9 +235,9 @@ static mgpo_status pair_sizes(const mgpo_lora_pair *p, lora_sizes *z)
     size_t k2 = 0, k2sq = 0;
     if (!product_fits(p->rank, p->n_in, &z->a) || !product_fits(p->n_out, p->rank, &z->b) ||
         !product_fits(2, p->rank, &k2) || !product_fits(k2, k2, &k2sq) ||
-        k2sq > LORA_MAX_COUNT - k2)
+        k2 > LORA_MAX_COUNT / LORA_ROWS || k2sq > LORA_MAX_COUNT - LORA_ROWS * k2)
         return MGPO_ERR_SHAPE;
-    z->work = k2sq + k2;
+    z->work = k2sq + LORA_ROWS * k2;
     z->w = 0;
     if (p->mode == MGPO_LORA_BASE && !product_fits(p->n_out, p->n_in, &z->w))
         return MGPO_ERR_SHAPE;
