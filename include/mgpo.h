@@ -292,7 +292,7 @@ typedef struct mgpo_lora_pair {
     const float *grad_b;   /* its gradient (may be NULL until set) */
     float *base_weight;    /* frozen W, n_out*n_in; required for MGPO_LORA_BASE, else NULL */
     size_t rank, n_in, n_out;
-    double scaling;        /* s = alpha / rank, finite */
+    double scaling;        /* s = alpha / rank, finite and > 0 */
     mgpo_lora_mode mode;
 } mgpo_lora_pair;
 
@@ -300,9 +300,12 @@ typedef struct mgpo_lora_pair {
  *  whose norms are measured in weight space).  A and B are stepped like
  *  tensors with `options`.  Same ownership and phase rules as
  *  mgpo_add_tensor; in base mode the state also owns a backup of W
- *  (n_out*n_in floats).  Errors: NULL_ARGUMENT, SHAPE (a zero dimension),
- *  INVALID_ARGUMENT (bad scaling, W given in adapter mode), BAD_ENUM,
- *  OVERLAP, WRONG_PHASE, OUT_OF_MEMORY, BAD_LR, BAD_WEIGHT_DECAY. */
+ *  (n_out*n_in floats, kept in either restore mode).  Errors: NULL_ARGUMENT
+ *  (state, pair, A or B; W in base mode), SHAPE (a zero dimension or an
+ *  overflowing size), INVALID_ARGUMENT (scaling not finite and > 0, W given
+ *  in adapter mode), BAD_ENUM, OVERLAP (A, B or W overlaps another buffer of
+ *  the pair or anything registered), WRONG_PHASE, OUT_OF_MEMORY, BAD_LR,
+ *  BAD_WEIGHT_DECAY.  See docs/lora.md. */
 MGPO_API mgpo_status mgpo_add_lora_pair(mgpo_state *state,
                                         const mgpo_lora_pair *pair,
                                         const mgpo_tensor_options *options,
