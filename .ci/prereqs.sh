@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the build prerequisites with apt-get, only when something is
-# missing: cmake (>= 3.16), a C compiler, make, pkg-config and Check.
+# missing: cmake (>= 3.16), a C compiler, make, pkg-config and Check, plus the
+# tools of the later sections: Open MPI, valgrind, and clang with libFuzzer.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(ci_root)"
 
 # Debian packages.  libc6-dev is only a Recommends of gcc, and CI installs
 # without recommends.  g++ only builds the C++ example (skipped without it).
-packages=(cmake check pkg-config gcc g++ make libc6-dev)
+packages=(cmake check pkg-config gcc g++ make libc6-dev
+          libopenmpi-dev openmpi-bin valgrind clang libclang-rt-dev)
 
 # Fills missing[] with what this machine lacks.
 find_missing() {
@@ -15,6 +17,10 @@ find_missing() {
     command -v cmake >/dev/null 2>&1 || missing+=(cmake)
     command -v make >/dev/null 2>&1 || missing+=(make)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    command -v mpicc >/dev/null 2>&1 || missing+=(mpicc)
+    command -v mpiexec >/dev/null 2>&1 || missing+=(mpiexec)
+    command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+    command -v clang >/dev/null 2>&1 || missing+=(clang)
     # A compiler and the C library headers: compile something that needs both.
     if ! printf '#include <stdio.h>\nint main(void) { return 0; }\n' |
             "${CC:-cc}" -x c - -o /dev/null >/dev/null 2>&1; then
