@@ -318,6 +318,21 @@ void tu_model_ref_step(tu_model *m, const mgpo_config *cfg, uint64_t t, double l
     }
 }
 
+void tu_assert_matches_ref(const tu_model *m, const tu_model *ref)
+{
+    ck_assert_uint_eq(m->count, ref->count);
+    mgpo_config cfg;
+    ck_assert_int_eq(mgpo_get_config(m->st, &cfg), MGPO_OK);
+    for (size_t i = 0; i < m->count; i++) {
+        assert_floats_same("params", i, m->params[i], ref->params[i], m->sizes[i]);
+        assert_floats_same("m", i, mgpo_internal_moment(m->st, i, 0), ref->ref_m[i],
+                           m->sizes[i]);
+        if (cfg.optimizer == MGPO_OPTIMIZER_ADAMW)
+            assert_floats_same("v", i, mgpo_internal_moment(m->st, i, 1), ref->ref_v[i],
+                               m->sizes[i]);
+    }
+}
+
 float tu_clip_factor(const tu_model *m, double max_norm)
 {
     double sq = 0.0;

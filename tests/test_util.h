@@ -8,6 +8,7 @@
 #define MGPO_TEST_UTIL_H
 
 #include "mgpo.h"
+#include "internal.h" /* mgpo_internal_moment: the state's moments */
 
 #include <check.h>
 #include <stddef.h>
@@ -114,6 +115,9 @@ void tu_ref_sgd(float *p, const float *g, float *b, size_t n, uint64_t t, double
  * using m->ref_m/ref_v, per-tensor opts (NULL: defaults) and lr. */
 void tu_model_ref_step(tu_model *m, const mgpo_config *cfg, uint64_t t, double lr,
                        const mgpo_tensor_options *opts, float gscale);
+/* Asserts m's parameters and its state's moments are bitwise those of the
+ * reference model ref (its params and ref_m/ref_v) for every tensor. */
+void tu_assert_matches_ref(const tu_model *m, const tu_model *ref);
 /* clip_grad_norm_'s factor for the model's gradients: 1, or
  * max_norm / (||g|| + 1e-6) as float when that is below 1. */
 float tu_clip_factor(const tu_model *m, double max_norm);
