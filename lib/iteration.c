@@ -64,9 +64,12 @@ mgpo_status mgpo_perturb(mgpo_state *st)
     bool any = false;
     for (size_t u = 0; u < st->unit_count; u++) {
         mgpo_unit *un = &st->units[u];
+        /* Under tensor scope unit u is item u; an item with perturbation
+         * off keeps the all-zero unit the header documents. */
+        bool active = c->scope != MGPO_SCOPE_TENSOR || st->items[u].perturb;
         double n = sqrt(sq[u]);
         un->momentum_norm = n;
-        un->scale = unit_scale(st, un);
+        un->scale = active ? unit_scale(st, un) : 0.0;
         un->coefficient = 0.0;
         if (isfinite(n) && n > c->norm_eps) {
             un->coefficient = (double)c->sign * c->rho * un->scale / (n + c->norm_eps);

@@ -36,96 +36,6 @@ static mgpo_unit_stats unit_stats(const tu_model *m, size_t u)
     return s;
 }
 
-/* ---- An independent double-precision model of the scope units ------------ */
-
-typedef struct ref_units {
-    size_t count;
-    double gbar[TU_MAX_TENSORS];
-    int set[TU_MAX_TENSORS];
-} ref_units;
-
-static size_t unit_of(const mgpo_config *cfg, size_t tensor)
-{
-    return cfg->scope == MGPO_SCOPE_TENSOR ? tensor : 0;
-}
-
-static void ref_units_init(ref_units *r, const mgpo_config *cfg, size_t tensors)
-{
-    memset(r, 0, sizeof *r);
-    r->count = cfg->scope == MGPO_SCOPE_TENSOR ? tensors : 1;
-}
-
-/* gamma_U from the current gradients, then gbar_U (first value, then EMA). */
-static void ref_units_step(ref_units *r, const mgpo_config *cfg, const tu_model *m)
-{
-    double sq[TU_MAX_TENSORS] = {0};
-    for (size_t i = 0; i < m->count; i++)
-        sq[unit_of(cfg, i)] += tu_sum_sq(m->grads[i], m->sizes[i]);
-    for (size_t u = 0; u < r->count; u++) {
-        double gamma = sqrt(sq[u]);
-        r->gbar[u] = r->set[u] ? cfg->norm_ema * r->gbar[u] + (1.0 - cfg->norm_ema) * gamma
-                               : gamma;
-        r->set[u] = 1;
-    }
-}
-
-/* Checks the perturbation just applied to m (clean params in `clean`)
- * against c_U = sign*rho*min(1/(gbar_U+eps_n), s_max)/(||m_U||+eps_n), all
- * recomputed here from the state's moments.  Returns the number of units
- * that were perturbed. */
-static size_t check_perturbation(const tu_model *m, const mgpo_config *cfg,
-                                 const ref_units *r, const tu_snapshot *clean)
-{
-    double nsq[TU_MAX_TENSORS] = {0};
-    for (size_t i = 0; i < m->count; i++)
-        nsq[unit_of(cfg, i)] += tu_sum_sq(mgpo_internal_moment(m->st, i, 0), m->sizes[i]);
-
-    double c[TU_MAX_TENSORS] = {0}, total_sq = 0.0, applied_sq = 0.0, max_scale = 0.0;
-    size_t applied = 0;
-    for (size_t u = 0; u < r->count; u++) {
-        double n = sqrt(nsq[u]);
-        double s = 1.0 / (r->gbar[u] + cfg->norm_eps);
-        if (s > cfg->scale_max) s = cfg->scale_max;
-        mgpo_unit_stats us = unit_stats(m, u);
-        ck_assert_msg(tu_close(us.momentum_norm, n, 1e-12), "unit %zu norm %.17g vs %.17g",
-                      u, us.momentum_norm, n);
-        if (n <= cfg->norm_eps) {
-            ck_assert(us.coefficient == 0.0);
-            continue;
-        }
-        c[u] = (double)cfg->sign * cfg->rho * s / (n + cfg->norm_eps);
-        ck_assert_msg(tu_close(us.scale, s, 1e-12), "unit %zu scale %.17g vs %.17g", u,
-                      us.scale, s);
-        ck_assert_msg(tu_close(us.coefficient, c[u], 1e-12), "unit %zu c %.17g vs %.17g", u,
-                      us.coefficient, c[u]);
-        applied++;
-        total_sq += n * n;
-        applied_sq += c[u] * n * c[u] * n;
-        if (s > max_scale) max_scale = s;
-    }
-
-    for (size_t i = 0; i < m->count; i++) {
-        const float *mom = mgpo_internal_moment(m->st, i, 0);
-        double cu = c[unit_of(cfg, i)];
-        for (size_t k = 0; k < m->sizes[i]; k++) {
-            double p0 = clean->params[i][k], step = cu * mom[k];
-            double err = fabs((double)m->params[i][k] - (p0 + step));
-            if (err > 2.0 * FLT_EPSILON * (fabs(p0) + fabs(step)))
-                ck_abort_msg("tensor %zu [%zu]: %.9g vs %.9g + %.9g", i, k,
-                             (double)m->params[i][k], p0, step);
-        }
-    }
-
-    if (applied > 0) {
-        mgpo_stats st;
-        ck_assert_int_eq(mgpo_get_stats(m->st, &st), MGPO_OK);
-        ck_assert(tu_close(st.momentum_norm, sqrt(total_sq), 1e-12));
-        ck_assert(tu_close(st.perturbation_norm, sqrt(applied_sq), 1e-12));
-        ck_assert(tu_close(st.perturbation_scale, max_scale, 1e-12));
-    }
-    return applied;
-}
-
 /* ---- Tests ---------------------------------------------------------------- */
 
 START_TEST(first_step_is_unperturbed)
@@ -198,17 +108,17 @@ START_TEST(perturbation_is_c_times_m)
     mgpo_config cfg = variant_config(_i);
     cfg.rho = 0.1;
     tu_model_register(&M, &cfg, NULL);
-    ref_units r;
-    ref_units_init(&r, &cfg, M.count);
+    tu_ref_units r;
+    tu_ref_units_init(&r, &cfg, M.count, NULL);
     size_t perturbed_units = 0;
     for (int it = 0; it < 25; it++) {
         tu_snapshot clean;
         tu_snapshot_take(&clean, &M);
         ck_assert_int_eq(mgpo_perturb(M.st), MGPO_OK);
-        if (it > 0) perturbed_units += check_perturbation(&M, &cfg, &r, &clean);
+        if (it > 0) perturbed_units += tu_check_perturbation(&M, &cfg, &r, &clean);
         tu_snapshot_free(&clean);
         tu_model_grad(&M);
-        ref_units_step(&r, &cfg, &M);
+        tu_ref_units_step(&r, &cfg, &M);
         ck_assert_int_eq(mgpo_step(M.st), MGPO_OK);
     }
     ck_assert_uint_eq(perturbed_units, 24 * r.count);
@@ -220,12 +130,12 @@ START_TEST(gbar_starts_at_first_norm_then_ema)
     mgpo_config cfg = tu_combo_config(_i);
     cfg.norm_ema = 0.7;
     tu_model_register(&M, &cfg, NULL);
-    ref_units r;
-    ref_units_init(&r, &cfg, M.count);
+    tu_ref_units r;
+    tu_ref_units_init(&r, &cfg, M.count, NULL);
     for (int it = 0; it < 12; it++) {
         tu_model_iterate(&M);
         /* tu_model_iterate left the step's gradients in M.grads. */
-        ref_units_step(&r, &cfg, &M);
+        tu_ref_units_step(&r, &cfg, &M);
         double ema_sq = 0.0;
         for (size_t u = 0; u < r.count; u++) {
             mgpo_unit_stats us = unit_stats(&M, u);
@@ -250,14 +160,14 @@ START_TEST(scale_clamped_only_for_tiny_gbar)
     int clamp = (_i & 4) != 0;
     M.grad_scale = clamp ? 1e-7f : 1e3f;
     tu_model_register(&M, &cfg, NULL);
-    ref_units r;
-    ref_units_init(&r, &cfg, M.count);
+    tu_ref_units r;
+    tu_ref_units_init(&r, &cfg, M.count, NULL);
     for (int it = 0; it < 6; it++) {
         tu_snapshot clean;
         tu_snapshot_take(&clean, &M);
         ck_assert_int_eq(mgpo_perturb(M.st), MGPO_OK);
         if (it > 0) {
-            ck_assert_uint_eq(check_perturbation(&M, &cfg, &r, &clean), r.count);
+            ck_assert_uint_eq(tu_check_perturbation(&M, &cfg, &r, &clean), r.count);
             for (size_t u = 0; u < r.count; u++) {
                 mgpo_unit_stats us = unit_stats(&M, u);
                 if (clamp) {
@@ -271,7 +181,7 @@ START_TEST(scale_clamped_only_for_tiny_gbar)
         }
         tu_snapshot_free(&clean);
         tu_model_grad(&M);
-        ref_units_step(&r, &cfg, &M);
+        tu_ref_units_step(&r, &cfg, &M);
         ck_assert_int_eq(mgpo_step(M.st), MGPO_OK);
     }
 }

@@ -2,6 +2,7 @@
 #include "test_util.h"
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,4 +363,93 @@ int tu_run_suite(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* ---- Reference scope units ------------------------------------------------ */
+
+size_t tu_unit_of(const mgpo_config *cfg, size_t tensor)
+{
+    return cfg->scope == MGPO_SCOPE_TENSOR ? tensor : 0;
+}
+
+void tu_ref_units_init(tu_ref_units *r, const mgpo_config *cfg, size_t tensors,
+                       const mgpo_tensor_options *opts)
+{
+    memset(r, 0, sizeof *r);
+    r->count = cfg->scope == MGPO_SCOPE_TENSOR ? tensors : 1;
+    for (size_t i = 0; i < tensors; i++) r->perturb[i] = opts ? opts[i].perturb != 0 : 1;
+}
+
+void tu_ref_units_step(tu_ref_units *r, const mgpo_config *cfg, const tu_model *m)
+{
+    double sq[TU_MAX_TENSORS] = {0};
+    for (size_t i = 0; i < m->count; i++)
+        if (r->perturb[i]) sq[tu_unit_of(cfg, i)] += tu_sum_sq(m->grads[i], m->sizes[i]);
+    for (size_t u = 0; u < r->count; u++) {
+        double gamma = sqrt(sq[u]);
+        r->gbar[u] = r->set[u] ? cfg->norm_ema * r->gbar[u] + (1.0 - cfg->norm_ema) * gamma
+                               : gamma;
+        r->set[u] = 1;
+    }
+}
+
+size_t tu_check_perturbation(const tu_model *m, const mgpo_config *cfg,
+                             const tu_ref_units *r, const tu_snapshot *clean)
+{
+    double nsq[TU_MAX_TENSORS] = {0};
+    for (size_t i = 0; i < m->count; i++)
+        if (r->perturb[i])
+            nsq[tu_unit_of(cfg, i)] +=
+                tu_sum_sq(mgpo_internal_moment(m->st, i, 0), m->sizes[i]);
+
+    double c[TU_MAX_TENSORS] = {0}, total_sq = 0.0, applied_sq = 0.0, max_scale = 0.0;
+    size_t applied = 0;
+    for (size_t u = 0; u < r->count; u++) {
+        double n = sqrt(nsq[u]);
+        double s = 1.0 / (r->gbar[u] + cfg->norm_eps);
+        if (s > cfg->scale_max) s = cfg->scale_max;
+        mgpo_unit_stats us;
+        ck_assert_int_eq(mgpo_get_unit_stats(m->st, u, &us), MGPO_OK);
+        ck_assert_msg(tu_close(us.momentum_norm, n, 1e-12), "unit %zu norm %.17g vs %.17g",
+                      u, us.momentum_norm, n);
+        if (n <= cfg->norm_eps) {
+            ck_assert(us.coefficient == 0.0);
+            continue;
+        }
+        c[u] = (double)cfg->sign * cfg->rho * s / (n + cfg->norm_eps);
+        ck_assert_msg(tu_close(us.scale, s, 1e-12), "unit %zu scale %.17g vs %.17g", u,
+                      us.scale, s);
+        ck_assert_msg(tu_close(us.coefficient, c[u], 1e-12), "unit %zu c %.17g vs %.17g", u,
+                      us.coefficient, c[u]);
+        applied++;
+        total_sq += n * n;
+        applied_sq += c[u] * n * c[u] * n;
+        if (s > max_scale) max_scale = s;
+    }
+
+    for (size_t i = 0; i < m->count; i++) {
+        if (!r->perturb[i] || c[tu_unit_of(cfg, i)] == 0.0) {
+            assert_floats_same("untouched params", i, m->params[i], clean->params[i],
+                               m->sizes[i]);
+            continue;
+        }
+        const float *mom = mgpo_internal_moment(m->st, i, 0);
+        double cu = c[tu_unit_of(cfg, i)];
+        for (size_t k = 0; k < m->sizes[i]; k++) {
+            double p0 = clean->params[i][k], step = cu * mom[k];
+            double err = fabs((double)m->params[i][k] - (p0 + step));
+            if (err > 2.0 * FLT_EPSILON * (fabs(p0) + fabs(step)))
+                ck_abort_msg("tensor %zu [%zu]: %.9g vs %.9g + %.9g", i, k,
+                             (double)m->params[i][k], p0, step);
+        }
+    }
+
+    if (applied > 0) {
+        mgpo_stats st;
+        ck_assert_int_eq(mgpo_get_stats(m->st, &st), MGPO_OK);
+        ck_assert(tu_close(st.momentum_norm, sqrt(total_sq), 1e-12));
+        ck_assert(tu_close(st.perturbation_norm, sqrt(applied_sq), 1e-12));
+        ck_assert(tu_close(st.perturbation_scale, max_scale, 1e-12));
+    }
+    return applied;
 }

@@ -122,6 +122,29 @@ void tu_assert_matches_ref(const tu_model *m, const tu_model *ref);
  * max_norm / (||g|| + 1e-6) as float when that is below 1. */
 float tu_clip_factor(const tu_model *m, double max_norm);
 
+/* An independent double-precision model of the scope units: gbar_U from
+ * gamma_U = ||g_U|| (first value, then the EMA), over perturbed tensors. */
+typedef struct tu_ref_units {
+    size_t count;                    /* units */
+    int perturb[TU_MAX_TENSORS];     /* per tensor */
+    double gbar[TU_MAX_TENSORS];     /* per unit */
+    int set[TU_MAX_TENSORS];
+} tu_ref_units;
+
+size_t tu_unit_of(const mgpo_config *cfg, size_t tensor);
+/* opts: the per-tensor options the state was registered with (NULL: all on). */
+void tu_ref_units_init(tu_ref_units *r, const mgpo_config *cfg, size_t tensors,
+                       const mgpo_tensor_options *opts);
+/* Updates gbar from the model's current gradients (call before mgpo_step). */
+void tu_ref_units_step(tu_ref_units *r, const mgpo_config *cfg, const tu_model *m);
+/* Checks the perturbation just applied to m (clean params in `clean`) against
+ * c_U = sign*rho*min(1/(gbar_U+eps_n), s_max)/(||m_U||+eps_n) recomputed in
+ * double from the state's moments: unit stats to 1e-12 relative, every
+ * element theta~ - theta = c_U*m to float rounding, untouched tensors bitwise,
+ * and the aggregate stats.  Returns the number of units perturbed. */
+size_t tu_check_perturbation(const tu_model *m, const mgpo_config *cfg,
+                             const tu_ref_units *r, const tu_snapshot *clean);
+
 /* Sum of squares in double, plainly left to right. */
 double tu_sum_sq(const float *x, size_t n);
 /* |a - b| <= rel * max(|a|, |b|) (and a == b for zeros). */
