@@ -3,6 +3,7 @@
  * for the eight optimizer x scope x sign combinations (loop index _i). */
 #include "test_util.h"
 
+#include <math.h>
 #include <string.h>
 
 static tu_model A, B; /* twins: same sizes, same seed, same values */
@@ -169,6 +170,45 @@ START_TEST(step_on_perturbed_equals_restore_then_step)
 }
 END_TEST
 
+/* Low-memory mode keeps no backup: restore subtracts c*m again, which is
+ * exact only up to float rounding, and the step's fused undo must give the
+ * bits of restore + step. */
+START_TEST(low_memory_restore_is_close_and_step_fuses_it)
+{
+    mgpo_config cfg = tu_combo_config(_i);
+    cfg.restore_mode = MGPO_RESTORE_LOW_MEMORY;
+    tu_model_register(&A, &cfg, NULL);
+    tu_model_register(&B, &cfg, NULL);
+    for (int it = 0; it < 20; it++) {
+        tu_snapshot clean;
+        tu_snapshot_take(&clean, &A);
+        ck_assert_int_eq(mgpo_perturb(A.st), MGPO_OK);
+        ck_assert_int_eq(mgpo_perturb(B.st), MGPO_OK);
+        ck_assert_int_eq(perturbed(&A), it > 0);
+        if (it > 0) ck_assert_uint_gt(count_changed(&A, &clean), 1000);
+        tu_model_grad(&A);
+        tu_model_grad(&B);
+        ck_assert_int_eq(mgpo_restore(B.st), MGPO_OK);
+        ck_assert_int_eq(perturbed(&B), 0);
+        for (size_t i = 0; i < B.count; i++)
+            for (size_t k = 0; k < B.sizes[i]; k++)
+                if (!tu_close(B.params[i][k], clean.params[i][k], 1e-6) &&
+                    fabs(B.params[i][k] - clean.params[i][k]) > 1e-7)
+                    ck_abort_msg("tensor %zu [%zu]: %.9g vs clean %.9g", i, k,
+                                 (double)B.params[i][k], (double)clean.params[i][k]);
+        tu_snapshot_free(&clean);
+        ck_assert_int_eq(mgpo_step(A.st), MGPO_OK);
+        ck_assert_int_eq(mgpo_step(B.st), MGPO_OK);
+        tu_snapshot sa, sb;
+        tu_snapshot_take(&sa, &A);
+        tu_snapshot_take(&sb, &B);
+        tu_assert_same(&sa, &sb, TU_CMP_ALL);
+        tu_snapshot_free(&sa);
+        tu_snapshot_free(&sb);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("restore");
@@ -179,6 +219,7 @@ int main(void)
     tcase_add_loop_test(tc, perturb_restore_changes_nothing, 0, TU_COMBOS);
     tcase_add_loop_test(tc, restore_when_clean_is_a_noop, 0, TU_COMBOS);
     tcase_add_loop_test(tc, step_on_perturbed_equals_restore_then_step, 0, TU_COMBOS);
+    tcase_add_loop_test(tc, low_memory_restore_is_close_and_step_fuses_it, 0, TU_COMBOS);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
