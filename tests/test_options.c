@@ -339,6 +339,11 @@ START_TEST(stats_have_the_right_values)
               s.grad_norm_ema == 0.0 && s.momentum_norm == 0.0 &&
               s.perturbation_norm == 0.0 && s.perturbation_scale == 0.0 &&
               s.perturbed == 0 && s.clipped == 0 && s.lr == cfg.lr);
+    for (size_t u = 0; u < r.count; u++) {
+        mgpo_unit_stats us = unit_stats(&M, u);
+        ck_assert(us.grad_norm == 0.0 && us.grad_norm_ema == 0.0 &&
+                  us.momentum_norm == 0.0 && us.scale == 0.0 && us.coefficient == 0.0);
+    }
     int clipped = 0;
     for (uint64_t t = 1; t <= 12; t++) {
         tu_snapshot clean;
@@ -381,6 +386,32 @@ START_TEST(stats_have_the_right_values)
 }
 END_TEST
 
+/* ---- threads ----------------------------------------------------------------- */
+
+/* Results are bitwise the same for any num_threads (the 4097-float tensor
+ * spans two blocks, so work is really split when OpenMP is built in). */
+START_TEST(thread_count_does_not_change_bits)
+{
+    mgpo_config one = tu_combo_config(_i), many = one;
+    one.num_threads = 1;
+    many.num_threads = 3;
+    tu_model_register(&M, &one, NULL);
+    tu_model_register(&R, &many, NULL);
+    for (int it = 0; it < 10; it++) {
+        tu_model_iterate(&M);
+        tu_model_iterate(&R);
+    }
+    ck_assert_int_eq(mgpo_perturb(M.st), MGPO_OK);
+    ck_assert_int_eq(mgpo_perturb(R.st), MGPO_OK);
+    tu_snapshot a, b;
+    tu_snapshot_take(&a, &M);
+    tu_snapshot_take(&b, &R);
+    tu_assert_same(&a, &b, TU_CMP_ALL);
+    tu_snapshot_free(&a);
+    tu_snapshot_free(&b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("options");
@@ -393,6 +424,7 @@ int main(void)
     tcase_add_loop_test(tc, gradients_set_after_registration, 0, TU_COMBOS);
     tcase_add_loop_test(tc, clipping_scales_update_not_caller_gradient, 0, 4);
     tcase_add_loop_test(tc, stats_have_the_right_values, 0, TU_COMBOS);
+    tcase_add_loop_test(tc, thread_count_does_not_change_bits, 0, TU_COMBOS);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
