@@ -79,6 +79,7 @@ struct mgpo_state {
     mgpo_block *blocks;  size_t block_count, block_capacity;
     mgpo_unit *units;    size_t unit_count, unit_capacity;
     double *block_sums;  /* one partial per block (g^2 in pass 1, m^2 in pass 2) */
+    size_t block_sums_capacity; /* own count: a failed growth may leave it behind blocks' */
     double *reduce_buf;  /* unit_count + 1 values for the all-reduce hook, then
                             a copy of them (2 * (unit_count + 1) in all) */
     size_t reduce_capacity;

@@ -113,7 +113,7 @@ void mgpo_destroy(mgpo_state *st)
     mgpo_free(st, st->slots, st->slot_capacity * sizeof *st->slots);
     mgpo_free(st, st->blocks, st->block_capacity * sizeof *st->blocks);
     mgpo_free(st, st->units, st->unit_capacity * sizeof *st->units);
-    mgpo_free(st, st->block_sums, st->block_capacity * sizeof(double));
+    mgpo_free(st, st->block_sums, st->block_sums_capacity * sizeof(double));
     mgpo_free(st, st->reduce_buf, st->reduce_capacity * sizeof(double));
     mgpo_state copy = *st;
     mgpo_free(&copy, st, sizeof *st);
@@ -197,20 +197,15 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
                           const mgpo_tensor_options *o, size_t item, bool perturb)
 {
     size_t blocks = (count + MGPO_BLOCK_FLOATS - 1) / MGPO_BLOCK_FLOATS;
-    size_t old_block_cap = st->block_capacity;
     mgpo_status s = mgpo_grow(st, (void **)&st->slots, &st->slot_capacity,
                               st->slot_count + 1, sizeof *st->slots);
     if (s == MGPO_OK)
         s = mgpo_grow(st, (void **)&st->blocks, &st->block_capacity,
                       st->block_count + blocks, sizeof *st->blocks);
+    if (s == MGPO_OK)
+        s = mgpo_grow(st, (void **)&st->block_sums, &st->block_sums_capacity,
+                      st->block_count + blocks, sizeof *st->block_sums);
     if (s != MGPO_OK) return s;
-    if (st->block_capacity != old_block_cap) {
-        /* block_sums always has block_capacity entries. */
-        double *sums = mgpo_alloc(st, st->block_capacity * sizeof(double));
-        if (!sums) return MGPO_ERR_OUT_OF_MEMORY;
-        mgpo_free(st, st->block_sums, old_block_cap * sizeof(double));
-        st->block_sums = sums;
-    }
 
     size_t bytes = count * sizeof(float);
     bool adamw = st->config.optimizer == MGPO_OPTIMIZER_ADAMW;
