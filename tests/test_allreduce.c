@@ -11,6 +11,8 @@
  *   state behind. */
 #define _POSIX_C_SOURCE 200809L /* pthread barriers under -std=c11 */
 #include <check.h>
+
+#include "test_util.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -525,9 +527,5 @@ int main(void)
     tcase_add_test(tc, test_hook_dropping_local_nan_fails);
     tcase_add_test(tc, test_set_allreduce_null_state);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(s);
 }

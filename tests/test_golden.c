@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "mgpo.h"
+#include "test_util.h"
 
 #ifndef MGPO_GOLDEN_DIR
 #error "define MGPO_GOLDEN_DIR as the directory holding the golden .bin files"
@@ -633,9 +634,5 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_golden_case, 0, (int)CASE_COUNT);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(s);
 }

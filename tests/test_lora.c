@@ -10,6 +10,7 @@
 
 #include "internal.h"
 #include "mgpo.h"
+#include "test_util.h"
 
 /* ---- Helpers ------------------------------------------------------------- */
 
@@ -952,9 +953,5 @@ int main(void)
     tcase_add_loop_test(tc, test_golden_base_mode, 0, 2);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(s);
 }
