@@ -79,6 +79,28 @@ mgpo_status fx_iterate(fx *f, uint64_t t)
     return mgpo_step(f->st);
 }
 
+mgpo_config fx_layout_config(int layout)
+{
+    switch (layout) {
+    case 0: return fx_config(MGPO_OPTIMIZER_ADAMW, MGPO_SCOPE_GLOBAL, MGPO_RESTORE_EXACT);
+    case 1: {
+        mgpo_config c = fx_config(MGPO_OPTIMIZER_SGD, MGPO_SCOPE_TENSOR, MGPO_RESTORE_LOW_MEMORY);
+        c.nesterov = 1;
+        return c;
+    }
+    default: return fx_config(MGPO_OPTIMIZER_ADAMW, MGPO_SCOPE_TENSOR, MGPO_RESTORE_EXACT);
+    }
+}
+
+mgpo_status fx_prepare(fx *f, int layout)
+{
+    mgpo_config cfg = fx_layout_config(layout);
+    mgpo_status s = fx_init(f, &cfg, 64);
+    for (uint64_t t = 0; t < 3 && s == MGPO_OK; t++) s = fx_iterate(f, t);
+    if (s == MGPO_OK && layout != 2) s = mgpo_perturb(f->st);
+    return s;
+}
+
 unsigned char *fx_save(const mgpo_state *st, size_t *size)
 {
     size_t n = 0, written = 0;

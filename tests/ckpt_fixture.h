@@ -31,6 +31,13 @@ void fx_free(fx *f);
 double fx_lr(uint64_t t);
 /* Fills the gradients for iteration t from the current parameters. */
 void fx_grads(fx *f, uint64_t t);
+/* Three small states used by the fuzzers, each after three steps, with 64
+ * floats in tensor 0: 0 AdamW, global scope, exact restore, perturbed;
+ * 1 SGD Nesterov, per-tensor scope, low-memory restore, perturbed;
+ * 2 AdamW, per-tensor scope, exact restore, clean. */
+#define FX_LAYOUTS 3
+mgpo_config fx_layout_config(int layout);
+mgpo_status fx_prepare(fx *f, int layout);
 /* One iteration: set lr, perturb, gradients at the perturbed point, step. */
 mgpo_status fx_iterate(fx *f, uint64_t t);
 /* A malloc'd checkpoint of the state (NULL on failure); *size gets its size. */

@@ -648,9 +648,9 @@ START_TEST(test_failed_write_keeps_old_file)
 }
 END_TEST
 
-/* A process killed (SIGKILL) at a random moment while it saves over and
- * over: the file at the path always loads and holds one complete checkpoint,
- * the first or one the child finished. */
+/* A process killed (SIGKILL) while it saves over and over: the file at the
+ * path always loads and holds one complete checkpoint, the first or one the
+ * child finished. */
 START_TEST(test_killed_save_keeps_a_checkpoint)
 {
     char *dir = make_dir(), path[4096];
@@ -675,8 +675,13 @@ START_TEST(test_killed_save_keeps_a_checkpoint)
         if (pid == 0)
             for (;;)
                 if (mgpo_save_file(f.st, path) != MGPO_OK) _exit(1);
-        struct timespec pause = {0, (long)(2 + rand_r(&seed) % 40) * 1000000L};
-        nanosleep(&pause, NULL);
+        /* Wait until a save has begun (its temporary exists), then kill
+         * at once (even trials) or after a random 0-20 ms (odd trials). */
+        struct timespec tick = {0, 100000L};
+        for (int waited = 0; temp_files(dir) == 0 && waited < 100000; waited++)
+            nanosleep(&tick, NULL);
+        struct timespec pause = {0, (long)(rand_r(&seed) % 20) * 1000000L};
+        if (trial % 2) nanosleep(&pause, NULL);
         kill(pid, SIGKILL);
         int status = 0;
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);
