@@ -31,14 +31,19 @@ cp "$repo"/tests/fuzz/corpus/* "$work/corpus/"
 
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+parallel=()
+if [[ "$jobs" -gt 1 ]]; then parallel=(-jobs="$jobs" -workers="$jobs"); fi
 status=0
-"$build/tests/fuzz/fuzz_load" -max_total_time="$seconds" -jobs="$jobs" -workers="$jobs" \
+# libFuzzer writes fuzz-N.log files of parallel jobs into the current directory.
+(cd "$work" && "$build/tests/fuzz/fuzz_load" -max_total_time="$seconds" ${parallel[@]+"${parallel[@]}"} \
   -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-  -artifact_prefix="$work/artifacts/" "$work/corpus" 2>&1 | tee "$work/fuzz.log" | tail -n 25 \
-  || status=$?
+  -artifact_prefix="$work/artifacts/" "$work/corpus") >"$work/fuzz.log" 2>&1 || status=$?
+tail -n 12 "$work/fuzz.log"
 if [[ $status -ne 0 ]] || compgen -G "$work/artifacts/*" >/dev/null; then
-  echo "fuzz.sh: FAILED (status $status); reproducers in $work/artifacts" >&2
+  echo "fuzz.sh: FAILED (status $status); log $work/fuzz.log, reproducers in $work/artifacts" >&2
   ls -l "$work/artifacts" >&2 || true
   exit 1
 fi
-echo "fuzz.sh: no crash in ${seconds}s ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/fuzz.log" | tail -n 1))"
+runs=$(cat "$work"/fuzz*.log | grep -o 'stat::number_of_executed_units: *[0-9]*' |
+  awk '{ n += $2 } END { print n + 0 }')
+echo "fuzz.sh: no crash in ${seconds}s, $runs inputs run, corpus $(ls "$work/corpus" | wc -l) files"
