@@ -1,5 +1,6 @@
 #include "ckpt_fixture.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,4 +130,86 @@ int fx_state_is(const mgpo_state *st, const unsigned char *bytes, size_t size)
     int same = now && n == size && memcmp(now, bytes, size) == 0;
     free(now);
     return same;
+}
+
+/* ---- Random corruption (the fuzz-style tests) ---------------------------- */
+
+static uint64_t rnd(uint64_t *rng_state)
+{
+    /* xorshift64*: a fixed, portable sequence for a given seed. */
+    *rng_state ^= *rng_state >> 12;
+    *rng_state ^= *rng_state << 25;
+    *rng_state ^= *rng_state >> 27;
+    return *rng_state * 0x2545F4914F6CDD1Dull;
+}
+
+static size_t below(uint64_t *rng, size_t n) { return n ? (size_t)(rnd(rng) % n) : 0; }
+
+/* Values that tend to break parsers: zero, one, two, all-ones, sign bits,
+ * NaN and infinity patterns. */
+static const uint64_t interesting[] = {0, 1, 2, 0xFFFFFFFFull, 0xFFFFFFFFFFFFFFFFull,
+                                       0x80000000ull, 0x7FF8000000000000ull,
+                                       0x7FF0000000000000ull, 0x7FC00000ull,
+                                       0x7F800000ull, 0xBFF0000000000000ull,
+                                       0x3FF0000000000000ull, 1ull << 40};
+
+size_t fx_mutate(unsigned char *buf, size_t size, uint64_t *rng)
+{
+    size_t kind = below(rng, 5), n = size;
+    switch (kind) {
+    case 0: /* flip 1-4 bits or bytes, checksums left stale */
+    case 2: /* the same, checksums recomputed */
+        for (size_t k = 1 + below(rng, 4); k > 0; k--)
+            buf[below(rng, n)] ^= (unsigned char)(1 + below(rng, 255));
+        break;
+    case 1: /* truncate, header left as it was */
+        n = below(rng, size);
+        break;
+    case 3: /* truncate, header made consistent (total size, checksums) */
+        n = MGPO_CKPT_HEADER_SIZE + below(rng, size - MGPO_CKPT_HEADER_SIZE);
+        {
+            uint64_t total = n;
+            memcpy(buf + MGPO_CKPT_OFF_TOTAL_SIZE, &total, sizeof total);
+        }
+        break;
+    default: { /* an aligned field set to an interesting value */
+        size_t width = below(rng, 2) ? 8 : 4, at = below(rng, size / width) * width;
+        uint64_t v = interesting[below(rng, sizeof interesting / sizeof interesting[0])];
+        memcpy(buf + at, &v, width); /* the low half on little-endian */
+        break;
+    }
+    }
+    if (kind >= 2 && n >= MGPO_CKPT_HEADER_SIZE) fx_reseal(buf, n);
+    return n;
+}
+
+int fx_params_same(void *ctx)
+{
+    const fx_params_check *c = ctx;
+    for (size_t k = 0; k < FX_TENSORS; k++)
+        if (memcmp(c->copy[k], c->f->params[k], c->f->count[k] * sizeof(float)) != 0) return 0;
+    return 1;
+}
+
+int fx_corrupt_rounds(mgpo_state *st, const unsigned char *valid, size_t size, int rounds,
+                      uint64_t seed, unsigned seen[FX_CODES], int (*check)(void *), void *ctx)
+{
+    uint64_t rng = seed ? seed : 1;
+    unsigned char *buf = malloc(size);
+    int failed = buf ? -1 : 0;
+    for (int round = 0; round < rounds && failed < 0; round++) {
+        memcpy(buf, valid, size);
+        size_t n = fx_mutate(buf, size, &rng);
+        mgpo_status s = mgpo_load(st, buf, n);
+        bool ok = s == MGPO_OK ||
+                  (s >= MGPO_ERR_CHECKPOINT_MAGIC && s <= MGPO_ERR_CHECKPOINT_TRUNCATED);
+        if (ok) seen[s]++;
+        /* Accepted: exactly those bytes; then back to the valid state. */
+        if (ok && s == MGPO_OK)
+            ok = fx_state_is(st, buf, n) && mgpo_load(st, valid, size) == MGPO_OK;
+        ok = ok && fx_state_is(st, valid, size) && (!check || check(ctx));
+        if (!ok) failed = round;
+    }
+    free(buf);
+    return failed;
 }

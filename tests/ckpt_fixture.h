@@ -48,4 +48,25 @@ void fx_reseal(unsigned char *buf, size_t size);
 /* 1 when the state saves to exactly `bytes` (size and content). */
 int fx_state_is(const mgpo_state *st, const unsigned char *bytes, size_t size);
 
+/* One random corruption of a checkpoint of `size` bytes, in place: bytes
+ * flipped, a truncation, or a field set to a value that breaks parsers; half
+ * of the kinds recompute the checksums so that the parser is reached.
+ * Returns the new size (<= size).  *rng is the generator's state. */
+size_t fx_mutate(unsigned char *buf, size_t size, uint64_t *rng);
+
+/* Loads `rounds` corruptions of `valid` (a checkpoint of st as it is now)
+ * into st.  Each must be accepted and save back to exactly its bytes, or be
+ * refused with a checkpoint error code and leave st as `valid`; `check`
+ * (may be NULL) must also return 1 after every round.  seen[status] counts
+ * the outcomes.  Returns -1 when all held, else the failing round. */
+#define FX_CODES 32
+int fx_corrupt_rounds(mgpo_state *st, const unsigned char *valid, size_t size, int rounds,
+                      uint64_t seed, unsigned seen[FX_CODES], int (*check)(void *), void *ctx);
+/* A `check` for fx_corrupt_rounds: the fixture's parameters equal a copy. */
+typedef struct fx_params_check {
+    const fx *f;
+    float *const *copy;
+} fx_params_check;
+int fx_params_same(void *ctx);
+
 #endif
