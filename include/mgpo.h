@@ -23,7 +23,8 @@
  * Threads: the library has no global state.  Separate states are fully
  * independent and may be used from different threads at once.  One state must
  * not be used by two threads at the same time (the caller serialises); the
- * read-only calls (mgpo_get_*, mgpo_checkpoint_size, mgpo_save) may run
+ * read-only calls (mgpo_get_*, mgpo_checkpoint_size, mgpo_save,
+ * mgpo_save_file) may run
  * concurrently with each other but not with a call that changes the state.
  * With OpenMP enabled a state may use worker threads inside a call
  * (mgpo_config.num_threads); results are bitwise identical for any count.
@@ -104,7 +105,7 @@ typedef enum mgpo_status {
     MGPO_ERR_CHECKPOINT_MAGIC = 21,   /* not a libmgpo checkpoint */
     MGPO_ERR_CHECKPOINT_VERSION = 22, /* unsupported format version */
     MGPO_ERR_CHECKPOINT_ENDIAN = 23,  /* written on a machine of other byte order */
-    MGPO_ERR_CHECKPOINT_LAYOUT = 24,  /* tensors/config do not match this state */
+    MGPO_ERR_CHECKPOINT_LAYOUT = 24,  /* tensors/config do not match this state, or invalid values */
     MGPO_ERR_CHECKPOINT_CHECKSUM = 25,/* payload corrupted */
     MGPO_ERR_CHECKPOINT_TRUNCATED = 26,/* data ends early (or trailing bytes) */
     MGPO_ERR_ALLREDUCE = 27,          /* the caller's all-reduce hook failed */
@@ -191,7 +192,8 @@ MGPO_API mgpo_status mgpo_config_validate(const mgpo_config *config);
  *  at least 16 bytes (the library aligns its large buffers to 64 itself) or
  *  NULL; `free` receives pointers from `alloc` with the same size, and never
  *  NULL.  Both get `ctx` as the first argument.  They are called only inside
- *  mgpo_create, mgpo_add_*, mgpo_destroy (never in perturb/restore/step). */
+ *  mgpo_create, mgpo_add_*, mgpo_destroy, and for temporary buffers inside
+ *  mgpo_save_file and mgpo_load_file (never in perturb/restore/step). */
 typedef struct mgpo_allocator {
     void *(*alloc)(void *ctx, size_t size);
     void (*free)(void *ctx, void *ptr, size_t size);
@@ -416,28 +418,76 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
 
 /* ---- Checkpoints (docs/checkpoint-format.md) ---------------------------- */
 
-/** Bytes that mgpo_save will write for this state.  Errors: NULL_ARGUMENT. */
+/* A checkpoint holds the whole optimizer state: configuration, per-tensor
+ * moments (m, and v for AdamW), step counts, the gradient-norm EMAs, the
+ * statistics, the perturbed flag and the coefficients applied, and, when
+ * saved while perturbed in exact mode, the clean copy of every perturbed
+ * parameter (and of W for a LoRA pair in base mode).  It does not hold the
+ * caller's parameters: save those yourself, at the same moment.
+ *
+ * The resume rule: load into a state registered like the saved one, then
+ * put back into every buffer the library writes (parameters, LoRA A and B,
+ * and W in base mode) the values it held when mgpo_save ran.  If the state
+ * was perturbed then, those are the perturbed values; the state comes back
+ * perturbed and the next mgpo_restore or mgpo_step returns to the clean
+ * values bit for bit (exact mode) or by subtracting c*m (low-memory mode,
+ * the same arithmetic the uninterrupted run does).  Either way the resumed
+ * run is bitwise identical to the uninterrupted one.  To store clean
+ * parameters, call mgpo_restore before saving (the checkpoint is then also
+ * smaller: no backup). */
+
+/** Bytes that mgpo_save would write for the state as it is now: 48 bytes of
+ *  header, 240 of configuration and counters, 48 per unit, 64 per tensor or
+ *  pair, 56 per stepped buffer (a pair has two); then 4 bytes per parameter
+ *  for m, 4 more for v (AdamW), and while perturbed in exact mode 4 more
+ *  per perturbed parameter (and per element of W for a base-mode pair).
+ *  Read-only.  Errors: NULL_ARGUMENT. */
 MGPO_API mgpo_status mgpo_checkpoint_size(const mgpo_state *state, size_t *size);
 
-/** Serialises the whole optimizer state (configuration, moments, EMAs, step
- *  counts, statistics, perturbation) into `buffer` (capacity bytes).  The
- *  caller's parameters are not included: save them yourself.  *written gets
- *  the size.  Errors: NULL_ARGUMENT, BUFFER_TOO_SMALL (nothing written). */
+/** Serialises the state into `buffer` (capacity bytes, any alignment) in
+ *  the versioned format of docs/checkpoint-format.md, and writes its size to
+ *  *written.  Read-only on the state.  Errors: NULL_ARGUMENT,
+ *  BUFFER_TOO_SMALL (capacity < mgpo_checkpoint_size; nothing written, not
+ *  even *written). */
 MGPO_API mgpo_status mgpo_save(const mgpo_state *state, void *buffer,
                                size_t capacity, size_t *written);
 
-/** Loads a checkpoint into a state whose tensors were registered with the
- *  same sizes and options.  Validates everything first; on any error the
- *  state is exactly as before.  Errors: NULL_ARGUMENT, CHECKPOINT_* codes,
- *  WRONG_PHASE. */
+/** Replaces the whole state with a checkpoint.  The state must have been
+ *  registered like the saved one: the same tensors and pairs in the same
+ *  order, with the same sizes, options, LoRA shapes, scalings and modes, and
+ *  the same optimizer, scope and restore mode.  Every other hyper-parameter
+ *  (lr, betas, rho, ...) is taken from the checkpoint; num_threads and the
+ *  all-reduce hook stay the state's.  Allowed at any time, also before the
+ *  first step.  Never touches the caller's buffers: restore them as the
+ *  resume rule above says.  Validates everything before changing anything;
+ *  on any error the state is exactly as before.  Errors (the order of the
+ *  checks is in docs/checkpoint-format.md): NULL_ARGUMENT; CHECKPOINT_MAGIC (not a libmgpo checkpoint);
+ *  CHECKPOINT_TRUNCATED (shorter than the header, or size differs from the
+ *  recorded size, or records run past the end); CHECKPOINT_ENDIAN (other
+ *  byte order); CHECKPOINT_VERSION (unsupported format version or flags);
+ *  CHECKPOINT_CHECKSUM (header or payload CRC-32C mismatch);
+ *  CHECKPOINT_LAYOUT (registrations or structural configuration differ from
+ *  this state's, or a value no writer produces, e.g. an invalid
+ *  configuration or a non-finite EMA). */
 MGPO_API mgpo_status mgpo_load(mgpo_state *state, const void *buffer, size_t size);
 
-/** mgpo_save to a file, atomically (temporary file, fsync, rename): the file
- *  at `path` holds either the old or the new checkpoint, never a torn one.
- *  Errors: as mgpo_save, IO, OUT_OF_MEMORY. */
+/** mgpo_save to the file `path`, atomically: writes "<path>.tmp.XXXXXX" in
+ *  the same directory, fsyncs it, renames it over `path` and fsyncs the
+ *  directory, so `path` holds the old or the new checkpoint, never a torn
+ *  one.  On failure the temporary is removed; a process killed mid-save may
+ *  leave one behind, which is safe to delete.  A replaced file keeps its
+ *  permission bits; a new one gets 0644.  Read-only on the state; allocates
+ *  a small buffer through the state's allocator.  POSIX only (elsewhere
+ *  MGPO_ERR_UNSUPPORTED).  Errors: NULL_ARGUMENT, INVALID_ARGUMENT (empty
+ *  path), IO (create, write, fsync or rename failed; the old file is
+ *  untouched), OUT_OF_MEMORY. */
 MGPO_API mgpo_status mgpo_save_file(const mgpo_state *state, const char *path);
 
-/** mgpo_load from a file.  Errors: as mgpo_load, IO, OUT_OF_MEMORY. */
+/** mgpo_load from a file, read whole into a temporary buffer from the
+ *  state's allocator (validation needs all of it).  Errors: as mgpo_load,
+ *  IO (cannot open or read, or not a regular file), OUT_OF_MEMORY; the
+ *  state is unchanged on every error.  POSIX only (elsewhere
+ *  MGPO_ERR_UNSUPPORTED). */
 MGPO_API mgpo_status mgpo_load_file(mgpo_state *state, const char *path);
 
 /* ---- Distributed training ----------------------------------------------- */

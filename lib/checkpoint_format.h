@@ -1,0 +1,52 @@
+/* The checkpoint format's constants (docs/checkpoint-format.md is the
+ * specification; this header and lib/checkpoint.c must agree with it).
+ * Private: shared by lib/checkpoint.c and the tests that craft or reseal
+ * checkpoints.  Every field is in the writer's byte order, which the endian
+ * mark records. */
+#ifndef MGPO_CHECKPOINT_FORMAT_H
+#define MGPO_CHECKPOINT_FORMAT_H
+
+#define MGPO_CKPT_MAGIC "MGPOCKPT" /* 8 bytes, no terminator */
+#define MGPO_CKPT_MAGIC_SIZE 8u
+#define MGPO_CKPT_ENDIAN_MARK 0x01020304u
+#define MGPO_CKPT_VERSION 1u
+
+/* Header: 48 bytes at offset 0. */
+#define MGPO_CKPT_OFF_ENDIAN 8u       /* u32 MGPO_CKPT_ENDIAN_MARK */
+#define MGPO_CKPT_OFF_VERSION 12u     /* u32 MGPO_CKPT_VERSION */
+#define MGPO_CKPT_OFF_HEADER_SIZE 16u /* u32 MGPO_CKPT_HEADER_SIZE */
+#define MGPO_CKPT_OFF_FLAGS 20u       /* u32, 0 (no optional features yet) */
+#define MGPO_CKPT_OFF_TOTAL_SIZE 24u  /* u64 bytes of the whole checkpoint */
+#define MGPO_CKPT_OFF_PAYLOAD_CRC 32u /* u32 CRC-32C of bytes [48, total) */
+#define MGPO_CKPT_OFF_RESERVED 36u    /* 8 bytes of zeros */
+#define MGPO_CKPT_OFF_HEADER_CRC 44u  /* u32 CRC-32C of bytes [0, 44) */
+#define MGPO_CKPT_HEADER_SIZE 48u
+
+/* Payload records (sizes in bytes). */
+#define MGPO_CKPT_STATE_SIZE 240u /* configuration, counters, statistics, counts */
+#define MGPO_CKPT_UNIT_SIZE 48u
+#define MGPO_CKPT_ITEM_SIZE 64u
+#define MGPO_CKPT_SLOT_SIZE 56u
+#define MGPO_CKPT_ITEM_OFF_BASE_APPLIED 60u /* f32 within an item record */
+#define MGPO_CKPT_SLOT_OFF_ARRAYS 36u       /* u32 within a slot record */
+
+/* Bits of a slot record's `arrays` field: which float arrays follow m. */
+#define MGPO_CKPT_SLOT_HAS_V 1u
+#define MGPO_CKPT_SLOT_HAS_BACKUP 2u
+
+/* Between lib/checkpoint.c and lib/checkpoint_file.c (need internal.h). */
+#ifdef MGPO_INTERNAL_H
+/* Receives the payload in order; returns MGPO_OK or the error to stop with. */
+typedef mgpo_status (*mgpo_ckpt_sink)(void *ctx, const void *data, size_t n);
+/* Bytes of the whole checkpoint of `st`. */
+size_t mgpo_ckpt_size(const mgpo_state *st);
+/* Streams the payload of `st` to sink, then fills the header that goes
+ * before it (its checksum covers the payload just streamed). */
+mgpo_status mgpo_ckpt_stream(const mgpo_state *st, mgpo_ckpt_sink sink, void *ctx,
+                             unsigned char header[MGPO_CKPT_HEADER_SIZE]);
+/* Writes a valid header for a payload of total-48 bytes with that CRC. */
+void mgpo_ckpt_header(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t total,
+                      uint32_t payload_crc);
+#endif
+
+#endif
