@@ -34,7 +34,9 @@ add_test(NAME packaging_pc_absolute
                  -P ${_mgpo_consumer_script})
 # Configuring a consumer project takes seconds; a hang should not take 25 min.
 set(_mgpo_consumer_timeout 300)
-set_tests_properties(packaging_pc_absolute PROPERTIES TIMEOUT ${_mgpo_consumer_timeout})
+# They run cmake and the compiler, not our code: valgrind would only slow them.
+set_tests_properties(packaging_pc_absolute PROPERTIES TIMEOUT ${_mgpo_consumer_timeout}
+                     LABELS no_valgrind)
 
 # Installing into a scratch prefix needs every install dir under the prefix;
 # with an absolute LIBDIR/INCLUDEDIR the install would write outside the build
@@ -48,13 +50,13 @@ endif()
 add_test(NAME packaging_install
          COMMAND ${CMAKE_COMMAND} -DMODE=install ${_mgpo_consumer_args}
                  -P ${_mgpo_consumer_script})
-set_tests_properties(packaging_install PROPERTIES FIXTURES_SETUP mgpo_installed
+set_tests_properties(packaging_install PROPERTIES FIXTURES_SETUP mgpo_installed LABELS no_valgrind
                      TIMEOUT ${_mgpo_consumer_timeout})
 
 add_test(NAME consumer_find_package
          COMMAND ${CMAKE_COMMAND} -DMODE=find_package ${_mgpo_consumer_args}
                  -P ${_mgpo_consumer_script})
-set_tests_properties(consumer_find_package PROPERTIES FIXTURES_REQUIRED mgpo_installed
+set_tests_properties(consumer_find_package PROPERTIES FIXTURES_REQUIRED mgpo_installed LABELS no_valgrind
                      TIMEOUT ${_mgpo_consumer_timeout})
 
 find_program(MGPO_MAKE NAMES make gmake)
@@ -62,7 +64,7 @@ if(MGPO_MAKE)
   add_test(NAME consumer_pkgconfig
            COMMAND ${CMAKE_COMMAND} -DMODE=pkgconfig -DMAKE=${MGPO_MAKE} ${_mgpo_consumer_args}
                    -P ${_mgpo_consumer_script})
-  set_tests_properties(consumer_pkgconfig PROPERTIES FIXTURES_REQUIRED mgpo_installed
+  set_tests_properties(consumer_pkgconfig PROPERTIES FIXTURES_REQUIRED mgpo_installed LABELS no_valgrind
                        TIMEOUT ${_mgpo_consumer_timeout})
 else()
   message(STATUS "libmgpo: make not found, consumer_pkgconfig not registered")
