@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# sweep.sh: the paper's Figures 2-3 in miniature.  Runs lora_finetune for
+# every rank x learning rate x seed x optimizer, summarises the runs with
+# sweep_summary.awk and, when gnuplot is installed, plots the mean curves.
+#
+#   cmake -S . -B build && cmake --build build -j2 --target lora_finetune
+#   examples/sweep.sh                       # writes sweep-out/
+#
+# Settings come from the environment (defaults in brackets):
+#   LORA_FINETUNE  the program                      [build/examples/lora_finetune]
+#   OUT            output directory                 [sweep-out]
+#   RANKS          LoRA ranks                       [8 64 128]
+#   LRS            peak learning rates              [0.003 0.006 0.01 0.02]
+#   SEEDS          seeds                            [1 2 3]
+#   OPTIMIZERS     adamw and/or mgpo-rho<RHO>       [adamw mgpo-rho0.05 mgpo-rho0.2]
+#   STEPS          steps per run                    [300]
+#   EVAL_EVERY     evaluation interval              [5]
+#   JOBS           runs in parallel                 [2]
+#   EXTRA          more lora_finetune flags         []
+# Outputs: OUT/runs/*.csv (one per run), OUT/summary.csv, OUT/summary.md,
+# OUT/curves/*.dat and, with gnuplot, OUT/train_loss.png, OUT/eval_acc.png.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LORA_FINETUNE=${LORA_FINETUNE:-build/examples/lora_finetune}
+OUT=${OUT:-sweep-out}
+RANKS=${RANKS:-8 64 128}
+LRS=${LRS:-0.003 0.006 0.01 0.02}
+SEEDS=${SEEDS:-1 2 3}
+OPTIMIZERS=${OPTIMIZERS:-adamw mgpo-rho0.05 mgpo-rho0.2}
+STEPS=${STEPS:-300}
+EVAL_EVERY=${EVAL_EVERY:-5}
+JOBS=${JOBS:-2}
+EXTRA=${EXTRA:-}
+
+if [ ! -x "$LORA_FINETUNE" ]; then
+    echo "sweep.sh: $LORA_FINETUNE not found; build it or set LORA_FINETUNE" >&2
+    exit 1
+fi
+mkdir -p "$OUT/runs" "$OUT/curves"
+rm -f "$OUT"/runs/*.csv "$OUT"/curves/*.dat
+
+# One line per run: the CSV path followed by lora_finetune's flags (no
+# trailing blank: xargs -L would join the next line).
+jobs_file="$OUT/jobs.txt"
+: > "$jobs_file"
+for rank in $RANKS; do
+    for lr in $LRS; do
+        for opt in $OPTIMIZERS; do
+            case $opt in
+                adamw) flags="--optimizer adamw" ;;
+                mgpo-rho*) flags="--optimizer mgpo --rho ${opt#mgpo-rho}" ;;
+                *) echo "sweep.sh: unknown optimizer label $opt" >&2; exit 1 ;;
+            esac
+            for seed in $SEEDS; do
+                echo "$OUT/runs/r${rank}_lr${lr}_${opt}_s${seed}.csv --rank $rank --lr $lr" \
+                     "--seed $seed --steps $STEPS --eval-every $EVAL_EVERY $flags${EXTRA:+ $EXTRA}" \
+                     >> "$jobs_file"
+            done
+        done
+    done
+done
+echo "sweep.sh: $(wc -l < "$jobs_file") runs, $JOBS at a time" >&2
+
+start=$(date +%s)
+export LORA_FINETUNE
+# shellcheck disable=SC2016  # expanded by the inner shell
+xargs -P "$JOBS" -L 1 sh -c \
+    'csv=$1; shift; "$LORA_FINETUNE" --quiet --csv "$csv" "$@" > "${csv%.csv}.log" 2>&1 ||
+     { echo "failed: $LORA_FINETUNE $*" >&2; exit 255; }' sh < "$jobs_file"
+echo "sweep.sh: runs took $(( $(date +%s) - start )) s" >&2
+
+header="rank,lr,optimizer,runs,train_loss_mean,train_loss_std,eval_acc_mean,eval_acc_std,rebound_mean,rebound_std,eval_loss_mean,eval_loss_std"
+{
+    echo "$header"
+    awk -v curves="$OUT/curves" -f "$here/sweep_summary.awk" "$OUT"/runs/*.csv |
+        sort -t, -k1,1n -k2,2g -k3,3
+} > "$OUT/summary.csv"
+
+# The same table in Markdown, mean +- std over seeds.
+awk -F, 'NR == 1 {
+        print "| rank | lr | optimizer | seeds | final train loss | held-out accuracy | largest loss rebound | final held-out loss |"
+        print "| ---: | ---: | :--- | ---: | ---: | ---: | ---: | ---: |"
+        next }
+    { printf "| %s | %s | %s | %s | %.4f ± %.4f | %.3f ± %.3f | %.4f ± %.4f | %.3f ± %.3f |\n",
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' \
+    "$OUT/summary.csv" > "$OUT/summary.md"
+cat "$OUT/summary.md"
+
+if ! command -v gnuplot > /dev/null; then
+    echo "sweep.sh: gnuplot not installed, no pictures" >&2
+    exit 0
+fi
+
+# Two figures, one panel per (lr, rank), one line per optimizer (seed mean).
+plot_figure() { # $1 png, $2 column, $3 y label, $4 extra gnuplot settings
+    local nr nc
+    nr=$(echo "$LRS" | wc -w)
+    nc=$(echo "$RANKS" | wc -w)
+    {
+        echo "set terminal pngcairo size $((nc * 420)),$((nr * 260)) font ',9'"
+        echo "set output '$1'"
+        echo "set multiplot layout $nr,$nc title '$3 (mean of seeds: $SEEDS)'"
+        echo "set key top right; set grid; set xlabel 'step'; $4"
+        for lr in $LRS; do
+            for rank in $RANKS; do
+                echo "set title 'rank $rank, lr $lr'"
+                local sep="plot "
+                for opt in $OPTIMIZERS; do
+                    printf "%s'%s' using 1:%s with lines lw 1.5 title '%s'" \
+                        "$sep" "$OUT/curves/r${rank}_lr${lr}_${opt}.dat" "$2" "$opt"
+                    sep=", "
+                done
+                echo
+            done
+        done
+        echo "unset multiplot"
+    } | gnuplot
+}
+plot_figure "$OUT/train_loss.png" 2 "clean training loss (log scale)" "set logscale y"
+plot_figure "$OUT/eval_acc.png" 4 "held-out accuracy" ""
+echo "sweep.sh: wrote $OUT/summary.csv, $OUT/summary.md, $OUT/*.png" >&2
