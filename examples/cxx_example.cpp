@@ -4,6 +4,7 @@
 // the way a C++ code base would hold the state: a move-only owner whose
 // destructor calls mgpo_destroy, and an exception for every failed call.
 // Exits 0 only if the final loss is below the initial loss.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>

@@ -85,11 +85,16 @@ static void fill_normal(Rng *r, float *p, size_t n, float std)
 
 /* ---- Small dense kernels ------------------------------------------------ */
 
+/* Eight independent partial sums: the compiler can keep them in one SIMD
+ * register (a single running sum is a serial dependency it may not reorder). */
 static float dot(const float *a, const float *b, int n)
 {
-    float s = 0.0f;
-    for (int k = 0; k < n; k++) s += a[k] * b[k];
-    return s;
+    float part[8] = {0.0f}, s = 0.0f;
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) part[j] += a[k + j] * b[k + j];
+    for (; k < n; k++) s += a[k] * b[k];
+    return s + ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 static void axpy(float *y, float a, const float *x, int n)
 {

@@ -31,6 +31,11 @@ static float loss_and_grad(const float *x, const float *y, const float *params, 
     return (float)(loss / N);
 }
 
+static float uniform(void) /* in [-1, 1) */
+{
+    return (float)(rand() / (RAND_MAX + 1.0)) * 2.0f - 1.0f;
+}
+
 static int check(mgpo_status s, const char *what)
 {
     if (s != MGPO_OK) fprintf(stderr, "%s: %s\n", what, mgpo_strerror(s));
@@ -43,11 +48,11 @@ int main(void)
     static float x[N * D], y[N];
     float truth[D];
     srand(1);
-    for (int j = 0; j < D; j++) truth[j] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
+    for (int j = 0; j < D; j++) truth[j] = uniform();
     for (int i = 0; i < N; i++) {
         float z = 0.0f;
         for (int j = 0; j < D; j++) {
-            x[i * D + j] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
+            x[i * D + j] = uniform();
             z += truth[j] * x[i * D + j];
         }
         y[i] = (z > 0.0f) != (rand() % 10 == 0) ? 1.0f : 0.0f;

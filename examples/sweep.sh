@@ -12,13 +12,16 @@
 #   RANKS          LoRA ranks                       [8 64 128]
 #   LRS            peak learning rates              [0.003 0.006 0.01 0.02]
 #   SEEDS          seeds                            [1 2 3]
-#   OPTIMIZERS     adamw and/or mgpo-rho<RHO>       [adamw mgpo-rho0.05 mgpo-rho0.2]
+#   OPTIMIZERS     adamw and/or mgpo-rho<RHO>       [adamw mgpo-rho0.05 mgpo-rho0.2 mgpo-rho0.5]
 #   STEPS          steps per run                    [300]
 #   EVAL_EVERY     evaluation interval              [5]
 #   JOBS           runs in parallel                 [2]
 #   EXTRA          more lora_finetune flags         []
-# Outputs: OUT/runs/*.csv (one per run), OUT/summary.csv, OUT/summary.md,
-# OUT/curves/*.dat and, with gnuplot, OUT/train_loss.png, OUT/eval_acc.png.
+#   SKIP_RUNS      1: only re-summarise and re-plot the runs already in OUT
+# Outputs: OUT/runs/*.csv (one per run), OUT/runs.csv (final values per run),
+# OUT/summary.{csv,md} (mean and std over seeds), OUT/paired.{csv,md} (each
+# optimizer minus AdamW on the same seed), OUT/curves/*.dat and, with gnuplot,
+# OUT/train_loss.png and OUT/eval_acc.png.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,55 +30,68 @@ OUT=${OUT:-sweep-out}
 RANKS=${RANKS:-8 64 128}
 LRS=${LRS:-0.003 0.006 0.01 0.02}
 SEEDS=${SEEDS:-1 2 3}
-OPTIMIZERS=${OPTIMIZERS:-adamw mgpo-rho0.05 mgpo-rho0.2}
+OPTIMIZERS=${OPTIMIZERS:-adamw mgpo-rho0.05 mgpo-rho0.2 mgpo-rho0.5}
 STEPS=${STEPS:-300}
 EVAL_EVERY=${EVAL_EVERY:-5}
 JOBS=${JOBS:-2}
 EXTRA=${EXTRA:-}
 
-if [ ! -x "$LORA_FINETUNE" ]; then
-    echo "sweep.sh: $LORA_FINETUNE not found; build it or set LORA_FINETUNE" >&2
-    exit 1
-fi
-mkdir -p "$OUT/runs" "$OUT/curves"
-rm -f "$OUT"/runs/*.csv "$OUT"/curves/*.dat
+SKIP_RUNS=${SKIP_RUNS:-0}
 
-# One line per run: the CSV path followed by lora_finetune's flags (no
-# trailing blank: xargs -L would join the next line).
-jobs_file="$OUT/jobs.txt"
-: > "$jobs_file"
-for rank in $RANKS; do
-    for lr in $LRS; do
-        for opt in $OPTIMIZERS; do
-            case $opt in
-                adamw) flags="--optimizer adamw" ;;
-                mgpo-rho*) flags="--optimizer mgpo --rho ${opt#mgpo-rho}" ;;
-                *) echo "sweep.sh: unknown optimizer label $opt" >&2; exit 1 ;;
-            esac
-            for seed in $SEEDS; do
-                echo "$OUT/runs/r${rank}_lr${lr}_${opt}_s${seed}.csv --rank $rank --lr $lr" \
-                     "--seed $seed --steps $STEPS --eval-every $EVAL_EVERY $flags${EXTRA:+ $EXTRA}" \
-                     >> "$jobs_file"
+# Runs every setting (a function, so bash has read all of it before it starts).
+run_all() {
+    if [ ! -x "$LORA_FINETUNE" ]; then
+        echo "sweep.sh: $LORA_FINETUNE not found; build it or set LORA_FINETUNE" >&2
+        exit 1
+    fi
+    rm -f "$OUT"/runs/*.csv "$OUT"/runs/*.log
+
+    # One line per run: the CSV path followed by lora_finetune's flags (no
+    # trailing blank: xargs -L would join the next line).
+    jobs_file="$OUT/jobs.txt"
+    : > "$jobs_file"
+    for rank in $RANKS; do
+        for lr in $LRS; do
+            for opt in $OPTIMIZERS; do
+                case $opt in
+                    adamw) flags="--optimizer adamw" ;;
+                    mgpo-rho*) flags="--optimizer mgpo --rho ${opt#mgpo-rho}" ;;
+                    *) echo "sweep.sh: unknown optimizer label $opt" >&2; exit 1 ;;
+                esac
+                for seed in $SEEDS; do
+                    echo "$OUT/runs/r${rank}_lr${lr}_${opt}_s${seed}.csv --rank $rank --lr $lr" \
+                         "--seed $seed --steps $STEPS --eval-every $EVAL_EVERY $flags${EXTRA:+ $EXTRA}" \
+                         >> "$jobs_file"
+                done
             done
         done
     done
-done
-echo "sweep.sh: $(wc -l < "$jobs_file") runs, $JOBS at a time" >&2
+    echo "sweep.sh: $(wc -l < "$jobs_file") runs, $JOBS at a time" >&2
 
-start=$(date +%s)
-export LORA_FINETUNE
-# shellcheck disable=SC2016  # expanded by the inner shell
-xargs -P "$JOBS" -L 1 sh -c \
-    'csv=$1; shift; "$LORA_FINETUNE" --quiet --csv "$csv" "$@" > "${csv%.csv}.log" 2>&1 ||
-     { echo "failed: $LORA_FINETUNE $*" >&2; exit 255; }' sh < "$jobs_file"
-echo "sweep.sh: runs took $(( $(date +%s) - start )) s" >&2
+    start=$(date +%s)
+    export LORA_FINETUNE
+    # shellcheck disable=SC2016  # expanded by the inner shell
+    xargs -P "$JOBS" -L 1 sh -c \
+        'csv=$1; shift; "$LORA_FINETUNE" --quiet --csv "$csv" "$@" > "${csv%.csv}.log" 2>&1 ||
+         { echo "failed: $LORA_FINETUNE $*" >&2; exit 255; }' sh < "$jobs_file"
+    echo "sweep.sh: runs took $(( $(date +%s) - start )) s" >&2
+}
+
+mkdir -p "$OUT/runs" "$OUT/curves"
+if [ "$SKIP_RUNS" != 1 ]; then run_all; fi
+rm -f "$OUT"/curves/*.dat
 
 header="rank,lr,optimizer,runs,train_loss_mean,train_loss_std,eval_acc_mean,eval_acc_std,rebound_mean,rebound_std,eval_loss_mean,eval_loss_std"
 {
     echo "$header"
-    awk -v curves="$OUT/curves" -f "$here/sweep_summary.awk" "$OUT"/runs/*.csv |
-        sort -t, -k1,1n -k2,2g -k3,3
+    rm -f "$OUT/runs.csv"
+    awk -v curves="$OUT/curves" -v runs_out="$OUT/runs.csv" -f "$here/sweep_summary.awk" \
+        "$OUT"/runs/*.csv | sort -t, -k1,1n -k2,2g -k3,3
 } > "$OUT/summary.csv"
+{
+    echo "rank,lr,optimizer,pairs,d_train_loss,d_eval_acc,d_rebound,lower_train_loss,higher_acc,lower_rebound"
+    awk -f "$here/sweep_paired.awk" "$OUT/runs.csv" | sort -t, -k1,1n -k2,2g -k3,3
+} > "$OUT/paired.csv"
 
 # The same table in Markdown, mean +- std over seeds.
 awk -F, 'NR == 1 {
@@ -86,6 +102,16 @@ awk -F, 'NR == 1 {
              $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' \
     "$OUT/summary.csv" > "$OUT/summary.md"
 cat "$OUT/summary.md"
+
+# The paired comparison: each optimizer minus AdamW on the same seed.
+awk -F, 'NR == 1 {
+        print "| rank | lr | optimizer | pairs | Δ final train loss | Δ held-out accuracy | Δ largest rebound | lower train loss | higher accuracy | lower rebound |"
+        print "| ---: | ---: | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        next }
+    { printf "| %s | %s | %s | %s | %+.4f | %+.3f | %+.4f | %s/%s | %s/%s | %s/%s |\n",
+             $1, $2, $3, $4, $5, $6, $7, $8, $4, $9, $4, $10, $4 }' \
+    "$OUT/paired.csv" > "$OUT/paired.md"
+cat "$OUT/paired.md"
 
 if ! command -v gnuplot > /dev/null; then
     echo "sweep.sh: gnuplot not installed, no pictures" >&2
@@ -118,5 +144,5 @@ plot_figure() { # $1 png, $2 column, $3 y label, $4 extra gnuplot settings
     } | gnuplot
 }
 plot_figure "$OUT/train_loss.png" 2 "clean training loss (log scale)" "set logscale y"
-plot_figure "$OUT/eval_acc.png" 4 "held-out accuracy" ""
+plot_figure "$OUT/eval_acc.png" 4 "held-out accuracy" "set key bottom right"
 echo "sweep.sh: wrote $OUT/summary.csv, $OUT/summary.md, $OUT/*.png" >&2

@@ -11,7 +11,9 @@
 #   minimum so far), and the final held-out loss.
 # With -v curves=DIR it also writes DIR/r<rank>_lr<lr>_<optimizer>.dat: per
 # evaluated step, the mean over seeds of training loss, held-out loss and
-# accuracy (for plotting).  Output order is unspecified: pipe through sort.
+# accuracy (for plotting).  With -v runs_out=FILE it writes one line per run
+# to FILE: rank,lr,optimizer,seed,train_loss,eval_acc,rebound,eval_loss (the
+# input of sweep_paired.awk).  Output order is unspecified: pipe through sort.
 
 BEGIN { FS = "," }
 
@@ -23,6 +25,7 @@ FNR == 1 {
     # r<rank>_lr<lr>_<optimizer>_s<seed>; the optimizer label has no "_".
     split(base, f, "_")
     key = substr(f[1], 2) "," substr(f[2], 3) "," f[3]
+    seed = substr(f[4], 2)
     started = 0
     next
 }
@@ -42,6 +45,9 @@ $5 != "" {
 function finish() {
     if (!started) return
     if (!(key in runs)) order[++nkeys] = key
+    if (runs_out != "")
+        printf "%s,%s,%.6f,%.6f,%.6f,%.6f\n", key, seed, last_train, last_acc, rebound,
+               last_eval > runs_out
     runs[key]++
     s_train[key] += last_train; q_train[key] += last_train * last_train
     s_acc[key] += last_acc;     q_acc[key] += last_acc * last_acc
