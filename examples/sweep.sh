@@ -21,7 +21,7 @@
 # Outputs: OUT/runs/*.csv (one per run), OUT/runs.csv (final values per run),
 # OUT/summary.{csv,md} (mean and std over seeds), OUT/paired.{csv,md} (each
 # optimizer minus AdamW on the same seed), OUT/curves/*.dat and, with gnuplot,
-# OUT/train_loss.png and OUT/eval_acc.png.
+# OUT/train_loss.png, OUT/eval_acc.png and OUT/rebounds.png.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -81,7 +81,7 @@ mkdir -p "$OUT/runs" "$OUT/curves"
 if [ "$SKIP_RUNS" != 1 ]; then run_all; fi
 rm -f "$OUT"/curves/*.dat
 
-header="rank,lr,optimizer,runs,train_loss_mean,train_loss_std,eval_acc_mean,eval_acc_std,rebound_mean,rebound_std,eval_loss_mean,eval_loss_std"
+header="rank,lr,optimizer,runs,train_loss_mean,train_loss_std,eval_acc_mean,eval_acc_std,rebound_mean,rebound_std,eval_loss_mean,eval_loss_std,peak_acc_mean,peak_acc_std"
 {
     echo "$header"
     rm -f "$OUT/runs.csv"
@@ -89,27 +89,27 @@ header="rank,lr,optimizer,runs,train_loss_mean,train_loss_std,eval_acc_mean,eval
         "$OUT"/runs/*.csv | sort -t, -k1,1n -k2,2g -k3,3
 } > "$OUT/summary.csv"
 {
-    echo "rank,lr,optimizer,pairs,d_train_loss,d_eval_acc,d_rebound,lower_train_loss,higher_acc,lower_rebound"
+    echo "rank,lr,optimizer,pairs,d_train_loss,d_eval_acc,d_rebound,lower_train_loss,higher_acc,lower_rebound,d_peak_acc,higher_peak_acc"
     awk -f "$here/sweep_paired.awk" "$OUT/runs.csv" | sort -t, -k1,1n -k2,2g -k3,3
 } > "$OUT/paired.csv"
 
 # The same table in Markdown, mean +- std over seeds.
 awk -F, 'NR == 1 {
-        print "| rank | lr | optimizer | seeds | final train loss | held-out accuracy | largest loss rebound | final held-out loss |"
-        print "| ---: | ---: | :--- | ---: | ---: | ---: | ---: | ---: |"
+        print "| rank | lr | optimizer | seeds | final train loss | held-out accuracy | largest loss rebound | final held-out loss | peak held-out accuracy |"
+        print "| ---: | ---: | :--- | ---: | ---: | ---: | ---: | ---: | ---: |"
         next }
-    { printf "| %s | %s | %s | %s | %.4f ± %.4f | %.3f ± %.3f | %.4f ± %.4f | %.3f ± %.3f |\n",
-             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 }' \
+    { printf "| %s | %s | %s | %s | %.4f ± %.4f | %.3f ± %.3f | %.4f ± %.4f | %.3f ± %.3f | %.3f ± %.3f |\n",
+             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 }' \
     "$OUT/summary.csv" > "$OUT/summary.md"
 cat "$OUT/summary.md"
 
 # The paired comparison: each optimizer minus AdamW on the same seed.
 awk -F, 'NR == 1 {
-        print "| rank | lr | optimizer | pairs | Δ final train loss | Δ held-out accuracy | Δ largest rebound | lower train loss | higher accuracy | lower rebound |"
-        print "| ---: | ---: | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        print "| rank | lr | optimizer | pairs | Δ final train loss | Δ largest rebound | Δ final accuracy | Δ peak accuracy | lower train loss | lower rebound | higher final acc. | higher peak acc. |"
+        print "| ---: | ---: | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         next }
-    { printf "| %s | %s | %s | %s | %+.4f | %+.3f | %+.4f | %s/%s | %s/%s | %s/%s |\n",
-             $1, $2, $3, $4, $5, $6, $7, $8, $4, $9, $4, $10, $4 }' \
+    { printf "| %s | %s | %s | %s | %+.4f | %+.4f | %+.3f | %+.3f | %s/%s | %s/%s | %s/%s | %s/%s |\n",
+             $1, $2, $3, $4, $5, $7, $6, $11, $8, $4, $10, $4, $9, $4, $12, $4 }' \
     "$OUT/paired.csv" > "$OUT/paired.md"
 cat "$OUT/paired.md"
 
@@ -145,4 +145,26 @@ plot_figure() { # $1 png, $2 column, $3 y label, $4 extra gnuplot settings
 }
 plot_figure "$OUT/train_loss.png" 2 "clean training loss (log scale)" "set logscale y"
 plot_figure "$OUT/eval_acc.png" 4 "held-out accuracy" "set key bottom right"
+
+# Seed means hide the rebounds, so a third figure shows single runs: the
+# largest rank, every lr (rows) and seed (columns), AdamW against the last
+# optimizer label (by default the largest rho).
+top_rank=$(echo "$RANKS" | awk '{print $NF}')
+last_opt=$(echo "$OPTIMIZERS" | awk '{print $NF}')
+{
+    nr=$(echo "$LRS" | wc -w)
+    nc=$(echo "$SEEDS" | wc -w)
+    echo "set terminal pngcairo size $((nc * 420)),$((nr * 260)) font ',9'"
+    echo "set output '$OUT/rebounds.png'"
+    echo "set multiplot layout $nr,$nc title 'single runs, rank $top_rank: clean training loss (log scale)'"
+    echo "set key top right; set grid; set xlabel 'step'; set logscale y"
+    for lr in $LRS; do
+        for seed in $SEEDS; do
+            echo "set title 'rank $top_rank, lr $lr, seed $seed'"
+            echo "plot '$OUT/curves/r${top_rank}_lr${lr}_adamw_s${seed}.dat' using 1:2 with lines lw 1.5 title 'adamw'," \
+                 "'$OUT/curves/r${top_rank}_lr${lr}_${last_opt}_s${seed}.dat' using 1:2 with lines lw 1.5 title '$last_opt'"
+        done
+    done
+    echo "unset multiplot"
+} | gnuplot
 echo "sweep.sh: wrote $OUT/summary.csv, $OUT/summary.md, $OUT/*.png" >&2

@@ -8,11 +8,13 @@
 #   rank,lr,optimizer,runs, mean and sample std of: the final training loss,
 #   the final held-out accuracy, the largest transient loss rebound (the
 #   maximum over evaluated steps of the training loss minus its running
-#   minimum so far), and the final held-out loss.
+#   minimum so far), the final held-out loss, and the peak held-out accuracy
+#   over the run (what early stopping would keep).
 # With -v curves=DIR it also writes DIR/r<rank>_lr<lr>_<optimizer>.dat: per
 # evaluated step, the mean over seeds of training loss, held-out loss and
-# accuracy (for plotting).  With -v runs_out=FILE it writes one line per run
-# to FILE: rank,lr,optimizer,seed,train_loss,eval_acc,rebound,eval_loss (the
+# accuracy (for plotting), and DIR/<run>.dat with the same columns for each
+# single run.  With -v runs_out=FILE it writes one line per run to FILE:
+# rank,lr,optimizer,seed,train_loss,eval_acc,rebound,eval_loss,peak_acc (the
 # input of sweep_paired.awk).  Output order is unspecified: pipe through sort.
 
 BEGIN { FS = "," }
@@ -26,19 +28,22 @@ FNR == 1 {
     split(base, f, "_")
     key = substr(f[1], 2) "," substr(f[2], 3) "," f[3]
     seed = substr(f[4], 2)
+    if (curves != "") { if (run_out != "") close(run_out); run_out = curves "/" base ".dat" }
     started = 0
     next
 }
 
 $5 != "" {
     loss = $5 + 0
-    if (!started) { runmin = loss; rebound = 0; started = 1 }
+    if (!started) { runmin = loss; rebound = 0; peak = $7 + 0; started = 1 }
+    if ($7 + 0 > peak) peak = $7 + 0
     if (loss < runmin) runmin = loss
     if (loss - runmin > rebound) rebound = loss - runmin
     last_train = loss; last_eval = $6 + 0; last_acc = $7 + 0
     ck = key SUBSEP ($2 + 0)
     if (!(ck in c_n)) { steps[key] = steps[key] " " ($2 + 0) }
     c_n[ck]++; c_train[ck] += loss; c_eval[ck] += $6; c_acc[ck] += $7
+    if (curves != "") printf "%d %.6f %.6f %.6f\n", $2, loss, $6, $7 > run_out
 }
 
 # Adds the finished file's final values to its setting.
@@ -46,13 +51,14 @@ function finish() {
     if (!started) return
     if (!(key in runs)) order[++nkeys] = key
     if (runs_out != "")
-        printf "%s,%s,%.6f,%.6f,%.6f,%.6f\n", key, seed, last_train, last_acc, rebound,
-               last_eval > runs_out
+        printf "%s,%s,%.6f,%.6f,%.6f,%.6f,%.6f\n", key, seed, last_train, last_acc, rebound,
+               last_eval, peak > runs_out
     runs[key]++
     s_train[key] += last_train; q_train[key] += last_train * last_train
     s_acc[key] += last_acc;     q_acc[key] += last_acc * last_acc
     s_reb[key] += rebound;      q_reb[key] += rebound * rebound
     s_eval[key] += last_eval;   q_eval[key] += last_eval * last_eval
+    s_peak[key] += peak;        q_peak[key] += peak * peak
     started = 0
 }
 
@@ -68,11 +74,12 @@ END {
     finish()
     for (i = 1; i <= nkeys; i++) {
         k = order[i]
-        printf "%s,%d,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f\n", k, runs[k],
+        printf "%s,%d,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f\n", k, runs[k],
                mean(s_train[k], k), sd(s_train[k], q_train[k], k),
                mean(s_acc[k], k), sd(s_acc[k], q_acc[k], k),
                mean(s_reb[k], k), sd(s_reb[k], q_reb[k], k),
-               mean(s_eval[k], k), sd(s_eval[k], q_eval[k], k)
+               mean(s_eval[k], k), sd(s_eval[k], q_eval[k], k),
+               mean(s_peak[k], k), sd(s_peak[k], q_peak[k], k)
         if (curves != "") {
             split(k, kk, ",")
             out = curves "/r" kk[1] "_lr" kk[2] "_" kk[3] ".dat"
