@@ -84,7 +84,7 @@ rm -f "$OUT"/curves/*.dat
 header="rank,lr,optimizer,runs,train_loss_mean,train_loss_std,eval_acc_mean,eval_acc_std,rebound_mean,rebound_std,eval_loss_mean,eval_loss_std,peak_acc_mean,peak_acc_std"
 {
     echo "$header"
-    rm -f "$OUT/runs.csv"
+    echo "rank,lr,optimizer,seed,train_loss,eval_acc,rebound,eval_loss,peak_acc" > "$OUT/runs.csv"
     awk -v curves="$OUT/curves" -v runs_out="$OUT/runs.csv" -f "$here/sweep_summary.awk" \
         "$OUT"/runs/*.csv | sort -t, -k1,1n -k2,2g -k3,3
 } > "$OUT/summary.csv"

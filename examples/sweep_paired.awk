@@ -12,6 +12,8 @@
 
 BEGIN { FS = "," }
 
+$1 == "rank" { next }   # a header line
+
 {
     setting = $1 "," $2
     if ($3 == "adamw") {

@@ -15,7 +15,8 @@
 # accuracy (for plotting), and DIR/<run>.dat with the same columns for each
 # single run.  With -v runs_out=FILE it writes one line per run to FILE:
 # rank,lr,optimizer,seed,train_loss,eval_acc,rebound,eval_loss,peak_acc (the
-# input of sweep_paired.awk).  Output order is unspecified: pipe through sort.
+# input of sweep_paired.awk), appending.  Output order is unspecified: pipe
+# through sort.
 
 BEGIN { FS = "," }
 
@@ -52,7 +53,7 @@ function finish() {
     if (!(key in runs)) order[++nkeys] = key
     if (runs_out != "")
         printf "%s,%s,%.6f,%.6f,%.6f,%.6f,%.6f\n", key, seed, last_train, last_acc, rebound,
-               last_eval, peak > runs_out
+               last_eval, peak >> runs_out
     runs[key]++
     s_train[key] += last_train; q_train[key] += last_train * last_train
     s_acc[key] += last_acc;     q_acc[key] += last_acc * last_acc
