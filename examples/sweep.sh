@@ -4,11 +4,11 @@
 # sweep_summary.awk and, when gnuplot is installed, plots the mean curves.
 #
 #   cmake -S . -B build && cmake --build build -j2 --target lora_finetune
-#   examples/sweep.sh                       # writes sweep-out/
+#   examples/sweep.sh                       # writes build/sweep-out/
 #
 # Settings come from the environment (defaults in brackets):
 #   LORA_FINETUNE  the program                      [build/examples/lora_finetune]
-#   OUT            output directory                 [sweep-out]
+#   OUT            output directory                 [build/sweep-out]
 #   RANKS          LoRA ranks                       [8 64 128]
 #   LRS            peak learning rates              [0.003 0.006 0.01 0.02]
 #   SEEDS          seeds                            [1 2 3]
@@ -26,7 +26,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LORA_FINETUNE=${LORA_FINETUNE:-build/examples/lora_finetune}
-OUT=${OUT:-sweep-out}
+OUT=${OUT:-build/sweep-out}
 RANKS=${RANKS:-8 64 128}
 LRS=${LRS:-0.003 0.006 0.01 0.02}
 SEEDS=${SEEDS:-1 2 3}
