@@ -35,9 +35,9 @@
  * tensors, evaluation every 5 steps, a line every 20) are a setting of the
  * sweep in docs/results.md where MGPO visibly smooths the training loss, so
  * the demo prints the same numbers with or without LoRA-pair support; any
- * flag overrides them (LoRA pairs need a larger rho, see docs/results.md).  --check makes the exit status 1 unless the final training
- * loss is below the initial one (ctest uses it).  Exit status 77 means the
- * requested LoRA mode is not available in this build of libmgpo.
+ * flag overrides them (LoRA pairs need a larger rho, see docs/results.md).
+ * --check makes the exit status 1 unless the final training loss is below
+ * the initial one (ctest uses it).
  */
 #include <math.h>
 #include <stdint.h>
@@ -323,7 +323,7 @@ static void dataset_free(Dataset *d)
 
 /* ---- Options -------------------------------------------------------------- */
 
-typedef enum { MODE_AUTO = -1, MODE_TENSORS, MODE_ADAPTER, MODE_BASE } LoraMode;
+typedef enum { MODE_TENSORS, MODE_ADAPTER, MODE_BASE } LoraMode;
 static const char *const MODE_NAMES[] = {"tensors", "adapter", "base"};
 
 typedef struct {
@@ -351,7 +351,7 @@ static int parse_options(int argc, char **argv, Options *o)
 {
     *o = (Options){.rank = 64, .steps = 300, .pretrain_steps = PRE_STEPS, .eval_every = 10, .mgpo = 1, .cosine = 1,
                    .alpha = -1.0, .lr = 3e-3, .rho = 0.05, .seed = 1,
-                   .sign = MGPO_SIGN_LOOKAHEAD, .scope = MGPO_SCOPE_GLOBAL, .mode = MODE_AUTO};
+                   .sign = MGPO_SIGN_LOOKAHEAD, .scope = MGPO_SCOPE_GLOBAL, .mode = MODE_ADAPTER};
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--demo")) { /* demo defaults; later flags override */
             o->rank = 128, o->lr = 0.006, o->rho = 0.5, o->eval_every = 5, o->print_every = 20;
@@ -446,8 +446,8 @@ static mgpo_status register_adapters(Run *r, LoraMode mode)
     return MGPO_OK;
 }
 
-/* Sets up a run from the pretrained weights; *mode may fall back from AUTO.
- * Returns 0, -1 on error, or 77 when the requested LoRA mode is unsupported. */
+/* Sets up a run from the pretrained weights.
+ * Returns 0, or -1 on error. */
 static int run_init(Run *r, const char *name, const Options *o, int mgpo, const Base *pretrained,
                     LoraMode *mode)
 {
@@ -477,21 +477,7 @@ static int run_init(Run *r, const char *name, const Options *o, int mgpo, const 
     cfg.scope = o->scope;
     mgpo_status s = mgpo_create(&r->st, &cfg, NULL);
     if (s != MGPO_OK) return fail("mgpo_create", s);
-    s = register_adapters(r, *mode == MODE_AUTO ? MODE_ADAPTER : *mode);
-    if (s == MGPO_ERR_UNSUPPORTED && *mode == MODE_AUTO) {
-        /* An older libmgpo without LoRA pairs: register A and B as tensors. */
-        fprintf(stderr, "note: LoRA pairs unsupported by this libmgpo, using --lora-mode tensors\n");
-        mgpo_destroy(r->st);
-        if ((s = mgpo_create(&r->st, &cfg, NULL)) != MGPO_OK) return fail("mgpo_create", s);
-        *mode = MODE_TENSORS;
-        s = register_adapters(r, *mode);
-    } else if (*mode == MODE_AUTO && s == MGPO_OK) {
-        *mode = MODE_ADAPTER;
-    }
-    if (s == MGPO_ERR_UNSUPPORTED) {
-        fprintf(stderr, "lora_finetune: --lora-mode %s: %s\n", MODE_NAMES[*mode], mgpo_strerror(s));
-        return 77;
-    }
+    s = register_adapters(r, *mode);
     if (s != MGPO_OK) return fail("registering the adapters", s);
     r->sched = o->cosine ? mgpo_schedule_paper(o->lr, (uint64_t)o->steps)
                          : (mgpo_schedule){MGPO_SCHEDULE_CONSTANT, o->lr, 0.0, 0, (uint64_t)o->steps};
@@ -671,7 +657,7 @@ int main(int argc, char **argv)
         int mg = o.demo ? k : o.mgpo; /* the demo: run 0 AdamW, run 1 MGPO */
         int init = run_init(&runs[k], mg ? "mgpo" : "adamw", &o, mg, &pre, &mode);
         if (init != 0) {
-            rc = init == 77 ? 77 : 1;
+            rc = 1;
             n_runs = k + 1; /* run_init leaves a run that run_free accepts */
             goto done;
         }
