@@ -86,6 +86,7 @@ struct mgpo_state {
     uint64_t skipped_steps;
     double lr;
     bool perturbed;
+    const struct mgpo_kernels *kernels; /* chosen at creation; tests may swap it */
     mgpo_stats stats;
 };
 
@@ -120,7 +121,7 @@ static inline double mgpo_combine_lanes(const double lane[8])
 double mgpo_sum_squares(const float *x, size_t n);
 double mgpo_sum_blocks(const mgpo_state *st, const mgpo_slot *slot);
 
-/* kernels.c: the fused elementwise passes over one block. */
+/* kernels.c: the fused elementwise passes over one block, portable C. */
 void mgpo_kernel_perturb(float *params, float *backup, const float *m,
                          float coefficient, size_t n);
 void mgpo_kernel_unperturb(float *params, const float *m, float coefficient, size_t n);
@@ -135,9 +136,38 @@ double mgpo_kernel_sgd(float *params, const float *src, const float *grads,
                        float momentum, float one_minus_dampening, bool nesterov,
                        size_t n);
 
+/* One implementation of every elementwise kernel for one instruction set.
+ * All tables give bitwise identical results (tests/test_kernels.c); a state
+ * picks one at creation (mgpo_kernels_best) and keeps it, so there is no
+ * global dispatch pointer. */
+typedef struct mgpo_kernels {
+    const char *name;
+    double (*sum_squares)(const float *x, size_t n);
+    void (*perturb)(float *params, float *backup, const float *m, float coefficient,
+                    size_t n);
+    void (*unperturb)(float *params, const float *m, float coefficient, size_t n);
+    double (*adamw)(float *params, const float *src, const float *grads, float *m,
+                    float *v, const mgpo_slot *slot, float grad_scale, float beta1,
+                    float one_minus_beta1, float beta2, float one_minus_beta2,
+                    float bias2_sqrt, float eps, size_t n);
+    double (*sgd)(float *params, const float *src, const float *grads, float *m,
+                  const mgpo_slot *slot, float grad_scale, bool first, float momentum,
+                  float one_minus_dampening, bool nesterov, size_t n);
+} mgpo_kernels;
+
+/* The portable C kernels above, always built. */
+const mgpo_kernels *mgpo_kernels_portable(void);
+/* kernels_avx2.c: AVX2 kernels, or NULL when not built or not supported by
+ * the CPU this runs on. */
+const mgpo_kernels *mgpo_kernels_avx2(void);
+/* The fastest table this CPU supports. */
+const mgpo_kernels *mgpo_kernels_best(void);
+
 /* parallel.c: runs fn(st, block, arg) over every block, on config.num_threads. */
 typedef void (*mgpo_block_fn)(mgpo_state *st, size_t block, void *arg);
 void mgpo_parallel_blocks(mgpo_state *st, mgpo_block_fn fn, void *arg);
+/* Threads mgpo_parallel_blocks uses for this state: 1 without OpenMP. */
+int mgpo_parallel_threads(const mgpo_state *st);
 
 /* lora.c: weight-space norms and the base-mode perturbation of a pair. */
 double mgpo_lora_momentum_sq(const mgpo_state *st, const mgpo_item *item);

@@ -35,7 +35,7 @@ static void perturb_block(mgpo_state *st, size_t b, void *arg)
     const mgpo_block *bl = &st->blocks[b];
     mgpo_slot *sl = &st->slots[bl->slot];
     if (sl->applied == 0.0f) return;
-    mgpo_kernel_perturb(sl->params + bl->begin, sl->backup ? sl->backup + bl->begin : NULL,
+    st->kernels->perturb(sl->params + bl->begin, sl->backup ? sl->backup + bl->begin : NULL,
                         sl->m + bl->begin, sl->applied, bl->end - bl->begin);
 }
 
@@ -108,7 +108,7 @@ static void restore_block(mgpo_state *st, size_t b, void *arg)
     if (sl->backup)
         memcpy(sl->params + bl->begin, sl->backup + bl->begin, n * sizeof(float));
     else
-        mgpo_kernel_unperturb(sl->params + bl->begin, sl->m + bl->begin, sl->applied, n);
+        st->kernels->unperturb(sl->params + bl->begin, sl->m + bl->begin, sl->applied, n);
 }
 
 /* Marks everything clean; the caller has already put the values back. */
@@ -137,7 +137,7 @@ static void grad_sq_block(mgpo_state *st, size_t b, void *arg)
     (void)arg;
     const mgpo_block *bl = &st->blocks[b];
     const mgpo_slot *sl = &st->slots[bl->slot];
-    st->block_sums[b] = mgpo_sum_squares(sl->grads + bl->begin, bl->end - bl->begin);
+    st->block_sums[b] = st->kernels->sum_squares(sl->grads + bl->begin, bl->end - bl->begin);
 }
 
 typedef struct step_constants {
@@ -160,14 +160,14 @@ static void update_block(mgpo_state *st, size_t b, void *arg)
      * backup, or undo c*m in place while the block is in cache. */
     if (sl->applied != 0.0f) {
         if (sl->backup) src = sl->backup + bl->begin;
-        else mgpo_kernel_unperturb(p, m, sl->applied, n);
+        else st->kernels->unperturb(p, m, sl->applied, n);
     }
     const float *g = sl->grads + bl->begin;
     st->block_sums[b] =
-        k->adamw ? mgpo_kernel_adamw(p, src, g, m, sl->v + bl->begin, sl, k->grad_scale,
+        k->adamw ? st->kernels->adamw(p, src, g, m, sl->v + bl->begin, sl, k->grad_scale,
                                      k->beta1, k->one_minus_beta1, k->beta2,
                                      k->one_minus_beta2, k->bias2_sqrt, k->eps, n)
-                 : mgpo_kernel_sgd(p, src, g, m, sl, k->grad_scale, k->first, k->momentum,
+                 : st->kernels->sgd(p, src, g, m, sl, k->grad_scale, k->first, k->momentum,
                                    k->one_minus_dampening, k->nesterov, n);
 }
 

@@ -1,11 +1,17 @@
-/* The fused elementwise passes over one block.
+/* The fused elementwise passes over one block, in portable C.
  *
  * Each follows torch's operation order (torch.optim.AdamW / SGD, 1.13) so that
  * results agree with PyTorch to float32 rounding.  The library is built with
- * -ffp-contract=off: no fused multiply-adds, so a vectorised loop gives the
- * same bits as the scalar one.  Loops are written over eight lanes, in the
- * shape of mgpo_sum_squares, so the norm of the new momentum that a step
- * computes on the fly has the same bits as a separate pass over m. */
+ * -ffp-contract=off: no fused multiply-adds, so every implementation of these
+ * loops (this one, auto-vectorised or not, and kernels_avx2.c) rounds the same
+ * operations in the same order and gives the same bits.  The norm of the new
+ * momentum is accumulated in eight double lanes (lane = index mod 8) in the
+ * shape of mgpo_sum_squares, so a norm fused into a step has the same bits as
+ * a separate pass over m.
+ *
+ * The loops run over chunks of eight with every load of a chunk before its
+ * stores, which lets the compiler vectorise them even though `src` may be
+ * `params` itself (an in-place step). */
 #include "internal.h"
 
 #include <math.h>
@@ -14,8 +20,15 @@
 void mgpo_kernel_perturb(float *restrict params, float *restrict backup,
                          const float *restrict m, float coefficient, size_t n)
 {
-    if (backup) memcpy(backup, params, n * sizeof(float));
-    for (size_t i = 0; i < n; i++) params[i] = params[i] + coefficient * m[i];
+    if (backup) {
+        for (size_t i = 0; i < n; i++) {
+            float p = params[i];
+            backup[i] = p;
+            params[i] = p + coefficient * m[i];
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) params[i] = params[i] + coefficient * m[i];
+    }
 }
 
 void mgpo_kernel_unperturb(float *restrict params, const float *restrict m,
@@ -27,49 +40,119 @@ void mgpo_kernel_unperturb(float *restrict params, const float *restrict m,
 /* torch: p.mul_(1 - lr*wd); m.mul_(b1).add_(g, alpha=1-b1);
  * v.mul_(b2).addcmul_(g, g, value=1-b2);
  * p.addcdiv_(m, v.sqrt() / sqrt(bc2) + eps, value=-lr/bc1) */
-double mgpo_kernel_adamw(float *params, const float *src,
-                         const float *restrict grads, float *restrict m,
-                         float *restrict v, const mgpo_slot *slot, float grad_scale,
+static inline void adamw_chunk(float *params, const float *src, const float *grads,
+                               float *m, float *v, double *lane, size_t count,
+                               float decay, float step, float grad_scale, float beta1,
+                               float one_minus_beta1, float beta2, float one_minus_beta2,
+                               float bias2_sqrt, float eps)
+{
+    float p[8], g[8], mi[8], vi[8];
+    for (size_t k = 0; k < count; k++) {
+        p[k] = src[k];
+        g[k] = grads[k];
+        mi[k] = m[k];
+        vi[k] = v[k];
+    }
+    for (size_t k = 0; k < count; k++) {
+        float gk = g[k] * grad_scale;
+        float pk = p[k] * decay;
+        mi[k] = mi[k] * beta1 + one_minus_beta1 * gk;
+        vi[k] = vi[k] * beta2 + one_minus_beta2 * gk * gk;
+        float denom = sqrtf(vi[k]) / bias2_sqrt + eps;
+        p[k] = pk + step * mi[k] / denom;
+        lane[k] += (double)mi[k] * (double)mi[k];
+    }
+    for (size_t k = 0; k < count; k++) {
+        params[k] = p[k];
+        m[k] = mi[k];
+        v[k] = vi[k];
+    }
+}
+
+double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
+                         float *m, float *v, const mgpo_slot *slot, float grad_scale,
                          float beta1, float one_minus_beta1, float beta2,
                          float one_minus_beta2, float bias2_sqrt, float eps, size_t n)
 {
     const float decay = slot->k_decay, step = slot->k_step;
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (size_t i = 0; i < n; i++) {
-        float g = grads[i] * grad_scale;
-        float p = src[i] * decay;
-        float mi = m[i] * beta1 + one_minus_beta1 * g;
-        float vi = v[i] * beta2 + one_minus_beta2 * g * g;
-        float denom = sqrtf(vi) / bias2_sqrt + eps;
-        params[i] = p + step * mi / denom;
-        m[i] = mi;
-        v[i] = vi;
-        lane[i & 7] += (double)mi * (double)mi;
-    }
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, 8, decay, step,
+                    grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                    bias2_sqrt, eps);
+    if (i < n)
+        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, n - i, decay,
+                    step, grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                    bias2_sqrt, eps);
     return mgpo_combine_lanes(lane);
 }
 
 /* torch: d = g + wd*p; b = d (first) | b.mul_(mu).add_(d, alpha=1-damp);
  * d = d + mu*b (nesterov) | b; p.add_(d, alpha=-lr).  With momentum 0 torch
  * keeps no buffer and steps along d; the library still stores d in m because
- * it is the perturbation direction. */
-double mgpo_kernel_sgd(float *params, const float *src,
-                       const float *restrict grads, float *restrict m,
+ * it is the perturbation direction.  The flags are the same for the whole
+ * block, so the branches below cost nothing per element. */
+typedef struct sgd_flags {
+    float wd, neg_lr, grad_scale, momentum, one_minus_dampening;
+    bool decay, restart, plain, nesterov;
+} sgd_flags;
+
+static inline void sgd_chunk(float *params, const float *src, const float *grads,
+                             float *m, double *lane, size_t count, const sgd_flags *f)
+{
+    const sgd_flags c = *f;
+    float p[8], d[8], b[8];
+    for (size_t k = 0; k < count; k++) {
+        p[k] = src[k];
+        d[k] = grads[k];
+        b[k] = m[k];
+    }
+    for (size_t k = 0; k < count; k++) {
+        float dk = d[k] * c.grad_scale;
+        if (c.decay) dk = dk + c.wd * p[k];
+        float bk = c.restart ? dk : b[k] * c.momentum + c.one_minus_dampening * dk;
+        float dir = c.plain ? dk : c.nesterov ? dk + c.momentum * bk : bk;
+        p[k] = p[k] + c.neg_lr * dir;
+        b[k] = bk;
+        lane[k] += (double)bk * (double)bk;
+    }
+    for (size_t k = 0; k < count; k++) {
+        params[k] = p[k];
+        m[k] = b[k];
+    }
+}
+
+double mgpo_kernel_sgd(float *params, const float *src, const float *grads, float *m,
                        const mgpo_slot *slot, float grad_scale, bool first,
                        float momentum, float one_minus_dampening, bool nesterov, size_t n)
 {
-    const float wd = slot->k_decay, neg_lr = slot->k_lr;
-    const bool decay = wd != 0.0f, plain = momentum == 0.0f;
+    sgd_flags f;
+    f.wd = slot->k_decay;
+    f.neg_lr = slot->k_lr;
+    f.grad_scale = grad_scale;
+    f.momentum = momentum;
+    f.one_minus_dampening = one_minus_dampening;
+    f.decay = f.wd != 0.0f;
+    f.plain = momentum == 0.0f;
+    f.restart = first || f.plain;
+    f.nesterov = nesterov;
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (size_t i = 0; i < n; i++) {
-        float p = src[i];
-        float d = grads[i] * grad_scale;
-        if (decay) d = d + wd * p;
-        float b = (first || plain) ? d : m[i] * momentum + one_minus_dampening * d;
-        float dir = plain ? d : nesterov ? d + momentum * b : b;
-        params[i] = p + neg_lr * dir;
-        m[i] = b;
-        lane[i & 7] += (double)b * (double)b;
-    }
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) sgd_chunk(params + i, src + i, grads + i, m + i, lane, 8, &f);
+    if (i < n) sgd_chunk(params + i, src + i, grads + i, m + i, lane, n - i, &f);
     return mgpo_combine_lanes(lane);
+}
+
+static const mgpo_kernels portable = {
+    "portable", mgpo_sum_squares, mgpo_kernel_perturb, mgpo_kernel_unperturb,
+    mgpo_kernel_adamw, mgpo_kernel_sgd,
+};
+
+const mgpo_kernels *mgpo_kernels_portable(void) { return &portable; }
+
+const mgpo_kernels *mgpo_kernels_best(void)
+{
+    const mgpo_kernels *k = mgpo_kernels_avx2();
+    return k ? k : &portable;
 }

@@ -82,6 +82,7 @@ mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
     st->config = cfg;
     st->lr = cfg.lr;
     st->stats.lr = cfg.lr;
+    st->kernels = mgpo_kernels_best();
     if (cfg.scope == MGPO_SCOPE_GLOBAL) {
         s = mgpo_grow(st, (void **)&st->units, &st->unit_capacity, 1, sizeof *st->units);
         if (s == MGPO_OK)
