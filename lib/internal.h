@@ -12,6 +12,11 @@
 #define MGPO_BLOCK_FLOATS 4096u
 /* Alignment of the library's own large buffers (one cache line, AVX-512). */
 #define MGPO_ALIGNMENT 64u
+/* From this many registered floats on (64 MiB, beyond any L3 cache) a
+ * buffer written without being read in the same pass is stored with
+ * streaming stores, saving the read of each destination line; below it the
+ * data may still be cached when the caller's forward pass reads it. */
+#define MGPO_STREAM_MIN_FLOATS (16u << 20)
 
 /* One float buffer that the base optimizer steps: a plain tensor, or the A or
  * the B matrix of a LoRA pair. */
@@ -28,6 +33,8 @@ typedef struct mgpo_slot {
     bool perturb;           /* perturbation moves this buffer (adapter mode) */
     float applied;          /* coefficient c added to params now (0 = untouched) */
     double momentum_sq;     /* ||m||^2 after the last step (cached for perturb) */
+    bool stream;            /* state too big for the caches: write-once outputs
+                               (backup, restored params) bypass them */
     /* Per-step constants, filled serially before the parallel update. */
     float k_decay, k_step, k_lr;
 } mgpo_slot;
@@ -144,7 +151,7 @@ typedef struct mgpo_kernels {
     const char *name;
     double (*sum_squares)(const float *x, size_t n);
     void (*perturb)(float *params, float *backup, const float *m, float coefficient,
-                    size_t n);
+                    size_t n, bool stream);
     void (*unperturb)(float *params, const float *m, float coefficient, size_t n);
     double (*adamw)(float *params, const float *src, const float *grads, float *m,
                     float *v, const mgpo_slot *slot, float grad_scale, float beta1,

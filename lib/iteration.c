@@ -36,7 +36,7 @@ static void perturb_block(mgpo_state *st, size_t b, void *arg)
     mgpo_slot *sl = &st->slots[bl->slot];
     if (sl->applied == 0.0f) return;
     st->kernels->perturb(sl->params + bl->begin, sl->backup ? sl->backup + bl->begin : NULL,
-                        sl->m + bl->begin, sl->applied, bl->end - bl->begin);
+                         sl->m + bl->begin, sl->applied, bl->end - bl->begin, sl->stream);
 }
 
 /* Squared momentum norm of an item, in the space its unit measures. */

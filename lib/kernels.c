@@ -144,8 +144,16 @@ double mgpo_kernel_sgd(float *params, const float *src, const float *grads, floa
     return mgpo_combine_lanes(lane);
 }
 
+/* Portable C has no streaming store: the hint is ignored. */
+static void perturb_entry(float *params, float *backup, const float *m, float coefficient,
+                          size_t n, bool stream)
+{
+    (void)stream;
+    mgpo_kernel_perturb(params, backup, m, coefficient, n);
+}
+
 static const mgpo_kernels portable = {
-    "portable", mgpo_sum_squares, mgpo_kernel_perturb, mgpo_kernel_unperturb,
+    "portable", mgpo_sum_squares, perturb_entry, mgpo_kernel_unperturb,
     mgpo_kernel_adamw, mgpo_kernel_sgd,
 };
 

@@ -10,10 +10,13 @@
  * stores; the masked-off elements are zeros, which add +0.0 to their lanes
  * and so leave the sums' bits unchanged.
  *
- * The backup written by perturb is not read again until the step, after the
- * caller's forward and backward passes, so it is written with streaming
- * stores that do not first read the destination line; the library's buffers
- * and block offsets are aligned for that. */
+ * For a state too large for the caches (mgpo_slot.stream), buffers written
+ * without being read in the same pass use streaming stores, which skip the
+ * read of the destination line: the backup in perturb (not read again before
+ * the step), and the parameters in a step that reads the clean values from
+ * the backup.  That takes the iteration from 14 to 12 floats moved per
+ * parameter.  Streaming stores need 16-byte alignment: the library's buffers
+ * have it, a caller's buffer that lacks it gets ordinary stores. */
 #include "internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
@@ -40,6 +43,27 @@ static AVX2 inline void store(float *p, __m256 x, const __m256i *mask)
 {
     if (mask) _mm256_maskstore_ps(p, *mask, x);
     else _mm256_storeu_ps(p, x);
+}
+
+/* 2: 32-byte aligned, 1: 16-byte aligned (two half stores), 0: no streaming.
+ * Chunks advance by 32 bytes, so the alignment of the start holds for all. */
+static inline int stream_mode(const float *p, bool want)
+{
+    uintptr_t a = (uintptr_t)p;
+    if (!want) return 0;
+    return (a & 31u) == 0 ? 2 : (a & 15u) == 0 ? 1 : 0;
+}
+
+static AVX2 inline void store_out(float *p, __m256 x, const __m256i *mask, int stream)
+{
+    if (mask || stream == 0) {
+        store(p, x, mask);
+    } else if (stream == 2) {
+        _mm256_stream_ps(p, x);
+    } else {
+        _mm_stream_ps(p, _mm256_castps256_ps128(x));
+        _mm_stream_ps(p + 4, _mm256_extractf128_ps(x, 1));
+    }
 }
 
 /* lo holds lanes 0..3, hi lanes 4..7. */
@@ -72,17 +96,14 @@ static AVX2 double sum_squares(const float *x, size_t n)
 }
 
 static AVX2 void perturb(float *params, float *backup, const float *m, float coefficient,
-                         size_t n)
+                         size_t n, bool want_stream)
 {
     const __m256 c = _mm256_set1_ps(coefficient);
     size_t i = 0;
-    /* Streaming stores need 32-byte alignment; the library's backup is
-     * aligned and blocks start at multiples of MGPO_BLOCK_FLOATS. */
-    bool stream = backup && ((uintptr_t)backup & 31u) == 0;
+    int stream = backup ? stream_mode(backup, want_stream) : 0;
     for (; i + 8 <= n; i += 8) {
         __m256 p = _mm256_loadu_ps(params + i);
-        if (stream) _mm256_stream_ps(backup + i, p);
-        else if (backup) _mm256_storeu_ps(backup + i, p);
+        if (backup) store_out(backup + i, p, NULL, stream);
         _mm256_storeu_ps(params + i, _mm256_add_ps(p, _mm256_mul_ps(c, _mm256_loadu_ps(m + i))));
     }
     if (i < n) {
@@ -118,7 +139,7 @@ typedef struct adamw_vectors {
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_adamw. */
 static AVX2 inline void adamw8(float *params, const float *src, const float *grads,
                                float *m, float *v, const adamw_vectors *k, __m256d *lo,
-                               __m256d *hi, const __m256i *mask)
+                               __m256d *hi, const __m256i *mask, int stream)
 {
     __m256 g = _mm256_mul_ps(load(grads, mask), k->grad_scale);
     __m256 p = _mm256_mul_ps(load(src, mask), k->decay);
@@ -128,7 +149,7 @@ static AVX2 inline void adamw8(float *params, const float *src, const float *gra
                               _mm256_mul_ps(_mm256_mul_ps(k->one_minus_beta2, g), g));
     __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), k->bias2_sqrt), k->eps);
     p = _mm256_add_ps(p, _mm256_div_ps(_mm256_mul_ps(k->step, mi), denom));
-    store(params, p, mask);
+    store_out(params, p, mask, stream);
     store(m, mi, mask);
     store(v, vi, mask);
     add_squares(lo, hi, mi);
@@ -149,14 +170,17 @@ static AVX2 double adamw(float *params, const float *src, const float *grads, fl
     k.one_minus_beta2 = _mm256_set1_ps(one_minus_beta2);
     k.bias2_sqrt = _mm256_set1_ps(bias2_sqrt);
     k.eps = _mm256_set1_ps(eps);
+    /* In place, params were just read: their lines are cached already. */
+    int stream = stream_mode(params, slot->stream && src != params);
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, NULL);
+        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, NULL, stream);
     if (i < n) {
         __m256i mask = tail_mask(n - i);
-        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, &mask);
+        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, &mask, 0);
     }
+    if (stream) _mm_sfence();
     return combine(lo, hi);
 }
 
@@ -168,7 +192,7 @@ typedef struct sgd_vectors {
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_sgd. */
 static AVX2 inline void sgd8(float *params, const float *src, const float *grads, float *m,
                              const sgd_vectors *k, __m256d *lo, __m256d *hi,
-                             const __m256i *mask)
+                             const __m256i *mask, int stream)
 {
     __m256 p = load(src, mask);
     __m256 d = _mm256_mul_ps(load(grads, mask), k->grad_scale);
@@ -177,7 +201,7 @@ static AVX2 inline void sgd8(float *params, const float *src, const float *grads
                           : _mm256_add_ps(_mm256_mul_ps(load(m, mask), k->momentum),
                                           _mm256_mul_ps(k->one_minus_dampening, d));
     __m256 dir = k->plain ? d : k->nesterov ? _mm256_add_ps(d, _mm256_mul_ps(k->momentum, b)) : b;
-    store(params, _mm256_add_ps(p, _mm256_mul_ps(k->neg_lr, dir)), mask);
+    store_out(params, _mm256_add_ps(p, _mm256_mul_ps(k->neg_lr, dir)), mask, stream);
     store(m, b, mask);
     add_squares(lo, hi, b);
 }
@@ -196,14 +220,16 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
     k.plain = momentum == 0.0f;
     k.restart = first || k.plain;
     k.nesterov = nesterov;
+    int stream = stream_mode(params, slot->stream && src != params);
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, NULL);
+        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, NULL, stream);
     if (i < n) {
         __m256i mask = tail_mask(n - i);
-        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, &mask);
+        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, &mask, 0);
     }
+    if (stream) _mm_sfence();
     return combine(lo, hi);
 }
 

@@ -3,6 +3,7 @@
  * over whole MGPO trainings.  The fused momentum norm equals a separate
  * mgpo_sum_squares pass, bit for bit.  On a CPU without AVX2 only the
  * portable table exists and the comparisons are skipped (the test says so). */
+#define _ISOC11_SOURCE
 #include <math.h>
 #include <stdio.h>
 
@@ -27,7 +28,9 @@ typedef struct buffers {
 static void fill(buffers *b, size_t n, size_t offset, uint64_t seed)
 {
     size_t stride = n + 8;
-    b->mem = malloc(5 * stride * sizeof(float) + 64);
+    /* 64-byte aligned, so offsets 0, 4 and 1 give 32-, 16- and 4-byte
+     * aligned buffers (each streaming-store case). */
+    b->mem = aligned_alloc(64, (5 * stride * sizeof(float) + 64 + 63) / 64 * 64);
     ck_assert_ptr_nonnull(b->mem);
     /* Padding gets a known pattern so writes past the end are detectable. */
     for (size_t i = 0; i < 5 * stride + 16; i++) b->mem[i] = -1234.5f;
@@ -66,16 +69,20 @@ static mgpo_slot slot_constants(void)
     return s;
 }
 
-/* Runs one kernel of table k on a fresh copy of the inputs. */
+/* Runs one kernel of table k on a fresh copy of the inputs; `stream` allows
+ * streaming stores. */
 static double run_kernel(const mgpo_kernels *k, int which, size_t n, size_t offset,
-                         bool in_place, buffers *b)
+                         bool in_place, bool stream, buffers *b)
 {
     fill(b, n, offset, 7 + n);
     mgpo_slot s = slot_constants();
+    s.stream = stream;
     const float *src = in_place ? b->params : b->src;
     switch (which) {
     case 0: return k->sum_squares(b->grads, n);
-    case 1: k->perturb(b->params, in_place ? NULL : b->src, b->m, -0.37f, n); return 0.0;
+    case 1:
+        k->perturb(b->params, in_place ? NULL : b->src, b->m, -0.37f, n, stream);
+        return 0.0;
     case 2: k->unperturb(b->params, b->m, 0.37f, n); return 0.0;
     case 3:
         return k->adamw(b->params, src, b->grads, b->m, b->v, &s, 0.75f, 0.9f, 0.1f, 0.999f,
@@ -100,13 +107,15 @@ START_TEST(test_kernel_bitwise)
     if (!fast) return;
     const mgpo_kernels *ref = mgpo_kernels_portable();
     ck_assert_ptr_ne(fast, ref);
+    static const size_t offsets[] = {0, 1, 4};
     for (size_t l = 0; l < LENGTHS; l++)
-        for (size_t offset = 0; offset < 3; offset++)
-            for (int in_place = 0; in_place <= 1; in_place++) {
-                size_t n = lengths[l];
+        for (size_t o = 0; o < 3; o++)
+            for (int mode = 0; mode < 4; mode++) {
+                size_t n = lengths[l], offset = offsets[o];
+                bool in_place = mode & 1, stream = mode & 2;
                 buffers a, b;
-                double ra = run_kernel(ref, which, n, offset, in_place, &a);
-                double rb = run_kernel(fast, which, n, offset, in_place, &b);
+                double ra = run_kernel(ref, which, n, offset, in_place, false, &a);
+                double rb = run_kernel(fast, which, n, offset, in_place, stream, &b);
                 assert_same_double(ra, rb, kernel_names[which]);
                 assert_same(a.params, b.params, n, "params");
                 assert_same(a.src, b.src, n, "src/backup");
@@ -134,9 +143,9 @@ START_TEST(test_kernel_tail_untouched)
         for (int which = 1; which <= 6; which++) {
             buffers b;
             size_t n = 13;
-            run_kernel(tables[t], which, n, 1, false, &b);
+            run_kernel(tables[t], which, n, 4, false, true, &b);
             buffers fresh;
-            fill(&fresh, n, 1, 7 + n);
+            fill(&fresh, n, 4, 7 + n);
             for (size_t i = n; i < n + 7; i++) {
                 ck_assert_msg(memcmp(&b.params[i], &fresh.params[i], sizeof(float)) == 0,
                               "%s wrote past the end (%s)", kernel_names[which],
@@ -167,6 +176,8 @@ static void train(int variant, const mgpo_kernels *k, pm_model *md, float **m_ou
     ck_assert_ptr_eq(st->kernels, mgpo_kernels_best());
     st->kernels = k;
     pm_register(md, st);
+    /* Streaming stores engage only for huge states; force them here. */
+    for (size_t i = 0; i < st->slot_count; i++) st->slots[i].stream = (variant & 4) != 0;
     pm_train(md, st, 0, 60);
     *m_out = malloc(sizes[0] * sizeof(float));
     ck_assert_ptr_nonnull(*m_out);
@@ -208,7 +219,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_kernel_bitwise, 0, 7);
     tcase_add_test(tc, test_kernel_tail_untouched);
-    tcase_add_loop_test(tc, test_training_bitwise, 0, 4);
+    tcase_add_loop_test(tc, test_training_bitwise, 0, 8);
     tcase_add_test(tc, test_best_is_fast);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
