@@ -15,8 +15,11 @@
 /* From this many registered floats on (64 MiB, beyond any L3 cache) a
  * buffer written without being read in the same pass is stored with
  * streaming stores, saving the read of each destination line; below it the
- * data may still be cached when the caller's forward pass reads it. */
+ * data may still be cached when the caller's forward pass reads it.
+ * Overridable at build time (-DMGPO_STREAM_MIN_FLOATS=...) for experiments. */
+#ifndef MGPO_STREAM_MIN_FLOATS
 #define MGPO_STREAM_MIN_FLOATS (16u << 20)
+#endif
 
 /* One float buffer that the base optimizer steps: a plain tensor, or the A or
  * the B matrix of a LoRA pair. */

@@ -13,7 +13,7 @@
 static const size_t sizes[] = {3 * MGPO_BLOCK_FLOATS + 17, 2 * MGPO_BLOCK_FLOATS - 1, 5,
                                10001, MGPO_BLOCK_FLOATS};
 #define TENSORS (sizeof sizes / sizeof sizes[0])
-#define STEPS 120
+#define STEPS 100
 
 typedef struct run_result {
     pm_model model;
