@@ -92,27 +92,27 @@ double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
  * d = d + mu*b (nesterov) | b; p.add_(d, alpha=-lr).  With momentum 0 torch
  * keeps no buffer and steps along d; the library still stores d in m because
  * it is the perturbation direction.  The flags are the same for the whole
- * block, so the branches below cost nothing per element. */
-typedef struct sgd_flags {
+ * block; sgd_run is instantiated with them as constants so that each variant
+ * is a branch-free loop the compiler vectorises. */
+typedef struct sgd_constants {
     float wd, neg_lr, grad_scale, momentum, one_minus_dampening;
-    bool decay, restart, plain, nesterov;
-} sgd_flags;
+} sgd_constants;
 
 static inline void sgd_chunk(float *params, const float *src, const float *grads,
-                             float *m, double *lane, size_t count, const sgd_flags *f)
+                             float *m, double *lane, size_t count, sgd_constants c,
+                             bool decay, bool restart, bool plain, bool nesterov)
 {
-    const sgd_flags c = *f;
     float p[8], d[8], b[8];
     for (size_t k = 0; k < count; k++) {
         p[k] = src[k];
         d[k] = grads[k];
-        b[k] = m[k];
+        b[k] = restart ? 0.0f : m[k];
     }
     for (size_t k = 0; k < count; k++) {
         float dk = d[k] * c.grad_scale;
-        if (c.decay) dk = dk + c.wd * p[k];
-        float bk = c.restart ? dk : b[k] * c.momentum + c.one_minus_dampening * dk;
-        float dir = c.plain ? dk : c.nesterov ? dk + c.momentum * bk : bk;
+        if (decay) dk = dk + c.wd * p[k];
+        float bk = restart ? dk : b[k] * c.momentum + c.one_minus_dampening * dk;
+        float dir = plain ? dk : nesterov ? dk + c.momentum * bk : bk;
         p[k] = p[k] + c.neg_lr * dir;
         b[k] = bk;
         lane[k] += (double)bk * (double)bk;
@@ -123,24 +123,41 @@ static inline void sgd_chunk(float *params, const float *src, const float *grads
     }
 }
 
+static inline void sgd_run(float *params, const float *src, const float *grads, float *m,
+                           double *lane, size_t n, sgd_constants c, bool decay, bool restart,
+                           bool plain, bool nesterov)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        sgd_chunk(params + i, src + i, grads + i, m + i, lane, 8, c, decay, restart, plain,
+                  nesterov);
+    if (i < n)
+        sgd_chunk(params + i, src + i, grads + i, m + i, lane, n - i, c, decay, restart,
+                  plain, nesterov);
+}
+
+/* One constant-flag instantiation of sgd_run per combination of `decay`. */
+#define SGD_RUN(restart, plain, nesterov)                                                  \
+    (decay ? sgd_run(params, src, grads, m, lane, n, c, true, restart, plain, nesterov)    \
+           : sgd_run(params, src, grads, m, lane, n, c, false, restart, plain, nesterov))
+
 double mgpo_kernel_sgd(float *params, const float *src, const float *grads, float *m,
                        const mgpo_slot *slot, float grad_scale, bool first,
                        float momentum, float one_minus_dampening, bool nesterov, size_t n)
 {
-    sgd_flags f;
-    f.wd = slot->k_decay;
-    f.neg_lr = slot->k_lr;
-    f.grad_scale = grad_scale;
-    f.momentum = momentum;
-    f.one_minus_dampening = one_minus_dampening;
-    f.decay = f.wd != 0.0f;
-    f.plain = momentum == 0.0f;
-    f.restart = first || f.plain;
-    f.nesterov = nesterov;
+    sgd_constants c;
+    c.wd = slot->k_decay;
+    c.neg_lr = slot->k_lr;
+    c.grad_scale = grad_scale;
+    c.momentum = momentum;
+    c.one_minus_dampening = one_minus_dampening;
+    const bool decay = c.wd != 0.0f;
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) sgd_chunk(params + i, src + i, grads + i, m + i, lane, 8, &f);
-    if (i < n) sgd_chunk(params + i, src + i, grads + i, m + i, lane, n - i, &f);
+    if (momentum == 0.0f) SGD_RUN(true, true, false);
+    else if (first && nesterov) SGD_RUN(true, false, true);
+    else if (first) SGD_RUN(true, false, false);
+    else if (nesterov) SGD_RUN(false, false, true);
+    else SGD_RUN(false, false, false);
     return mgpo_combine_lanes(lane);
 }
 
