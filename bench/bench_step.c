@@ -2,9 +2,11 @@
  * machine's memory bandwidth, against STREAM-style copy/triad and a plain
  * llm.c-style scalar AdamW loop, over the same sizes and thread counts.
  *
- *   bench_step [--sizes 16M,64M] [--threads 1,2] [--reps 5] [--cases a,b] [--short]
+ *   bench_step [--sizes 16M,64M] [--threads 1,2] [--reps 5] [--rounds 1]
+ *              [--cases a,b] [--short]
  *
- * Every figure is the best of --reps timed runs after one warm-up run.
+ * Every figure is the best of --reps timed runs after one warm-up run, and
+ * of --rounds sweeps over all sizes, thread counts and cases.
  * Bytes per parameter count each array read or written once (the STREAM
  * convention: a store's write-allocate read is not counted).  --short runs
  * tiny sizes so that ctest keeps this program compiling and working; its
@@ -33,6 +35,7 @@ typedef struct options {
     int threads[MAX_LIST];
     int thread_count;
     int reps;
+    int rounds;
     bool short_mode;
     bool skip[16]; /* cases left out by --cases */
 } options;
@@ -78,6 +81,7 @@ static bool parse_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
     o->reps = 5;
+    o->rounds = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--short")) {
             o->short_mode = true;
@@ -101,14 +105,17 @@ static bool parse_args(int argc, char **argv, options *o)
             }
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
             o->reps = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
+            o->rounds = atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: %s [--sizes 16M,64M] [--threads 1,2] [--reps 5] "
+            fprintf(stderr, "usage: %s [--sizes 16M,64M] [--threads 1,2] [--reps 5] [--rounds 1] "
                     "[--cases copy,triad,...] [--short]\n",
                     argv[0]);
             return false;
         }
     }
     if (o->reps < 1) o->reps = 1;
+    if (o->rounds < 1) o->rounds = 1;
     if (o->short_mode) {
         o->size_count = 1;
         o->sizes[0] = 3 * 4096 + 5;
@@ -345,15 +352,48 @@ static void print_ratios(const result *r)
                   r->seconds[MGPO] / r->seconds[NAIVE_LLMC], 1.7, true);
 }
 
+static void run_size(const options *o, size_t n, result *row, int round)
+{
+    buffers b;
+    b.n = n;
+    b.params = alloc_floats(n);
+    b.grads = alloc_floats(n);
+    b.a = alloc_floats(n);
+    b.b = alloc_floats(n);
+    b.c = alloc_floats(n);
+    fill_random(b.params, n, 1, 1.0f);
+    fill_random(b.grads, n, 2, 1e-2f);
+    fill_random(b.a, n, 3, 1.0f);
+    fill_random(b.b, n, 4, 1.0f);
+    fill_random(b.c, n, 5, 1.0f);
+    if (round == 0 && !same_work(&b)) exit(EXIT_FAILURE);
+    for (int t = 0; t < o->thread_count; t++) {
+        result *r = &row[t];
+        r->n = n;
+        r->threads = o->threads[t];
+        for (int c = 0; c < CASES; c++) {
+            /* A case left out counts as infinitely slow in the ratios. */
+            double sec = o->skip[c] ? INFINITY : time_case(&b, c, r->threads, o->reps);
+            if (round == 0 || sec < r->seconds[c]) r->seconds[c] = sec;
+        }
+    }
+    free(b.params);
+    free(b.grads);
+    free(b.a);
+    free(b.b);
+    free(b.c);
+}
+
 int main(int argc, char **argv)
 {
     options o;
     if (!parse_args(argc, argv, &o)) return EXIT_FAILURE;
     result results[MAX_LIST * MAX_LIST];
-    int result_count = 0;
+    int result_count = o.size_count * o.thread_count;
 
-    printf("libmgpo %s bench_step: best of %d runs after a warm-up%s\n", mgpo_version_string(),
-           o.reps, o.short_mode ? " (--short: timings meaningless)" : "");
+    printf("libmgpo %s bench_step: best of %d round%s x %d runs, each after a warm-up%s\n",
+           mgpo_version_string(), o.rounds, o.rounds > 1 ? "s" : "", o.reps,
+           o.short_mode ? " (--short: timings meaningless)" : "");
 #ifdef _OPENMP
     printf("OpenMP: yes, %d processors\n", omp_get_num_procs());
 #else
@@ -362,41 +402,20 @@ int main(int argc, char **argv)
     printf("cases:\n");
     for (int c = 0; c < CASES; c++)
         printf("  %-18s %2.0f B/param  %s\n", case_names[c], case_bytes[c], case_notes[c]);
-    printf("\n%10s %3s  %-18s %7s %9s %8s\n", "N", "thr", "case", "B/param", "ns/param", "GB/s");
 
-    for (int s = 0; s < o.size_count; s++) {
-        buffers b;
-        b.n = o.sizes[s];
-        b.params = alloc_floats(b.n);
-        b.grads = alloc_floats(b.n);
-        b.a = alloc_floats(b.n);
-        b.b = alloc_floats(b.n);
-        b.c = alloc_floats(b.n);
-        fill_random(b.params, b.n, 1, 1.0f);
-        fill_random(b.grads, b.n, 2, 1e-2f);
-        fill_random(b.a, b.n, 3, 1.0f);
-        fill_random(b.b, b.n, 4, 1.0f);
-        fill_random(b.c, b.n, 5, 1.0f);
-        if (!same_work(&b)) return EXIT_FAILURE;
-        for (int t = 0; t < o.thread_count; t++) {
-            result *r = &results[result_count++];
-            r->n = b.n;
-            r->threads = o.threads[t];
-            for (int c = 0; c < CASES; c++) {
-                /* A case left out counts as infinitely slow in the ratios. */
-                r->seconds[c] = o.skip[c] ? INFINITY : time_case(&b, c, r->threads, o.reps);
-                if (o.skip[c]) continue;
-                printf("%10zu %3d  %-18s %7.0f %9.3f %8.2f\n", b.n, r->threads, case_names[c],
-                       case_bytes[c], ns_per_param(r, c), gbps(r, c, case_bytes[c]));
-                fflush(stdout);
-            }
-        }
-        free(b.params);
-        free(b.grads);
-        free(b.a);
-        free(b.b);
-        free(b.c);
-    }
+    /* Rounds sweep everything in turn, so a burst of other load on the
+     * machine spoils one round of a case rather than all of its runs. */
+    for (int round = 0; round < o.rounds; round++)
+        for (int s = 0; s < o.size_count; s++)
+            run_size(&o, o.sizes[s], &results[s * o.thread_count], round);
+
+    printf("\n%10s %3s  %-18s %7s %9s %8s\n", "N", "thr", "case", "B/param", "ns/param", "GB/s");
+    for (int i = 0; i < result_count; i++)
+        for (int c = 0; c < CASES; c++)
+            if (!o.skip[c])
+                printf("%10zu %3d  %-18s %7.0f %9.3f %8.2f\n", results[i].n, results[i].threads,
+                       case_names[c], case_bytes[c], ns_per_param(&results[i], c),
+                       gbps(&results[i], c, case_bytes[c]));
 
     printf("\n");
     for (int i = 0; i < result_count; i++) print_ratios(&results[i]);
