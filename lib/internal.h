@@ -156,6 +156,8 @@ typedef struct mgpo_kernels {
     void (*perturb)(float *params, float *backup, const float *m, float coefficient,
                     size_t n, bool stream);
     void (*unperturb)(float *params, const float *m, float coefficient, size_t n);
+    /* The exact restore: dst = src (`stream` as for perturb's backup). */
+    void (*copy)(float *dst, const float *src, size_t n, bool stream);
     double (*adamw)(float *params, const float *src, const float *grads, float *m,
                     float *v, const mgpo_slot *slot, float grad_scale, float beta1,
                     float one_minus_beta1, float beta2, float one_minus_beta2,

@@ -106,7 +106,7 @@ static void restore_block(mgpo_state *st, size_t b, void *arg)
     if (sl->applied == 0.0f) return;
     size_t n = bl->end - bl->begin;
     if (sl->backup)
-        memcpy(sl->params + bl->begin, sl->backup + bl->begin, n * sizeof(float));
+        st->kernels->copy(sl->params + bl->begin, sl->backup + bl->begin, n, sl->stream);
     else
         st->kernels->unperturb(sl->params + bl->begin, sl->m + bl->begin, sl->applied, n);
 }

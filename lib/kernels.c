@@ -169,8 +169,14 @@ static void perturb_entry(float *params, float *backup, const float *m, float co
     mgpo_kernel_perturb(params, backup, m, coefficient, n);
 }
 
+static void copy_entry(float *dst, const float *src, size_t n, bool stream)
+{
+    (void)stream;
+    memcpy(dst, src, n * sizeof(float));
+}
+
 static const mgpo_kernels portable = {
-    "portable", mgpo_sum_squares, perturb_entry, mgpo_kernel_unperturb,
+    "portable", mgpo_sum_squares, perturb_entry, mgpo_kernel_unperturb, copy_entry,
     mgpo_kernel_adamw, mgpo_kernel_sgd,
 };
 

@@ -13,8 +13,8 @@
  * For a state too large for the caches (mgpo_slot.stream), buffers written
  * without being read in the same pass use streaming stores, which skip the
  * read of the destination line: the backup in perturb (not read again before
- * the step), and the parameters in a step that reads the clean values from
- * the backup.  That takes the iteration from 14 to 12 floats moved per
+ * the step), the parameters in a step that reads the clean values from the
+ * backup, and the parameters in an explicit exact restore.  That takes the iteration from 14 to 12 floats moved per
  * parameter.  Streaming stores need 16-byte alignment: the library's buffers
  * have it, a caller's buffer that lacks it gets ordinary stores. */
 #include "internal.h"
@@ -24,6 +24,7 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #define AVX2 __attribute__((target("avx2")))
 
@@ -131,6 +132,19 @@ static AVX2 void unperturb(float *params, const float *m, float coefficient, siz
     }
 }
 
+static AVX2 void copy(float *dst, const float *src, size_t n, bool want_stream)
+{
+    int stream = stream_mode(dst, want_stream);
+    if (!stream) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) store_out(dst + i, _mm256_loadu_ps(src + i), NULL, stream);
+    for (; i < n; i++) dst[i] = src[i];
+    _mm_sfence();
+}
+
 typedef struct adamw_vectors {
     __m256 decay, step, grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
         bias2_sqrt, eps;
@@ -233,7 +247,7 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
     return combine(lo, hi);
 }
 
-static const mgpo_kernels avx2 = {"avx2", sum_squares, perturb, unperturb, adamw, sgd};
+static const mgpo_kernels avx2 = {"avx2", sum_squares, perturb, unperturb, copy, adamw, sgd};
 
 const mgpo_kernels *mgpo_kernels_avx2(void)
 {

@@ -84,6 +84,7 @@ static double run_kernel(const mgpo_kernels *k, int which, size_t n, size_t offs
         k->perturb(b->params, in_place ? NULL : b->src, b->m, -0.37f, n, stream);
         return 0.0;
     case 2: k->unperturb(b->params, b->m, 0.37f, n); return 0.0;
+    case 7: k->copy(b->params, b->src, n, stream); return 0.0;
     case 3:
         return k->adamw(b->params, src, b->grads, b->m, b->v, &s, 0.75f, 0.9f, 0.1f, 0.999f,
                         1.0f - 0.999f, sqrtf(1.0f - 0.999f * 0.999f), 1e-8f, n);
@@ -97,8 +98,9 @@ static double run_kernel(const mgpo_kernels *k, int which, size_t n, size_t offs
     }
 }
 
-static const char *const kernel_names[] = {"sum_squares", "perturb", "unperturb", "adamw",
-                                           "sgd nesterov", "sgd first", "sgd plain"};
+static const char *const kernel_names[] = {"sum_squares", "perturb",      "unperturb",
+                                           "adamw",       "sgd nesterov", "sgd first",
+                                           "sgd plain",   "copy"};
 
 START_TEST(test_kernel_bitwise)
 {
@@ -122,7 +124,7 @@ START_TEST(test_kernel_bitwise)
                 assert_same(a.m, b.m, n, "m");
                 assert_same(a.v, b.v, n, "v");
                 /* The fused norm is the norm of the new momentum. */
-                if (which >= 3) {
+                if (which >= 3 && which <= 6) {
                     assert_same_double(ra, mgpo_sum_squares(a.m, n), "fused norm");
                     ck_assert(ra > 0.0);
                 }
@@ -140,7 +142,7 @@ START_TEST(test_kernel_tail_untouched)
 {
     const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
     for (int t = 0; t < 2 && tables[t]; t++)
-        for (int which = 1; which <= 6; which++) {
+        for (int which = 1; which <= 7; which++) {
             buffers b;
             size_t n = 13;
             run_kernel(tables[t], which, n, 4, false, true, &b);
@@ -217,7 +219,7 @@ int main(void)
     Suite *s = suite_create("kernels");
     TCase *tc = tcase_create("bitwise");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, test_kernel_bitwise, 0, 7);
+    tcase_add_loop_test(tc, test_kernel_bitwise, 0, 8);
     tcase_add_test(tc, test_kernel_tail_untouched);
     tcase_add_loop_test(tc, test_training_bitwise, 0, 8);
     tcase_add_test(tc, test_best_is_fast);
