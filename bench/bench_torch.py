@@ -114,6 +114,11 @@ def main():
 
     print(f"bench_torch: torch {torch.__version__}, best of {reps} runs after a warm-up"
           + (" (--short: timings meaningless)" if args.short else ""))
+    probe = TorchMgpo(16)
+    print(f"torch.optim.AdamW defaults: foreach={probe.opt.defaults.get('foreach')}, "
+          f"maximize={probe.opt.defaults.get('maximize')}, "
+          f"capturable={probe.opt.defaults.get('capturable')}")
+    del probe
     print(f"{'N':>10} {'thr':>3}  {'case':<24} {'ns/param':>9}")
     results = {}
     for n in sizes:
