@@ -14,9 +14,10 @@
  * without being read in the same pass use streaming stores, which skip the
  * read of the destination line: the backup in perturb (not read again before
  * the step), the parameters in a step that reads the clean values from the
- * backup, and the parameters in an explicit exact restore.  That takes the iteration from 14 to 12 floats moved per
- * parameter.  Streaming stores need 16-byte alignment: the library's buffers
- * have it, a caller's buffer that lacks it gets ordinary stores. */
+ * backup, and the parameters in an explicit exact restore.  That takes the
+ * iteration from 14 to 12 floats moved per parameter (docs/performance.md).
+ * Streaming stores need 16-byte alignment: the library's buffers have it, a
+ * caller's buffer that lacks it gets ordinary stores. */
 #include "internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
