@@ -29,6 +29,14 @@
 
 #define AVX2 __attribute__((target("avx2")))
 
+/* Whether a step that reads the clean values from the backup streams its
+ * parameter stores too.  It saves the read of each line in theory, but on
+ * the machine measured it made that step slower (docs/performance.md), so it
+ * is off; kept switchable at build time for other machines. */
+#ifndef MGPO_STREAM_STEP_PARAMS
+#define MGPO_STREAM_STEP_PARAMS 0
+#endif
+
 /* Lanes k of mask are set for k < count (count <= 8). */
 static AVX2 inline __m256i tail_mask(size_t count)
 {
@@ -186,7 +194,7 @@ static AVX2 double adamw(float *params, const float *src, const float *grads, fl
     k.bias2_sqrt = _mm256_set1_ps(bias2_sqrt);
     k.eps = _mm256_set1_ps(eps);
     /* In place, params were just read: their lines are cached already. */
-    int stream = stream_mode(params, slot->stream && src != params);
+    int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -235,7 +243,7 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
     k.plain = momentum == 0.0f;
     k.restart = first || k.plain;
     k.nesterov = nesterov;
-    int stream = stream_mode(params, slot->stream && src != params);
+    int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
