@@ -136,15 +136,19 @@ void mgpo_kernel_perturb(float *params, float *backup, const float *m,
                          float coefficient, size_t n);
 void mgpo_kernel_unperturb(float *params, const float *m, float coefficient, size_t n);
 /* AdamW on one block; src is the clean params (backup or params); returns
- * the sum of squares of the new m over the block. */
+ * the sum of squares of the new m over the block.  `undo` nonzero means the
+ * block still holds params + undo*m (a low-memory perturbation, src ==
+ * params): it is subtracted from the value read, with the same rounding as
+ * mgpo_kernel_unperturb, before the update. */
 double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
                          float *m, float *v, const mgpo_slot *slot, float grad_scale,
                          float beta1, float one_minus_beta1, float beta2,
-                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n);
+                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n,
+                         float undo);
 double mgpo_kernel_sgd(float *params, const float *src, const float *grads,
                        float *m, const mgpo_slot *slot, float grad_scale, bool first,
                        float momentum, float one_minus_dampening, bool nesterov,
-                       size_t n);
+                       size_t n, float undo);
 
 /* One implementation of every elementwise kernel for one instruction set.
  * All tables give bitwise identical results (tests/test_kernels.c); a state
@@ -161,10 +165,10 @@ typedef struct mgpo_kernels {
     double (*adamw)(float *params, const float *src, const float *grads, float *m,
                     float *v, const mgpo_slot *slot, float grad_scale, float beta1,
                     float one_minus_beta1, float beta2, float one_minus_beta2,
-                    float bias2_sqrt, float eps, size_t n);
+                    float bias2_sqrt, float eps, size_t n, float undo);
     double (*sgd)(float *params, const float *src, const float *grads, float *m,
                   const mgpo_slot *slot, float grad_scale, bool first, float momentum,
-                  float one_minus_dampening, bool nesterov, size_t n);
+                  float one_minus_dampening, bool nesterov, size_t n, float undo);
 } mgpo_kernels;
 
 /* The portable C kernels above, always built. */

@@ -156,19 +156,20 @@ static void update_block(mgpo_state *st, size_t b, void *arg)
     size_t n = bl->end - bl->begin;
     float *p = sl->params + bl->begin, *m = sl->m + bl->begin;
     const float *src = p;
+    float undo = 0.0f;
     /* The restore is fused into the update: read the clean values from the
-     * backup, or undo c*m in place while the block is in cache. */
+     * backup, or have the kernel subtract c*m from each value it reads. */
     if (sl->applied != 0.0f) {
         if (sl->backup) src = sl->backup + bl->begin;
-        else st->kernels->unperturb(p, m, sl->applied, n);
+        else undo = sl->applied;
     }
     const float *g = sl->grads + bl->begin;
     st->block_sums[b] =
         k->adamw ? st->kernels->adamw(p, src, g, m, sl->v + bl->begin, sl, k->grad_scale,
                                      k->beta1, k->one_minus_beta1, k->beta2,
-                                     k->one_minus_beta2, k->bias2_sqrt, k->eps, n)
+                                     k->one_minus_beta2, k->bias2_sqrt, k->eps, n, undo)
                  : st->kernels->sgd(p, src, g, m, sl, k->grad_scale, k->first, k->momentum,
-                                   k->one_minus_dampening, k->nesterov, n);
+                                   k->one_minus_dampening, k->nesterov, n, undo);
 }
 
 /* Squared gradient norm of an item in its unit's space (pass 1 has filled

@@ -40,11 +40,16 @@ void mgpo_kernel_unperturb(float *restrict params, const float *restrict m,
 /* torch: p.mul_(1 - lr*wd); m.mul_(b1).add_(g, alpha=1-b1);
  * v.mul_(b2).addcmul_(g, g, value=1-b2);
  * p.addcdiv_(m, v.sqrt() / sqrt(bc2) + eps, value=-lr/bc1) */
+typedef struct adamw_constants {
+    float decay, step, grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
+        bias2_sqrt, eps, undo;
+} adamw_constants;
+
+/* `has_undo` is a constant in each instantiation (see mgpo_kernel_adamw), so
+ * the loops stay branch-free and vectorise. */
 static inline void adamw_chunk(float *params, const float *src, const float *grads,
                                float *m, float *v, double *lane, size_t count,
-                               float decay, float step, float grad_scale, float beta1,
-                               float one_minus_beta1, float beta2, float one_minus_beta2,
-                               float bias2_sqrt, float eps)
+                               adamw_constants c, bool has_undo)
 {
     float p[8], g[8], mi[8], vi[8];
     for (size_t k = 0; k < count; k++) {
@@ -54,12 +59,13 @@ static inline void adamw_chunk(float *params, const float *src, const float *gra
         vi[k] = v[k];
     }
     for (size_t k = 0; k < count; k++) {
-        float gk = g[k] * grad_scale;
-        float pk = p[k] * decay;
-        mi[k] = mi[k] * beta1 + one_minus_beta1 * gk;
-        vi[k] = vi[k] * beta2 + one_minus_beta2 * gk * gk;
-        float denom = sqrtf(vi[k]) / bias2_sqrt + eps;
-        p[k] = pk + step * mi[k] / denom;
+        if (has_undo) p[k] = p[k] - c.undo * mi[k];
+        float gk = g[k] * c.grad_scale;
+        float pk = p[k] * c.decay;
+        mi[k] = mi[k] * c.beta1 + c.one_minus_beta1 * gk;
+        vi[k] = vi[k] * c.beta2 + c.one_minus_beta2 * gk * gk;
+        float denom = sqrtf(vi[k]) / c.bias2_sqrt + c.eps;
+        p[k] = pk + c.step * mi[k] / denom;
         lane[k] += (double)mi[k] * (double)mi[k];
     }
     for (size_t k = 0; k < count; k++) {
@@ -69,22 +75,28 @@ static inline void adamw_chunk(float *params, const float *src, const float *gra
     }
 }
 
+static inline void adamw_run(float *params, const float *src, const float *grads, float *m,
+                             float *v, double *lane, size_t n, adamw_constants c,
+                             bool has_undo)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, 8, c, has_undo);
+    if (i < n)
+        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, n - i, c, has_undo);
+}
+
 double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
                          float *m, float *v, const mgpo_slot *slot, float grad_scale,
                          float beta1, float one_minus_beta1, float beta2,
-                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n)
+                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n,
+                         float undo)
 {
-    const float decay = slot->k_decay, step = slot->k_step;
+    adamw_constants c = {slot->k_decay, slot->k_step, grad_scale, beta1, one_minus_beta1,
+                         beta2, one_minus_beta2, bias2_sqrt, eps, undo};
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, 8, decay, step,
-                    grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                    bias2_sqrt, eps);
-    if (i < n)
-        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, n - i, decay,
-                    step, grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                    bias2_sqrt, eps);
+    if (undo != 0.0f) adamw_run(params, src, grads, m, v, lane, n, c, true);
+    else adamw_run(params, src, grads, m, v, lane, n, c, false);
     return mgpo_combine_lanes(lane);
 }
 
@@ -95,24 +107,31 @@ double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
  * block; sgd_run is instantiated with them as constants so that each variant
  * is a branch-free loop the compiler vectorises. */
 typedef struct sgd_constants {
-    float wd, neg_lr, grad_scale, momentum, one_minus_dampening;
+    float wd, neg_lr, grad_scale, momentum, one_minus_dampening, undo;
 } sgd_constants;
+
+typedef struct sgd_mode {
+    bool decay, restart, plain, nesterov, undo;
+} sgd_mode;
 
 static inline void sgd_chunk(float *params, const float *src, const float *grads,
                              float *m, double *lane, size_t count, sgd_constants c,
-                             bool decay, bool restart, bool plain, bool nesterov)
+                             sgd_mode f)
 {
     float p[8], d[8], b[8];
     for (size_t k = 0; k < count; k++) {
         p[k] = src[k];
         d[k] = grads[k];
-        b[k] = restart ? 0.0f : m[k];
+        /* A restarting step does not read the old buffer, unless it must
+         * undo a perturbation along it. */
+        b[k] = f.restart && !f.undo ? 0.0f : m[k];
     }
     for (size_t k = 0; k < count; k++) {
+        if (f.undo) p[k] = p[k] - c.undo * b[k];
         float dk = d[k] * c.grad_scale;
-        if (decay) dk = dk + c.wd * p[k];
-        float bk = restart ? dk : b[k] * c.momentum + c.one_minus_dampening * dk;
-        float dir = plain ? dk : nesterov ? dk + c.momentum * bk : bk;
+        if (f.decay) dk = dk + c.wd * p[k];
+        float bk = f.restart ? dk : b[k] * c.momentum + c.one_minus_dampening * dk;
+        float dir = f.plain ? dk : f.nesterov ? dk + c.momentum * bk : bk;
         p[k] = p[k] + c.neg_lr * dir;
         b[k] = bk;
         lane[k] += (double)bk * (double)bk;
@@ -124,33 +143,37 @@ static inline void sgd_chunk(float *params, const float *src, const float *grads
 }
 
 static inline void sgd_run(float *params, const float *src, const float *grads, float *m,
-                           double *lane, size_t n, sgd_constants c, bool decay, bool restart,
-                           bool plain, bool nesterov)
+                           double *lane, size_t n, sgd_constants c, sgd_mode f)
 {
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        sgd_chunk(params + i, src + i, grads + i, m + i, lane, 8, c, decay, restart, plain,
-                  nesterov);
-    if (i < n)
-        sgd_chunk(params + i, src + i, grads + i, m + i, lane, n - i, c, decay, restart,
-                  plain, nesterov);
+    for (; i + 8 <= n; i += 8) sgd_chunk(params + i, src + i, grads + i, m + i, lane, 8, c, f);
+    if (i < n) sgd_chunk(params + i, src + i, grads + i, m + i, lane, n - i, c, f);
 }
 
-/* One constant-flag instantiation of sgd_run per combination of `decay`. */
-#define SGD_RUN(restart, plain, nesterov)                                                  \
-    (decay ? sgd_run(params, src, grads, m, lane, n, c, true, restart, plain, nesterov)    \
-           : sgd_run(params, src, grads, m, lane, n, c, false, restart, plain, nesterov))
+/* One instantiation with constant flags per combination of decay and undo. */
+#define SGD_RUN(restart, plain, nesterov)                                                 \
+    do {                                                                                  \
+        if (decay && undo != 0.0f)                                                        \
+            sgd_run(params, src, grads, m, lane, n, c,                                    \
+                    (sgd_mode){true, restart, plain, nesterov, true});                    \
+        else if (decay)                                                                   \
+            sgd_run(params, src, grads, m, lane, n, c,                                    \
+                    (sgd_mode){true, restart, plain, nesterov, false});                   \
+        else if (undo != 0.0f)                                                            \
+            sgd_run(params, src, grads, m, lane, n, c,                                    \
+                    (sgd_mode){false, restart, plain, nesterov, true});                   \
+        else                                                                              \
+            sgd_run(params, src, grads, m, lane, n, c,                                    \
+                    (sgd_mode){false, restart, plain, nesterov, false});                  \
+    } while (0)
 
 double mgpo_kernel_sgd(float *params, const float *src, const float *grads, float *m,
                        const mgpo_slot *slot, float grad_scale, bool first,
-                       float momentum, float one_minus_dampening, bool nesterov, size_t n)
+                       float momentum, float one_minus_dampening, bool nesterov, size_t n,
+                       float undo)
 {
-    sgd_constants c;
-    c.wd = slot->k_decay;
-    c.neg_lr = slot->k_lr;
-    c.grad_scale = grad_scale;
-    c.momentum = momentum;
-    c.one_minus_dampening = one_minus_dampening;
+    sgd_constants c = {slot->k_decay, slot->k_lr, grad_scale, momentum, one_minus_dampening,
+                       undo};
     const bool decay = c.wd != 0.0f;
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (momentum == 0.0f) SGD_RUN(true, true, false);

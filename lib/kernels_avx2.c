@@ -156,7 +156,8 @@ static AVX2 void copy(float *dst, const float *src, size_t n, bool want_stream)
 
 typedef struct adamw_vectors {
     __m256 decay, step, grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
-        bias2_sqrt, eps;
+        bias2_sqrt, eps, undo;
+    bool has_undo;
 } adamw_vectors;
 
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_adamw. */
@@ -165,9 +166,11 @@ static AVX2 inline void adamw8(float *params, const float *src, const float *gra
                                __m256d *hi, const __m256i *mask, int stream)
 {
     __m256 g = _mm256_mul_ps(load(grads, mask), k->grad_scale);
-    __m256 p = _mm256_mul_ps(load(src, mask), k->decay);
-    __m256 mi = _mm256_add_ps(_mm256_mul_ps(load(m, mask), k->beta1),
-                              _mm256_mul_ps(k->one_minus_beta1, g));
+    __m256 mo = load(m, mask);
+    __m256 p = load(src, mask);
+    if (k->has_undo) p = _mm256_sub_ps(p, _mm256_mul_ps(k->undo, mo));
+    p = _mm256_mul_ps(p, k->decay);
+    __m256 mi = _mm256_add_ps(_mm256_mul_ps(mo, k->beta1), _mm256_mul_ps(k->one_minus_beta1, g));
     __m256 vi = _mm256_add_ps(_mm256_mul_ps(load(v, mask), k->beta2),
                               _mm256_mul_ps(_mm256_mul_ps(k->one_minus_beta2, g), g));
     __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), k->bias2_sqrt), k->eps);
@@ -181,7 +184,7 @@ static AVX2 inline void adamw8(float *params, const float *src, const float *gra
 static AVX2 double adamw(float *params, const float *src, const float *grads, float *m,
                          float *v, const mgpo_slot *slot, float grad_scale, float beta1,
                          float one_minus_beta1, float beta2, float one_minus_beta2,
-                         float bias2_sqrt, float eps, size_t n)
+                         float bias2_sqrt, float eps, size_t n, float undo)
 {
     adamw_vectors k;
     k.decay = _mm256_set1_ps(slot->k_decay);
@@ -193,6 +196,8 @@ static AVX2 double adamw(float *params, const float *src, const float *grads, fl
     k.one_minus_beta2 = _mm256_set1_ps(one_minus_beta2);
     k.bias2_sqrt = _mm256_set1_ps(bias2_sqrt);
     k.eps = _mm256_set1_ps(eps);
+    k.undo = _mm256_set1_ps(undo);
+    k.has_undo = undo != 0.0f;
     /* In place, params were just read: their lines are cached already. */
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
@@ -208,8 +213,8 @@ static AVX2 double adamw(float *params, const float *src, const float *grads, fl
 }
 
 typedef struct sgd_vectors {
-    __m256 wd, neg_lr, grad_scale, momentum, one_minus_dampening;
-    bool decay, restart, plain, nesterov;
+    __m256 wd, neg_lr, grad_scale, momentum, one_minus_dampening, undo;
+    bool decay, restart, plain, nesterov, has_undo;
 } sgd_vectors;
 
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_sgd. */
@@ -218,10 +223,12 @@ static AVX2 inline void sgd8(float *params, const float *src, const float *grads
                              const __m256i *mask, int stream)
 {
     __m256 p = load(src, mask);
+    __m256 mo = k->restart && !k->has_undo ? _mm256_setzero_ps() : load(m, mask);
+    if (k->has_undo) p = _mm256_sub_ps(p, _mm256_mul_ps(k->undo, mo));
     __m256 d = _mm256_mul_ps(load(grads, mask), k->grad_scale);
     if (k->decay) d = _mm256_add_ps(d, _mm256_mul_ps(k->wd, p));
     __m256 b = k->restart ? d
-                          : _mm256_add_ps(_mm256_mul_ps(load(m, mask), k->momentum),
+                          : _mm256_add_ps(_mm256_mul_ps(mo, k->momentum),
                                           _mm256_mul_ps(k->one_minus_dampening, d));
     __m256 dir = k->plain ? d : k->nesterov ? _mm256_add_ps(d, _mm256_mul_ps(k->momentum, b)) : b;
     store_out(params, _mm256_add_ps(p, _mm256_mul_ps(k->neg_lr, dir)), mask, stream);
@@ -231,7 +238,7 @@ static AVX2 inline void sgd8(float *params, const float *src, const float *grads
 
 static AVX2 double sgd(float *params, const float *src, const float *grads, float *m,
                        const mgpo_slot *slot, float grad_scale, bool first, float momentum,
-                       float one_minus_dampening, bool nesterov, size_t n)
+                       float one_minus_dampening, bool nesterov, size_t n, float undo)
 {
     sgd_vectors k;
     k.wd = _mm256_set1_ps(slot->k_decay);
@@ -243,6 +250,8 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
     k.plain = momentum == 0.0f;
     k.restart = first || k.plain;
     k.nesterov = nesterov;
+    k.undo = _mm256_set1_ps(undo);
+    k.has_undo = undo != 0.0f;
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     size_t i = 0;

@@ -70,9 +70,10 @@ static mgpo_slot slot_constants(void)
 }
 
 /* Runs one kernel of table k on a fresh copy of the inputs; `stream` allows
- * streaming stores. */
+ * streaming stores; `undo` is the low-memory perturbation still in params
+ * (in place only). */
 static double run_kernel(const mgpo_kernels *k, int which, size_t n, size_t offset,
-                         bool in_place, bool stream, buffers *b)
+                         bool in_place, bool stream, float undo, buffers *b)
 {
     fill(b, n, offset, 7 + n);
     mgpo_slot s = slot_constants();
@@ -87,14 +88,17 @@ static double run_kernel(const mgpo_kernels *k, int which, size_t n, size_t offs
     case 7: k->copy(b->params, b->src, n, stream); return 0.0;
     case 3:
         return k->adamw(b->params, src, b->grads, b->m, b->v, &s, 0.75f, 0.9f, 0.1f, 0.999f,
-                        1.0f - 0.999f, sqrtf(1.0f - 0.999f * 0.999f), 1e-8f, n);
+                        1.0f - 0.999f, sqrtf(1.0f - 0.999f * 0.999f), 1e-8f, n, undo);
     case 4: /* SGD, Nesterov, with decay */
-        return k->sgd(b->params, src, b->grads, b->m, &s, 1.0f, false, 0.9f, 1.0f, true, n);
+        return k->sgd(b->params, src, b->grads, b->m, &s, 1.0f, false, 0.9f, 1.0f, true, n,
+                      undo);
     case 5: /* SGD, first step, dampening */
         s.k_decay = 0.0f;
-        return k->sgd(b->params, src, b->grads, b->m, &s, 0.5f, true, 0.8f, 0.9f, false, n);
+        return k->sgd(b->params, src, b->grads, b->m, &s, 0.5f, true, 0.8f, 0.9f, false, n,
+                      undo);
     default: /* SGD without momentum */
-        return k->sgd(b->params, src, b->grads, b->m, &s, 1.0f, false, 0.0f, 1.0f, false, n);
+        return k->sgd(b->params, src, b->grads, b->m, &s, 1.0f, false, 0.0f, 1.0f, false, n,
+                      undo);
     }
 }
 
@@ -112,12 +116,14 @@ START_TEST(test_kernel_bitwise)
     static const size_t offsets[] = {0, 1, 4};
     for (size_t l = 0; l < LENGTHS; l++)
         for (size_t o = 0; o < 3; o++)
-            for (int mode = 0; mode < 4; mode++) {
+            for (int mode = 0; mode < 8; mode++) {
                 size_t n = lengths[l], offset = offsets[o];
                 bool in_place = mode & 1, stream = mode & 2;
+                float undo = mode & 4 ? 0.37f : 0.0f;
+                if (undo != 0.0f && !in_place) continue;
                 buffers a, b;
-                double ra = run_kernel(ref, which, n, offset, in_place, false, &a);
-                double rb = run_kernel(fast, which, n, offset, in_place, stream, &b);
+                double ra = run_kernel(ref, which, n, offset, in_place, false, undo, &a);
+                double rb = run_kernel(fast, which, n, offset, in_place, stream, undo, &b);
                 assert_same_double(ra, rb, kernel_names[which]);
                 assert_same(a.params, b.params, n, "params");
                 assert_same(a.src, b.src, n, "src/backup");
@@ -145,7 +151,7 @@ START_TEST(test_kernel_tail_untouched)
         for (int which = 1; which <= 7; which++) {
             buffers b;
             size_t n = 13;
-            run_kernel(tables[t], which, n, 4, false, true, &b);
+            run_kernel(tables[t], which, n, 4, false, true, 0.0f, &b);
             buffers fresh;
             fill(&fresh, n, 4, 7 + n);
             for (size_t i = n; i < n + 7; i++) {
@@ -158,6 +164,54 @@ START_TEST(test_kernel_tail_untouched)
             free(b.mem);
             free(fresh.mem);
         }
+}
+END_TEST
+
+/* A step with `undo` equals mgpo_kernel_unperturb followed by the plain
+ * step, bit for bit, in every table. */
+START_TEST(test_fused_undo_is_unperturb)
+{
+    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
+    for (int t = 0; t < 2 && tables[t]; t++)
+        for (int which = 3; which <= 6; which++)
+            for (size_t l = 0; l < LENGTHS; l++) {
+                size_t n = lengths[l];
+                buffers fused, split;
+                double rf = run_kernel(tables[t], which, n, 1, true, false, 0.37f, &fused);
+                fill(&split, n, 1, 7 + n);
+                mgpo_kernel_unperturb(split.params, split.m, 0.37f, n);
+                /* Re-run the plain kernel on the unperturbed copy. */
+                buffers plain = split;
+                mgpo_slot s = slot_constants();
+                double rs;
+                switch (which) {
+                case 3:
+                    rs = tables[t]->adamw(plain.params, plain.params, plain.grads, plain.m,
+                                          plain.v, &s, 0.75f, 0.9f, 0.1f, 0.999f,
+                                          1.0f - 0.999f, sqrtf(1.0f - 0.999f * 0.999f), 1e-8f,
+                                          n, 0.0f);
+                    break;
+                case 4:
+                    rs = tables[t]->sgd(plain.params, plain.params, plain.grads, plain.m, &s,
+                                        1.0f, false, 0.9f, 1.0f, true, n, 0.0f);
+                    break;
+                case 5:
+                    s.k_decay = 0.0f;
+                    rs = tables[t]->sgd(plain.params, plain.params, plain.grads, plain.m, &s,
+                                        0.5f, true, 0.8f, 0.9f, false, n, 0.0f);
+                    break;
+                default:
+                    rs = tables[t]->sgd(plain.params, plain.params, plain.grads, plain.m, &s,
+                                        1.0f, false, 0.0f, 1.0f, false, n, 0.0f);
+                    break;
+                }
+                assert_same_double(rf, rs, "fused-undo norm");
+                assert_same(fused.params, plain.params, n, "fused-undo params");
+                assert_same(fused.m, plain.m, n, "fused-undo m");
+                assert_same(fused.v, plain.v, n, "fused-undo v");
+                free(fused.mem);
+                free(split.mem);
+            }
 }
 END_TEST
 
@@ -221,6 +275,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_kernel_bitwise, 0, 8);
     tcase_add_test(tc, test_kernel_tail_untouched);
+    tcase_add_test(tc, test_fused_undo_is_unperturb);
     tcase_add_loop_test(tc, test_training_bitwise, 0, 8);
     tcase_add_test(tc, test_best_is_fast);
     suite_add_tcase(s, tc);
