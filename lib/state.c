@@ -194,7 +194,7 @@ mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb, siz
 }
 
 /* Streaming stores pay off only when the whole state misses the caches. */
-static void mgpo_update_stream_flags(mgpo_state *st)
+static void update_stream_flags(mgpo_state *st)
 {
     size_t total = 0;
     for (size_t i = 0; i < st->slot_count; i++) total += st->slots[i].count;
@@ -258,7 +258,7 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
     }
     st->block_count += blocks;
     st->slot_count++;
-    mgpo_update_stream_flags(st);
+    update_stream_flags(st);
     st->items[item].slot_count++;
     return MGPO_OK;
 }
@@ -273,7 +273,7 @@ void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before)
         mgpo_free(st, sl->v, bytes);
         mgpo_free(st, sl->backup, bytes);
     }
-    mgpo_update_stream_flags(st);
+    update_stream_flags(st);
     mgpo_item *it = &st->items[--st->item_count];
     mgpo_lora_free(st, it);
     if (st->config.scope == MGPO_SCOPE_TENSOR) st->unit_count--;
