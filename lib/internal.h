@@ -12,6 +12,14 @@
 #define MGPO_BLOCK_FLOATS 4096u
 /* Alignment of the library's own large buffers (one cache line, AVX-512). */
 #define MGPO_ALIGNMENT 64u
+/* From this many registered floats on (64 MiB, beyond any L3 cache) a
+ * buffer written without being read in the same pass is stored with
+ * streaming stores, saving the read of each destination line; below it the
+ * data may still be cached when the caller's forward pass reads it.
+ * Overridable at build time (-DMGPO_STREAM_MIN_FLOATS=...) for experiments. */
+#ifndef MGPO_STREAM_MIN_FLOATS
+#define MGPO_STREAM_MIN_FLOATS (16u << 20)
+#endif
 
 /* One float buffer that the base optimizer steps: a plain tensor, or the A or
  * the B matrix of a LoRA pair. */
@@ -28,6 +36,8 @@ typedef struct mgpo_slot {
     bool perturb;           /* perturbation moves this buffer (adapter mode) */
     float applied;          /* coefficient c added to params now (0 = untouched) */
     double momentum_sq;     /* ||m||^2 after the last step (cached for perturb) */
+    bool stream;            /* state too big for the caches: write-once outputs
+                               (backup, restored params) bypass them */
     /* Per-step constants, filled serially before the parallel update. */
     float k_decay, k_step, k_lr;
 } mgpo_slot;
@@ -88,6 +98,7 @@ struct mgpo_state {
     uint64_t skipped_steps;
     double lr;
     bool perturbed;
+    const struct mgpo_kernels *kernels; /* chosen at creation; tests may swap it */
     mgpo_stats stats;
 };
 
@@ -122,24 +133,59 @@ static inline double mgpo_combine_lanes(const double lane[8])
 double mgpo_sum_squares(const float *x, size_t n);
 double mgpo_sum_blocks(const mgpo_state *st, const mgpo_slot *slot);
 
-/* kernels.c: the fused elementwise passes over one block. */
+/* kernels.c: the fused elementwise passes over one block, portable C. */
 void mgpo_kernel_perturb(float *params, float *backup, const float *m,
                          float coefficient, size_t n);
 void mgpo_kernel_unperturb(float *params, const float *m, float coefficient, size_t n);
 /* AdamW on one block; src is the clean params (backup or params); returns
- * the sum of squares of the new m over the block. */
+ * the sum of squares of the new m over the block.  `undo` nonzero means the
+ * block still holds params + undo*m (a low-memory perturbation, src ==
+ * params): it is subtracted from the value read, with the same rounding as
+ * mgpo_kernel_unperturb, before the update. */
 double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
                          float *m, float *v, const mgpo_slot *slot, float grad_scale,
                          float beta1, float one_minus_beta1, float beta2,
-                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n);
+                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n,
+                         float undo);
 double mgpo_kernel_sgd(float *params, const float *src, const float *grads,
                        float *m, const mgpo_slot *slot, float grad_scale, bool first,
                        float momentum, float one_minus_dampening, bool nesterov,
-                       size_t n);
+                       size_t n, float undo);
+
+/* One implementation of every elementwise kernel for one instruction set.
+ * All tables give bitwise identical results (tests/test_kernels.c); a state
+ * picks one at creation (mgpo_kernels_best) and keeps it, so there is no
+ * global dispatch pointer. */
+typedef struct mgpo_kernels {
+    const char *name;
+    double (*sum_squares)(const float *x, size_t n);
+    void (*perturb)(float *params, float *backup, const float *m, float coefficient,
+                    size_t n, bool stream);
+    void (*unperturb)(float *params, const float *m, float coefficient, size_t n);
+    /* The exact restore: dst = src (`stream` as for perturb's backup). */
+    void (*copy)(float *dst, const float *src, size_t n, bool stream);
+    double (*adamw)(float *params, const float *src, const float *grads, float *m,
+                    float *v, const mgpo_slot *slot, float grad_scale, float beta1,
+                    float one_minus_beta1, float beta2, float one_minus_beta2,
+                    float bias2_sqrt, float eps, size_t n, float undo);
+    double (*sgd)(float *params, const float *src, const float *grads, float *m,
+                  const mgpo_slot *slot, float grad_scale, bool first, float momentum,
+                  float one_minus_dampening, bool nesterov, size_t n, float undo);
+} mgpo_kernels;
+
+/* The portable C kernels above, always built. */
+const mgpo_kernels *mgpo_kernels_portable(void);
+/* kernels_avx2.c: AVX2 kernels, or NULL when not built or not supported by
+ * the CPU this runs on. */
+const mgpo_kernels *mgpo_kernels_avx2(void);
+/* The fastest table this CPU supports. */
+const mgpo_kernels *mgpo_kernels_best(void);
 
 /* parallel.c: runs fn(st, block, arg) over every block, on config.num_threads. */
 typedef void (*mgpo_block_fn)(mgpo_state *st, size_t block, void *arg);
 void mgpo_parallel_blocks(mgpo_state *st, mgpo_block_fn fn, void *arg);
+/* Threads mgpo_parallel_blocks uses for this state: 1 without OpenMP. */
+int mgpo_parallel_threads(const mgpo_state *st);
 
 /* lora.c: weight-space norms and the base-mode perturbation of a pair. */
 double mgpo_lora_momentum_sq(const mgpo_state *st, const mgpo_item *item);

@@ -47,8 +47,8 @@ static void perturb_block(mgpo_state *st, size_t b, void *arg)
     const mgpo_block *bl = &st->blocks[b];
     mgpo_slot *sl = &st->slots[bl->slot];
     if (sl->applied == 0.0f) return;
-    mgpo_kernel_perturb(sl->params + bl->begin, sl->backup ? sl->backup + bl->begin : NULL,
-                        sl->m + bl->begin, sl->applied, bl->end - bl->begin);
+    st->kernels->perturb(sl->params + bl->begin, sl->backup ? sl->backup + bl->begin : NULL,
+                         sl->m + bl->begin, sl->applied, bl->end - bl->begin, sl->stream);
 }
 
 /* Squared momentum norm of an item, in the space its unit measures. */
@@ -119,9 +119,9 @@ static void restore_block(mgpo_state *st, size_t b, void *arg)
     if (sl->applied == 0.0f) return;
     size_t n = bl->end - bl->begin;
     if (sl->backup)
-        memcpy(sl->params + bl->begin, sl->backup + bl->begin, n * sizeof(float));
+        st->kernels->copy(sl->params + bl->begin, sl->backup + bl->begin, n, sl->stream);
     else
-        mgpo_kernel_unperturb(sl->params + bl->begin, sl->m + bl->begin, sl->applied, n);
+        st->kernels->unperturb(sl->params + bl->begin, sl->m + bl->begin, sl->applied, n);
 }
 
 /* Marks everything clean; the caller has already put the values back. */
@@ -150,7 +150,7 @@ static void grad_sq_block(mgpo_state *st, size_t b, void *arg)
     (void)arg;
     const mgpo_block *bl = &st->blocks[b];
     const mgpo_slot *sl = &st->slots[bl->slot];
-    st->block_sums[b] = mgpo_sum_squares(sl->grads + bl->begin, bl->end - bl->begin);
+    st->block_sums[b] = st->kernels->sum_squares(sl->grads + bl->begin, bl->end - bl->begin);
 }
 
 typedef struct step_constants {
@@ -169,19 +169,20 @@ static void update_block(mgpo_state *st, size_t b, void *arg)
     size_t n = bl->end - bl->begin;
     float *p = sl->params + bl->begin, *m = sl->m + bl->begin;
     const float *src = p;
+    float undo = 0.0f;
     /* The restore is fused into the update: read the clean values from the
-     * backup, or undo c*m in place while the block is in cache. */
+     * backup, or have the kernel subtract c*m from each value it reads. */
     if (sl->applied != 0.0f) {
         if (sl->backup) src = sl->backup + bl->begin;
-        else mgpo_kernel_unperturb(p, m, sl->applied, n);
+        else undo = sl->applied;
     }
     const float *g = sl->grads + bl->begin;
     st->block_sums[b] =
-        k->adamw ? mgpo_kernel_adamw(p, src, g, m, sl->v + bl->begin, sl, k->grad_scale,
+        k->adamw ? st->kernels->adamw(p, src, g, m, sl->v + bl->begin, sl, k->grad_scale,
                                      k->beta1, k->one_minus_beta1, k->beta2,
-                                     k->one_minus_beta2, k->bias2_sqrt, k->eps, n)
-                 : mgpo_kernel_sgd(p, src, g, m, sl, k->grad_scale, k->first, k->momentum,
-                                   k->one_minus_dampening, k->nesterov, n);
+                                     k->one_minus_beta2, k->bias2_sqrt, k->eps, n, undo)
+                 : st->kernels->sgd(p, src, g, m, sl, k->grad_scale, k->first, k->momentum,
+                                   k->one_minus_dampening, k->nesterov, n, undo);
 }
 
 /* Squared gradient norm of an item in its unit's space (pass 1 has filled

@@ -1,11 +1,17 @@
-/* The fused elementwise passes over one block.
+/* The fused elementwise passes over one block, in portable C.
  *
  * Each follows torch's operation order (torch.optim.AdamW / SGD, 1.13) so that
  * results agree with PyTorch to float32 rounding.  The library is built with
- * -ffp-contract=off: no fused multiply-adds, so a vectorised loop gives the
- * same bits as the scalar one.  Loops are written over eight lanes, in the
- * shape of mgpo_sum_squares, so the norm of the new momentum that a step
- * computes on the fly has the same bits as a separate pass over m. */
+ * -ffp-contract=off: no fused multiply-adds, so every implementation of these
+ * loops (this one, auto-vectorised or not, and kernels_avx2.c) rounds the same
+ * operations in the same order and gives the same bits.  The norm of the new
+ * momentum is accumulated in eight double lanes (lane = index mod 8) in the
+ * shape of mgpo_sum_squares, so a norm fused into a step has the same bits as
+ * a separate pass over m.
+ *
+ * The loops run over chunks of eight with every load of a chunk before its
+ * stores, which lets the compiler vectorise them even though `src` may be
+ * `params` itself (an in-place step). */
 #include "internal.h"
 
 #include <math.h>
@@ -14,8 +20,15 @@
 void mgpo_kernel_perturb(float *restrict params, float *restrict backup,
                          const float *restrict m, float coefficient, size_t n)
 {
-    if (backup) memcpy(backup, params, n * sizeof(float));
-    for (size_t i = 0; i < n; i++) params[i] = params[i] + coefficient * m[i];
+    if (backup) {
+        for (size_t i = 0; i < n; i++) {
+            float p = params[i];
+            backup[i] = p;
+            params[i] = p + coefficient * m[i];
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) params[i] = params[i] + coefficient * m[i];
+    }
 }
 
 void mgpo_kernel_unperturb(float *restrict params, const float *restrict m,
@@ -27,49 +40,173 @@ void mgpo_kernel_unperturb(float *restrict params, const float *restrict m,
 /* torch: p.mul_(1 - lr*wd); m.mul_(b1).add_(g, alpha=1-b1);
  * v.mul_(b2).addcmul_(g, g, value=1-b2);
  * p.addcdiv_(m, v.sqrt() / sqrt(bc2) + eps, value=-lr/bc1) */
-double mgpo_kernel_adamw(float *params, const float *src,
-                         const float *restrict grads, float *restrict m,
-                         float *restrict v, const mgpo_slot *slot, float grad_scale,
-                         float beta1, float one_minus_beta1, float beta2,
-                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n)
+typedef struct adamw_constants {
+    float decay, step, grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
+        bias2_sqrt, eps, undo;
+} adamw_constants;
+
+/* `has_undo` is a constant in each instantiation (see mgpo_kernel_adamw), so
+ * the loops stay branch-free and vectorise. */
+static inline void adamw_chunk(float *params, const float *src, const float *grads,
+                               float *m, float *v, double *lane, size_t count,
+                               adamw_constants c, bool has_undo)
 {
-    const float decay = slot->k_decay, step = slot->k_step;
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (size_t i = 0; i < n; i++) {
-        float g = grads[i] * grad_scale;
-        float p = src[i] * decay;
-        float mi = m[i] * beta1 + one_minus_beta1 * g;
-        float vi = v[i] * beta2 + one_minus_beta2 * g * g;
-        float denom = sqrtf(vi) / bias2_sqrt + eps;
-        params[i] = p + step * mi / denom;
-        m[i] = mi;
-        v[i] = vi;
-        lane[i & 7] += (double)mi * (double)mi;
+    float p[8], g[8], mi[8], vi[8];
+    for (size_t k = 0; k < count; k++) {
+        p[k] = src[k];
+        g[k] = grads[k];
+        mi[k] = m[k];
+        vi[k] = v[k];
     }
+    for (size_t k = 0; k < count; k++) {
+        if (has_undo) p[k] = p[k] - c.undo * mi[k];
+        float gk = g[k] * c.grad_scale;
+        float pk = p[k] * c.decay;
+        mi[k] = mi[k] * c.beta1 + c.one_minus_beta1 * gk;
+        vi[k] = vi[k] * c.beta2 + c.one_minus_beta2 * gk * gk;
+        float denom = sqrtf(vi[k]) / c.bias2_sqrt + c.eps;
+        p[k] = pk + c.step * mi[k] / denom;
+        lane[k] += (double)mi[k] * (double)mi[k];
+    }
+    for (size_t k = 0; k < count; k++) {
+        params[k] = p[k];
+        m[k] = mi[k];
+        v[k] = vi[k];
+    }
+}
+
+static inline void adamw_run(float *params, const float *src, const float *grads, float *m,
+                             float *v, double *lane, size_t n, adamw_constants c,
+                             bool has_undo)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, 8, c, has_undo);
+    if (i < n)
+        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, n - i, c, has_undo);
+}
+
+double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
+                         float *m, float *v, const mgpo_slot *slot, float grad_scale,
+                         float beta1, float one_minus_beta1, float beta2,
+                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n,
+                         float undo)
+{
+    adamw_constants c = {slot->k_decay, slot->k_step, grad_scale, beta1, one_minus_beta1,
+                         beta2, one_minus_beta2, bias2_sqrt, eps, undo};
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (undo != 0.0f) adamw_run(params, src, grads, m, v, lane, n, c, true);
+    else adamw_run(params, src, grads, m, v, lane, n, c, false);
     return mgpo_combine_lanes(lane);
 }
 
 /* torch: d = g + wd*p; b = d (first) | b.mul_(mu).add_(d, alpha=1-damp);
  * d = d + mu*b (nesterov) | b; p.add_(d, alpha=-lr).  With momentum 0 torch
  * keeps no buffer and steps along d; the library still stores d in m because
- * it is the perturbation direction. */
-double mgpo_kernel_sgd(float *params, const float *src,
-                       const float *restrict grads, float *restrict m,
-                       const mgpo_slot *slot, float grad_scale, bool first,
-                       float momentum, float one_minus_dampening, bool nesterov, size_t n)
+ * it is the perturbation direction.  The flags are the same for the whole
+ * block; sgd_run is instantiated with them as constants so that each variant
+ * is a branch-free loop the compiler vectorises. */
+typedef struct sgd_constants {
+    float wd, neg_lr, grad_scale, momentum, one_minus_dampening, undo;
+} sgd_constants;
+
+typedef struct sgd_mode {
+    bool decay, restart, plain, nesterov, undo;
+} sgd_mode;
+
+static inline void sgd_chunk(float *params, const float *src, const float *grads,
+                             float *m, double *lane, size_t count, sgd_constants c,
+                             sgd_mode f)
 {
-    const float wd = slot->k_decay, neg_lr = slot->k_lr;
-    const bool decay = wd != 0.0f, plain = momentum == 0.0f;
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (size_t i = 0; i < n; i++) {
-        float p = src[i];
-        float d = grads[i] * grad_scale;
-        if (decay) d = d + wd * p;
-        float b = (first || plain) ? d : m[i] * momentum + one_minus_dampening * d;
-        float dir = plain ? d : nesterov ? d + momentum * b : b;
-        params[i] = p + neg_lr * dir;
-        m[i] = b;
-        lane[i & 7] += (double)b * (double)b;
+    float p[8], d[8], b[8];
+    for (size_t k = 0; k < count; k++) {
+        p[k] = src[k];
+        d[k] = grads[k];
+        /* A restarting step does not read the old buffer, unless it must
+         * undo a perturbation along it. */
+        b[k] = f.restart && !f.undo ? 0.0f : m[k];
     }
+    for (size_t k = 0; k < count; k++) {
+        if (f.undo) p[k] = p[k] - c.undo * b[k];
+        float dk = d[k] * c.grad_scale;
+        if (f.decay) dk = dk + c.wd * p[k];
+        float bk = f.restart ? dk : b[k] * c.momentum + c.one_minus_dampening * dk;
+        float dir = f.plain ? dk : f.nesterov ? dk + c.momentum * bk : bk;
+        p[k] = p[k] + c.neg_lr * dir;
+        b[k] = bk;
+        lane[k] += (double)bk * (double)bk;
+    }
+    for (size_t k = 0; k < count; k++) {
+        params[k] = p[k];
+        m[k] = b[k];
+    }
+}
+
+static inline void sgd_run(float *params, const float *src, const float *grads, float *m,
+                           double *lane, size_t n, sgd_constants c, sgd_mode f)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) sgd_chunk(params + i, src + i, grads + i, m + i, lane, 8, c, f);
+    if (i < n) sgd_chunk(params + i, src + i, grads + i, m + i, lane, n - i, c, f);
+}
+
+/* One instantiation with constant flags per combination of decay and undo. */
+#define SGD_RUN(restart, plain, nesterov)                                                 \
+    do {                                                                                  \
+        if (decay && undo != 0.0f)                                                        \
+            sgd_run(params, src, grads, m, lane, n, c,                                    \
+                    (sgd_mode){true, restart, plain, nesterov, true});                    \
+        else if (decay)                                                                   \
+            sgd_run(params, src, grads, m, lane, n, c,                                    \
+                    (sgd_mode){true, restart, plain, nesterov, false});                   \
+        else if (undo != 0.0f)                                                            \
+            sgd_run(params, src, grads, m, lane, n, c,                                    \
+                    (sgd_mode){false, restart, plain, nesterov, true});                   \
+        else                                                                              \
+            sgd_run(params, src, grads, m, lane, n, c,                                    \
+                    (sgd_mode){false, restart, plain, nesterov, false});                  \
+    } while (0)
+
+double mgpo_kernel_sgd(float *params, const float *src, const float *grads, float *m,
+                       const mgpo_slot *slot, float grad_scale, bool first,
+                       float momentum, float one_minus_dampening, bool nesterov, size_t n,
+                       float undo)
+{
+    sgd_constants c = {slot->k_decay, slot->k_lr, grad_scale, momentum, one_minus_dampening,
+                       undo};
+    const bool decay = c.wd != 0.0f;
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (momentum == 0.0f) SGD_RUN(true, true, false);
+    else if (first && nesterov) SGD_RUN(true, false, true);
+    else if (first) SGD_RUN(true, false, false);
+    else if (nesterov) SGD_RUN(false, false, true);
+    else SGD_RUN(false, false, false);
     return mgpo_combine_lanes(lane);
+}
+
+/* Portable C has no streaming store: the hint is ignored. */
+static void perturb_entry(float *params, float *backup, const float *m, float coefficient,
+                          size_t n, bool stream)
+{
+    (void)stream;
+    mgpo_kernel_perturb(params, backup, m, coefficient, n);
+}
+
+static void copy_entry(float *dst, const float *src, size_t n, bool stream)
+{
+    (void)stream;
+    memcpy(dst, src, n * sizeof(float));
+}
+
+static const mgpo_kernels portable = {
+    "portable", mgpo_sum_squares, perturb_entry, mgpo_kernel_unperturb, copy_entry,
+    mgpo_kernel_adamw, mgpo_kernel_sgd,
+};
+
+const mgpo_kernels *mgpo_kernels_portable(void) { return &portable; }
+
+const mgpo_kernels *mgpo_kernels_best(void)
+{
+    const mgpo_kernels *k = mgpo_kernels_avx2();
+    return k ? k : &portable;
 }

@@ -82,6 +82,7 @@ mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
     st->config = cfg;
     st->lr = cfg.lr;
     st->stats.lr = cfg.lr;
+    st->kernels = mgpo_kernels_best();
     if (cfg.scope == MGPO_SCOPE_GLOBAL) {
         s = mgpo_grow(st, (void **)&st->units, &st->unit_capacity, 1, sizeof *st->units);
         if (s == MGPO_OK)
@@ -193,6 +194,15 @@ mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb, siz
     return MGPO_OK;
 }
 
+/* Streaming stores pay off only when the whole state misses the caches. */
+static void update_stream_flags(mgpo_state *st)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < st->slot_count; i++) total += st->slots[i].count;
+    for (size_t i = 0; i < st->slot_count; i++)
+        st->slots[i].stream = total >= MGPO_STREAM_MIN_FLOATS;
+}
+
 mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, size_t count,
                           const mgpo_tensor_options *o, size_t item, bool perturb)
 {
@@ -244,6 +254,7 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
     }
     st->block_count += blocks;
     st->slot_count++;
+    update_stream_flags(st);
     st->items[item].slot_count++;
     return MGPO_OK;
 }
@@ -258,6 +269,7 @@ void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before)
         mgpo_free(st, sl->v, bytes);
         mgpo_free(st, sl->backup, bytes);
     }
+    update_stream_flags(st);
     mgpo_item *it = &st->items[--st->item_count];
     mgpo_lora_free(st, it);
     if (st->config.scope == MGPO_SCOPE_TENSOR) st->unit_count--;

@@ -1,0 +1,280 @@
+/* The elementwise kernels with AVX2 intrinsics, chosen at run time.
+ *
+ * Same operations, same order and same rounding as kernels.c (no FMA: the
+ * AVX2 target does not include it and the library is built with
+ * -ffp-contract=off), and the momentum norm uses the same eight double lanes:
+ * vector element k of a chunk of eight is lane k.  tests/test_kernels.c checks
+ * every kernel and whole iterations bit for bit against the portable ones.
+ *
+ * A tail shorter than eight runs the same vector code with masked loads and
+ * stores; the masked-off elements are zeros, which add +0.0 to their lanes
+ * and so leave the sums' bits unchanged.
+ *
+ * For a state too large for the caches (mgpo_slot.stream), buffers written
+ * without being read in the same pass use streaming stores, which skip the
+ * read of the destination line: the backup in perturb (not read again before
+ * the step), the parameters in a step that reads the clean values from the
+ * backup, and the parameters in an explicit exact restore.  That takes the
+ * iteration from 14 to 12 floats moved per parameter (docs/performance.md).
+ * Streaming stores need 16-byte alignment: the library's buffers have it, a
+ * caller's buffer that lacks it gets ordinary stores. */
+#include "internal.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(MGPO_PORTABLE_ONLY)
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2")))
+
+/* Whether a step that reads the clean values from the backup streams its
+ * parameter stores too.  It saves the read of each line in theory, but on
+ * the machine measured it made that step slower (docs/performance.md), so it
+ * is off; kept switchable at build time for other machines. */
+#ifndef MGPO_STREAM_STEP_PARAMS
+#define MGPO_STREAM_STEP_PARAMS 0
+#endif
+
+/* Lanes k of mask are set for k < count (count <= 8). */
+static AVX2 inline __m256i tail_mask(size_t count)
+{
+    const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), index);
+}
+
+static AVX2 inline __m256 load(const float *p, const __m256i *mask)
+{
+    return mask ? _mm256_maskload_ps(p, *mask) : _mm256_loadu_ps(p);
+}
+
+static AVX2 inline void store(float *p, __m256 x, const __m256i *mask)
+{
+    if (mask) _mm256_maskstore_ps(p, *mask, x);
+    else _mm256_storeu_ps(p, x);
+}
+
+/* 2: 32-byte aligned, 1: 16-byte aligned (two half stores), 0: no streaming.
+ * Chunks advance by 32 bytes, so the alignment of the start holds for all. */
+static inline int stream_mode(const float *p, bool want)
+{
+    uintptr_t a = (uintptr_t)p;
+    if (!want) return 0;
+    return (a & 31u) == 0 ? 2 : (a & 15u) == 0 ? 1 : 0;
+}
+
+static AVX2 inline void store_out(float *p, __m256 x, const __m256i *mask, int stream)
+{
+    if (mask || stream == 0) {
+        store(p, x, mask);
+    } else if (stream == 2) {
+        _mm256_stream_ps(p, x);
+    } else {
+        _mm_stream_ps(p, _mm256_castps256_ps128(x));
+        _mm_stream_ps(p + 4, _mm256_extractf128_ps(x, 1));
+    }
+}
+
+/* lo holds lanes 0..3, hi lanes 4..7. */
+static AVX2 inline void add_squares(__m256d *lo, __m256d *hi, __m256 x)
+{
+    __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+    __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+    *lo = _mm256_add_pd(*lo, _mm256_mul_pd(a, a));
+    *hi = _mm256_add_pd(*hi, _mm256_mul_pd(b, b));
+}
+
+static AVX2 inline double combine(__m256d lo, __m256d hi)
+{
+    double lane[8];
+    _mm256_storeu_pd(lane, lo);
+    _mm256_storeu_pd(lane + 4, hi);
+    return mgpo_combine_lanes(lane);
+}
+
+static AVX2 double sum_squares(const float *x, size_t n)
+{
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) add_squares(&lo, &hi, _mm256_loadu_ps(x + i));
+    if (i < n) {
+        __m256i mask = tail_mask(n - i);
+        add_squares(&lo, &hi, load(x + i, &mask));
+    }
+    return combine(lo, hi);
+}
+
+static AVX2 void perturb(float *params, float *backup, const float *m, float coefficient,
+                         size_t n, bool want_stream)
+{
+    const __m256 c = _mm256_set1_ps(coefficient);
+    size_t i = 0;
+    int stream = backup ? stream_mode(backup, want_stream) : 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 p = _mm256_loadu_ps(params + i);
+        if (backup) store_out(backup + i, p, NULL, stream);
+        _mm256_storeu_ps(params + i, _mm256_add_ps(p, _mm256_mul_ps(c, _mm256_loadu_ps(m + i))));
+    }
+    if (i < n) {
+        __m256i mask = tail_mask(n - i);
+        __m256 p = load(params + i, &mask);
+        if (backup) store(backup + i, p, &mask);
+        store(params + i, _mm256_add_ps(p, _mm256_mul_ps(c, load(m + i, &mask))), &mask);
+    }
+    /* Order the streaming stores before whatever reads the backup next. */
+    if (stream) _mm_sfence();
+}
+
+static AVX2 void unperturb(float *params, const float *m, float coefficient, size_t n)
+{
+    const __m256 c = _mm256_set1_ps(coefficient);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(params + i, _mm256_sub_ps(_mm256_loadu_ps(params + i),
+                                                   _mm256_mul_ps(c, _mm256_loadu_ps(m + i))));
+    if (i < n) {
+        __m256i mask = tail_mask(n - i);
+        store(params + i,
+              _mm256_sub_ps(load(params + i, &mask), _mm256_mul_ps(c, load(m + i, &mask))),
+              &mask);
+    }
+}
+
+static AVX2 void copy(float *dst, const float *src, size_t n, bool want_stream)
+{
+    int stream = stream_mode(dst, want_stream);
+    if (!stream) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) store_out(dst + i, _mm256_loadu_ps(src + i), NULL, stream);
+    for (; i < n; i++) dst[i] = src[i];
+    _mm_sfence();
+}
+
+typedef struct adamw_vectors {
+    __m256 decay, step, grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
+        bias2_sqrt, eps, undo;
+    bool has_undo;
+} adamw_vectors;
+
+/* One chunk of eight, in kernels.c's order: see mgpo_kernel_adamw. */
+static AVX2 inline void adamw8(float *params, const float *src, const float *grads,
+                               float *m, float *v, const adamw_vectors *k, __m256d *lo,
+                               __m256d *hi, const __m256i *mask, int stream)
+{
+    __m256 g = _mm256_mul_ps(load(grads, mask), k->grad_scale);
+    __m256 mo = load(m, mask);
+    __m256 p = load(src, mask);
+    if (k->has_undo) p = _mm256_sub_ps(p, _mm256_mul_ps(k->undo, mo));
+    p = _mm256_mul_ps(p, k->decay);
+    __m256 mi = _mm256_add_ps(_mm256_mul_ps(mo, k->beta1), _mm256_mul_ps(k->one_minus_beta1, g));
+    __m256 vi = _mm256_add_ps(_mm256_mul_ps(load(v, mask), k->beta2),
+                              _mm256_mul_ps(_mm256_mul_ps(k->one_minus_beta2, g), g));
+    __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), k->bias2_sqrt), k->eps);
+    p = _mm256_add_ps(p, _mm256_div_ps(_mm256_mul_ps(k->step, mi), denom));
+    store_out(params, p, mask, stream);
+    store(m, mi, mask);
+    store(v, vi, mask);
+    add_squares(lo, hi, mi);
+}
+
+static AVX2 double adamw(float *params, const float *src, const float *grads, float *m,
+                         float *v, const mgpo_slot *slot, float grad_scale, float beta1,
+                         float one_minus_beta1, float beta2, float one_minus_beta2,
+                         float bias2_sqrt, float eps, size_t n, float undo)
+{
+    adamw_vectors k;
+    k.decay = _mm256_set1_ps(slot->k_decay);
+    k.step = _mm256_set1_ps(slot->k_step);
+    k.grad_scale = _mm256_set1_ps(grad_scale);
+    k.beta1 = _mm256_set1_ps(beta1);
+    k.one_minus_beta1 = _mm256_set1_ps(one_minus_beta1);
+    k.beta2 = _mm256_set1_ps(beta2);
+    k.one_minus_beta2 = _mm256_set1_ps(one_minus_beta2);
+    k.bias2_sqrt = _mm256_set1_ps(bias2_sqrt);
+    k.eps = _mm256_set1_ps(eps);
+    k.undo = _mm256_set1_ps(undo);
+    k.has_undo = undo != 0.0f;
+    /* In place, params were just read: their lines are cached already. */
+    int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, NULL, stream);
+    if (i < n) {
+        __m256i mask = tail_mask(n - i);
+        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, &mask, 0);
+    }
+    if (stream) _mm_sfence();
+    return combine(lo, hi);
+}
+
+typedef struct sgd_vectors {
+    __m256 wd, neg_lr, grad_scale, momentum, one_minus_dampening, undo;
+    bool decay, restart, plain, nesterov, has_undo;
+} sgd_vectors;
+
+/* One chunk of eight, in kernels.c's order: see mgpo_kernel_sgd. */
+static AVX2 inline void sgd8(float *params, const float *src, const float *grads, float *m,
+                             const sgd_vectors *k, __m256d *lo, __m256d *hi,
+                             const __m256i *mask, int stream)
+{
+    __m256 p = load(src, mask);
+    __m256 mo = k->restart && !k->has_undo ? _mm256_setzero_ps() : load(m, mask);
+    if (k->has_undo) p = _mm256_sub_ps(p, _mm256_mul_ps(k->undo, mo));
+    __m256 d = _mm256_mul_ps(load(grads, mask), k->grad_scale);
+    if (k->decay) d = _mm256_add_ps(d, _mm256_mul_ps(k->wd, p));
+    __m256 b = k->restart ? d
+                          : _mm256_add_ps(_mm256_mul_ps(mo, k->momentum),
+                                          _mm256_mul_ps(k->one_minus_dampening, d));
+    __m256 dir = k->plain ? d : k->nesterov ? _mm256_add_ps(d, _mm256_mul_ps(k->momentum, b)) : b;
+    store_out(params, _mm256_add_ps(p, _mm256_mul_ps(k->neg_lr, dir)), mask, stream);
+    store(m, b, mask);
+    add_squares(lo, hi, b);
+}
+
+static AVX2 double sgd(float *params, const float *src, const float *grads, float *m,
+                       const mgpo_slot *slot, float grad_scale, bool first, float momentum,
+                       float one_minus_dampening, bool nesterov, size_t n, float undo)
+{
+    sgd_vectors k;
+    k.wd = _mm256_set1_ps(slot->k_decay);
+    k.neg_lr = _mm256_set1_ps(slot->k_lr);
+    k.grad_scale = _mm256_set1_ps(grad_scale);
+    k.momentum = _mm256_set1_ps(momentum);
+    k.one_minus_dampening = _mm256_set1_ps(one_minus_dampening);
+    k.decay = slot->k_decay != 0.0f;
+    k.plain = momentum == 0.0f;
+    k.restart = first || k.plain;
+    k.nesterov = nesterov;
+    k.undo = _mm256_set1_ps(undo);
+    k.has_undo = undo != 0.0f;
+    int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, NULL, stream);
+    if (i < n) {
+        __m256i mask = tail_mask(n - i);
+        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, &mask, 0);
+    }
+    if (stream) _mm_sfence();
+    return combine(lo, hi);
+}
+
+static const mgpo_kernels avx2 = {"avx2", sum_squares, perturb, unperturb, copy, adamw, sgd};
+
+const mgpo_kernels *mgpo_kernels_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? &avx2 : NULL;
+}
+
+#else
+
+const mgpo_kernels *mgpo_kernels_avx2(void) { return NULL; }
+
+#endif

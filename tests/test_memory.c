@@ -1,0 +1,198 @@
+/* Memory the library owns per parameter, and the low-memory restore mode.
+ *
+ * A counting allocator measures every byte the state holds: exact restore
+ * keeps m, v and a backup of the perturbed tensors (12 B per parameter for
+ * AdamW), low-memory restore keeps no backup (8 B), plus at most 0.016 B per
+ * parameter of block bookkeeping.  Low-memory restore is
+ * not bit-exact; the tests bound its error after one restore and its drift
+ * from exact mode after 1000 iterations. */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+
+#include "perf_model.h"
+
+typedef struct counting {
+    size_t live, peak, calls;
+} counting;
+
+static void *count_alloc(void *ctx, size_t size)
+{
+    counting *c = ctx;
+    void *p = malloc(size);
+    if (p) {
+        c->live += size;
+        c->calls++;
+        if (c->live > c->peak) c->peak = c->live;
+    }
+    return p;
+}
+
+static void count_free(void *ctx, void *ptr, size_t size)
+{
+    counting *c = ctx;
+    c->live -= size;
+    free(ptr);
+}
+
+/* Library-owned bytes per registered parameter, and the allocations made
+ * during 3 iterations (must be none: nothing is allocated after setup). */
+static double bytes_per_param(mgpo_optimizer opt, mgpo_restore_mode mode, size_t *extra_calls)
+{
+    static const size_t sizes[] = {600000, 1000, 400003};
+    pm_model md;
+    pm_init(&md, sizes, 3, 0);
+    counting c = {0, 0, 0};
+    mgpo_allocator a = {count_alloc, count_free, &c};
+    mgpo_config cfg = mgpo_config_default();
+    cfg.optimizer = opt;
+    cfg.restore_mode = mode;
+    mgpo_state *st = NULL;
+    ck_assert_int_eq(mgpo_create(&st, &cfg, &a), MGPO_OK);
+    pm_register(&md, st);
+    size_t setup_calls = c.calls, setup_live = c.live;
+    pm_train(&md, st, 0, 3);
+    *extra_calls = c.calls - setup_calls;
+    ck_assert_uint_eq(c.live, setup_live);
+    mgpo_destroy(st);
+    ck_assert_uint_eq(c.live, 0);
+    pm_free(&md, 0);
+    return (double)setup_live / (double)(sizes[0] + sizes[1] + sizes[2]);
+}
+
+START_TEST(test_bytes_per_parameter)
+{
+    size_t calls;
+    /* Tensor 1 (1000 of 1001003 floats) is not perturbed and has no backup. */
+    const double unperturbed = 1000.0 / 1001003.0;
+    struct {
+        mgpo_optimizer opt;
+        mgpo_restore_mode mode;
+        double floats; /* state floats per parameter */
+        const char *name;
+    } cases[] = {
+        {MGPO_OPTIMIZER_ADAMW, MGPO_RESTORE_EXACT, 3.0 - unperturbed, "AdamW exact"},
+        {MGPO_OPTIMIZER_ADAMW, MGPO_RESTORE_LOW_MEMORY, 2.0, "AdamW low-memory"},
+        {MGPO_OPTIMIZER_SGD, MGPO_RESTORE_EXACT, 2.0 - unperturbed, "SGD exact"},
+        {MGPO_OPTIMIZER_SGD, MGPO_RESTORE_LOW_MEMORY, 1.0, "SGD low-memory"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double b = bytes_per_param(cases[i].opt, cases[i].mode, &calls);
+        double want = 4.0 * cases[i].floats;
+        printf("memory: %-17s %.4f bytes of library state per parameter\n", cases[i].name, b);
+        /* Bookkeeping: 32 B per block of 4096 floats, the block arrays
+         * grow by doubling (so at most 0.016 B/param), plus a fixed few
+         * hundred bytes; nothing else. */
+        ck_assert_msg(b >= want && b <= want + 0.02, "%s: %.4f B/param, want %.4f",
+                      cases[i].name, b, want);
+        ck_assert_uint_eq(calls, 0);
+    }
+}
+END_TEST
+
+static const size_t drift_sizes[] = {3 * MGPO_BLOCK_FLOATS + 11, 77, 2500};
+
+static mgpo_state *drift_state(pm_model *md, mgpo_restore_mode mode, mgpo_optimizer opt)
+{
+    pm_init(md, drift_sizes, 3, 0);
+    mgpo_config c = mgpo_config_default();
+    c.optimizer = opt;
+    c.restore_mode = mode;
+    c.lr = 1e-3;
+    c.rho = 0.05;
+    mgpo_state *st = NULL;
+    ck_assert_int_eq(mgpo_create(&st, &c, NULL), MGPO_OK);
+    pm_register(md, st);
+    return st;
+}
+
+/* One restore in low-memory mode is off by at most one rounding of the
+ * add and one of the subtract: |theta'' - theta| <= ulp(max |.|). */
+START_TEST(test_low_memory_single_restore)
+{
+    pm_model md;
+    mgpo_state *st = drift_state(&md, MGPO_RESTORE_LOW_MEMORY, MGPO_OPTIMIZER_ADAMW);
+    pm_train(&md, st, 0, 5);
+    size_t n = md.count[0];
+    float *clean = malloc(n * sizeof *clean), *perturbed = malloc(n * sizeof *perturbed);
+    ck_assert_ptr_nonnull(clean);
+    ck_assert_ptr_nonnull(perturbed);
+    memcpy(clean, md.params[0], n * sizeof *clean);
+    ck_assert_int_eq(mgpo_perturb(st), MGPO_OK);
+    memcpy(perturbed, md.params[0], n * sizeof *perturbed);
+    ck_assert_int_eq(mgpo_restore(st), MGPO_OK);
+    size_t moved = 0, inexact = 0;
+    for (size_t i = 0; i < n; i++) {
+        float r = md.params[0][i];
+        float big = fmaxf(fmaxf(fabsf(clean[i]), fabsf(perturbed[i])), fabsf(r));
+        ck_assert_float_le(fabsf(r - clean[i]), FLT_EPSILON * big);
+        moved += perturbed[i] != clean[i];
+        inexact += r != clean[i];
+    }
+    ck_assert_uint_gt(moved, n / 2);
+    printf("memory: low-memory restore: %zu of %zu values not bit-exact after one restore\n",
+           inexact, n);
+    free(clean);
+    free(perturbed);
+    mgpo_destroy(st);
+    pm_free(&md, 0);
+}
+END_TEST
+
+/* 1000 iterations in both modes from the same start with the same data. */
+START_TEST(test_low_memory_drift)
+{
+    mgpo_optimizer opt = _i ? MGPO_OPTIMIZER_SGD : MGPO_OPTIMIZER_ADAMW;
+    pm_model exact, low;
+    mgpo_state *se = drift_state(&exact, MGPO_RESTORE_EXACT, opt);
+    mgpo_state *sl = drift_state(&low, MGPO_RESTORE_LOW_MEMORY, opt);
+    pm_train(&exact, se, 0, 1000);
+    pm_train(&low, sl, 0, 1000);
+    double max_diff = 0.0, max_abs = 0.0, sum_sq_diff = 0.0, sum_sq = 0.0;
+    size_t total = 0;
+    for (size_t t = 0; t < exact.tensors; t++)
+        for (size_t i = 0; i < exact.count[t]; i++) {
+            double a = exact.params[t][i], b = low.params[t][i];
+            max_diff = fmax(max_diff, fabs(a - b));
+            max_abs = fmax(max_abs, fabs(a));
+            sum_sq_diff += (a - b) * (a - b);
+            sum_sq += a * a;
+            total++;
+        }
+    /* Training moved the parameters far more than the drift. */
+    double moved = 0.0;
+    for (size_t i = 0; i < exact.count[0]; i++)
+        moved = fmax(moved, fabs(exact.params[0][i] - 0.5f * pm_noise(1, 0, i)));
+    double rel_rms = sqrt(sum_sq_diff / sum_sq);
+    printf("memory: low-memory vs exact after 1000 %s iterations: max |diff| %.3g "
+           "(max |theta| %.3g, moved %.3g), relative RMS %.3g\n",
+           _i ? "SGD" : "AdamW", max_diff, max_abs, moved, rel_rms);
+    /* Each restore errs by at most ~1 ulp of |theta| (the single-restore
+     * test); 1000 of them give at most ~1000 ulp = 1.2e-4 * max|theta| if
+     * they never cancel.  The noisy quadratic loss is contracting, so the
+     * drift must stay under that worst case. */
+    ck_assert(max_diff <= 1000.0 * FLT_EPSILON * max_abs);
+    ck_assert(rel_rms <= 1e-5);
+    ck_assert(moved > 1000.0 * max_diff);
+    mgpo_destroy(se);
+    mgpo_destroy(sl);
+    pm_free(&exact, 0);
+    pm_free(&low, 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("memory");
+    TCase *tc = tcase_create("memory");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_bytes_per_parameter);
+    tcase_add_test(tc, test_low_memory_single_restore);
+    tcase_add_loop_test(tc, test_low_memory_drift, 0, 2);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
