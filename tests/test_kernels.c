@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "perf_model.h"
+#include "test_util.h"
 
 /* Sizes around the chunk of eight and the block. */
 static const size_t lengths[] = {1, 7, 8, 9, 31, 1000, MGPO_BLOCK_FLOATS - 1, MGPO_BLOCK_FLOATS};
@@ -279,9 +280,5 @@ int main(void)
     tcase_add_loop_test(tc, test_training_bitwise, 0, 8);
     tcase_add_test(tc, test_best_is_fast);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(s);
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "perf_model.h"
+#include "test_util.h"
 
 typedef struct counting {
     size_t live, peak, calls;
@@ -190,9 +191,5 @@ int main(void)
     tcase_add_test(tc, test_low_memory_single_restore);
     tcase_add_loop_test(tc, test_low_memory_drift, 0, 2);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(s);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "perf_model.h"
+#include "test_util.h"
 
 /* Several blocks per tensor with odd tails, a tiny tensor and an exact block,
  * so static schedules over 2 and 3 threads cut the work differently. */
@@ -200,9 +201,5 @@ int main(void)
     tcase_add_loop_test(tc, test_bitwise_across_threads, 0, 4);
     tcase_add_test(tc, test_threads_used);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(s);
 }
