@@ -133,6 +133,15 @@ static inline double mgpo_combine_lanes(const double lane[8])
 double mgpo_sum_squares(const float *x, size_t n);
 double mgpo_sum_blocks(const mgpo_state *st, const mgpo_slot *slot);
 
+/* The scalars one optimizer step shares across every block, computed once by
+ * mgpo_step (per-slot lr and decay live in the slot's k_* fields). */
+typedef struct mgpo_step_constants {
+    float grad_scale;      /* clipping factor, 1 when not clipping */
+    float beta1, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt, eps; /* AdamW */
+    float momentum, one_minus_dampening; /* SGD */
+    bool first, nesterov;  /* SGD: first step (the buffer starts at d), Nesterov */
+} mgpo_step_constants;
+
 /* kernels.c: the fused elementwise passes over one block, portable C. */
 void mgpo_kernel_perturb(float *params, float *backup, const float *m,
                          float coefficient, size_t n);
@@ -143,13 +152,10 @@ void mgpo_kernel_unperturb(float *params, const float *m, float coefficient, siz
  * params): it is subtracted from the value read, with the same rounding as
  * mgpo_kernel_unperturb, before the update. */
 double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
-                         float *m, float *v, const mgpo_slot *slot, float grad_scale,
-                         float beta1, float one_minus_beta1, float beta2,
-                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n,
-                         float undo);
+                         float *m, float *v, const mgpo_slot *slot,
+                         const mgpo_step_constants *k, size_t n, float undo);
 double mgpo_kernel_sgd(float *params, const float *src, const float *grads,
-                       float *m, const mgpo_slot *slot, float grad_scale, bool first,
-                       float momentum, float one_minus_dampening, bool nesterov,
+                       float *m, const mgpo_slot *slot, const mgpo_step_constants *k,
                        size_t n, float undo);
 
 /* One implementation of every elementwise kernel for one instruction set.
@@ -165,12 +171,11 @@ typedef struct mgpo_kernels {
     /* The exact restore: dst = src (`stream` as for perturb's backup). */
     void (*copy)(float *dst, const float *src, size_t n, bool stream);
     double (*adamw)(float *params, const float *src, const float *grads, float *m,
-                    float *v, const mgpo_slot *slot, float grad_scale, float beta1,
-                    float one_minus_beta1, float beta2, float one_minus_beta2,
-                    float bias2_sqrt, float eps, size_t n, float undo);
+                    float *v, const mgpo_slot *slot, const mgpo_step_constants *k,
+                    size_t n, float undo);
     double (*sgd)(float *params, const float *src, const float *grads, float *m,
-                  const mgpo_slot *slot, float grad_scale, bool first, float momentum,
-                  float one_minus_dampening, bool nesterov, size_t n, float undo);
+                  const mgpo_slot *slot, const mgpo_step_constants *k, size_t n,
+                  float undo);
 } mgpo_kernels;
 
 /* The portable C kernels above, always built. */

@@ -153,17 +153,9 @@ static void grad_sq_block(mgpo_state *st, size_t b, void *arg)
     st->block_sums[b] = st->kernels->sum_squares(sl->grads + bl->begin, bl->end - bl->begin);
 }
 
-typedef struct step_constants {
-    float grad_scale;
-    bool first;
-    float beta1, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt, eps;
-    float momentum, one_minus_dampening;
-    bool nesterov, adamw;
-} step_constants;
-
 static void update_block(mgpo_state *st, size_t b, void *arg)
 {
-    const step_constants *k = arg;
+    const mgpo_step_constants *k = arg;
     const mgpo_block *bl = &st->blocks[b];
     mgpo_slot *sl = &st->slots[bl->slot];
     size_t n = bl->end - bl->begin;
@@ -177,12 +169,9 @@ static void update_block(mgpo_state *st, size_t b, void *arg)
         else undo = sl->applied;
     }
     const float *g = sl->grads + bl->begin;
-    st->block_sums[b] =
-        k->adamw ? st->kernels->adamw(p, src, g, m, sl->v + bl->begin, sl, k->grad_scale,
-                                     k->beta1, k->one_minus_beta1, k->beta2,
-                                     k->one_minus_beta2, k->bias2_sqrt, k->eps, n, undo)
-                 : st->kernels->sgd(p, src, g, m, sl, k->grad_scale, k->first, k->momentum,
-                                   k->one_minus_dampening, k->nesterov, n, undo);
+    st->block_sums[b] = st->config.optimizer == MGPO_OPTIMIZER_ADAMW
+                            ? st->kernels->adamw(p, src, g, m, sl->v + bl->begin, sl, k, n, undo)
+                            : st->kernels->sgd(p, src, g, m, sl, k, n, undo);
 }
 
 /* Squared gradient norm of an item in its unit's space (pass 1 has filled
@@ -236,7 +225,7 @@ mgpo_status mgpo_step(mgpo_state *st)
 
     const mgpo_config *c = &st->config;
     double grad_norm = sqrt(sq[units]);
-    step_constants k;
+    mgpo_step_constants k;
     memset(&k, 0, sizeof k);
     k.grad_scale = 1.0f;
     st->stats.clipped = 0;
@@ -262,7 +251,6 @@ mgpo_status mgpo_step(mgpo_state *st)
     uint64_t t = st->step + 1;
     set_slot_constants(st, t);
     k.first = t == 1;
-    k.adamw = c->optimizer == MGPO_OPTIMIZER_ADAMW;
     k.beta1 = (float)c->beta1;
     k.one_minus_beta1 = (float)(1.0 - c->beta1);
     k.beta2 = (float)c->beta2;

@@ -87,13 +87,13 @@ static inline void adamw_run(float *params, const float *src, const float *grads
 }
 
 double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
-                         float *m, float *v, const mgpo_slot *slot, float grad_scale,
-                         float beta1, float one_minus_beta1, float beta2,
-                         float one_minus_beta2, float bias2_sqrt, float eps, size_t n,
-                         float undo)
+                         float *m, float *v, const mgpo_slot *slot,
+                         const mgpo_step_constants *k, size_t n, float undo)
 {
-    adamw_constants c = {slot->k_decay, slot->k_step, grad_scale, beta1, one_minus_beta1,
-                         beta2, one_minus_beta2, bias2_sqrt, eps, undo};
+    adamw_constants c = {slot->k_decay,      slot->k_step, k->grad_scale,
+                         k->beta1,           k->one_minus_beta1,
+                         k->beta2,           k->one_minus_beta2,
+                         k->bias2_sqrt,      k->eps,       undo};
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (undo != 0.0f) adamw_run(params, src, grads, m, v, lane, n, c, true);
     else adamw_run(params, src, grads, m, v, lane, n, c, false);
@@ -168,18 +168,17 @@ static inline void sgd_run(float *params, const float *src, const float *grads, 
     } while (0)
 
 double mgpo_kernel_sgd(float *params, const float *src, const float *grads, float *m,
-                       const mgpo_slot *slot, float grad_scale, bool first,
-                       float momentum, float one_minus_dampening, bool nesterov, size_t n,
+                       const mgpo_slot *slot, const mgpo_step_constants *k, size_t n,
                        float undo)
 {
-    sgd_constants c = {slot->k_decay, slot->k_lr, grad_scale, momentum, one_minus_dampening,
-                       undo};
+    sgd_constants c = {slot->k_decay, slot->k_lr, k->grad_scale, k->momentum,
+                       k->one_minus_dampening, undo};
     const bool decay = c.wd != 0.0f;
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (momentum == 0.0f) SGD_RUN(true, true, false);
-    else if (first && nesterov) SGD_RUN(true, false, true);
-    else if (first) SGD_RUN(true, false, false);
-    else if (nesterov) SGD_RUN(false, false, true);
+    if (k->momentum == 0.0f) SGD_RUN(true, true, false);
+    else if (k->first && k->nesterov) SGD_RUN(true, false, true);
+    else if (k->first) SGD_RUN(true, false, false);
+    else if (k->nesterov) SGD_RUN(false, false, true);
     else SGD_RUN(false, false, false);
     return mgpo_combine_lanes(lane);
 }

@@ -182,20 +182,19 @@ static AVX2 inline void adamw8(float *params, const float *src, const float *gra
 }
 
 static AVX2 double adamw(float *params, const float *src, const float *grads, float *m,
-                         float *v, const mgpo_slot *slot, float grad_scale, float beta1,
-                         float one_minus_beta1, float beta2, float one_minus_beta2,
-                         float bias2_sqrt, float eps, size_t n, float undo)
+                         float *v, const mgpo_slot *slot, const mgpo_step_constants *s,
+                         size_t n, float undo)
 {
     adamw_vectors k;
     k.decay = _mm256_set1_ps(slot->k_decay);
     k.step = _mm256_set1_ps(slot->k_step);
-    k.grad_scale = _mm256_set1_ps(grad_scale);
-    k.beta1 = _mm256_set1_ps(beta1);
-    k.one_minus_beta1 = _mm256_set1_ps(one_minus_beta1);
-    k.beta2 = _mm256_set1_ps(beta2);
-    k.one_minus_beta2 = _mm256_set1_ps(one_minus_beta2);
-    k.bias2_sqrt = _mm256_set1_ps(bias2_sqrt);
-    k.eps = _mm256_set1_ps(eps);
+    k.grad_scale = _mm256_set1_ps(s->grad_scale);
+    k.beta1 = _mm256_set1_ps(s->beta1);
+    k.one_minus_beta1 = _mm256_set1_ps(s->one_minus_beta1);
+    k.beta2 = _mm256_set1_ps(s->beta2);
+    k.one_minus_beta2 = _mm256_set1_ps(s->one_minus_beta2);
+    k.bias2_sqrt = _mm256_set1_ps(s->bias2_sqrt);
+    k.eps = _mm256_set1_ps(s->eps);
     k.undo = _mm256_set1_ps(undo);
     k.has_undo = undo != 0.0f;
     /* In place, params were just read: their lines are cached already. */
@@ -237,19 +236,19 @@ static AVX2 inline void sgd8(float *params, const float *src, const float *grads
 }
 
 static AVX2 double sgd(float *params, const float *src, const float *grads, float *m,
-                       const mgpo_slot *slot, float grad_scale, bool first, float momentum,
-                       float one_minus_dampening, bool nesterov, size_t n, float undo)
+                       const mgpo_slot *slot, const mgpo_step_constants *s, size_t n,
+                       float undo)
 {
     sgd_vectors k;
     k.wd = _mm256_set1_ps(slot->k_decay);
     k.neg_lr = _mm256_set1_ps(slot->k_lr);
-    k.grad_scale = _mm256_set1_ps(grad_scale);
-    k.momentum = _mm256_set1_ps(momentum);
-    k.one_minus_dampening = _mm256_set1_ps(one_minus_dampening);
+    k.grad_scale = _mm256_set1_ps(s->grad_scale);
+    k.momentum = _mm256_set1_ps(s->momentum);
+    k.one_minus_dampening = _mm256_set1_ps(s->one_minus_dampening);
     k.decay = slot->k_decay != 0.0f;
-    k.plain = momentum == 0.0f;
-    k.restart = first || k.plain;
-    k.nesterov = nesterov;
+    k.plain = s->momentum == 0.0f;
+    k.restart = s->first || k.plain;
+    k.nesterov = s->nesterov;
     k.undo = _mm256_set1_ps(undo);
     k.has_undo = undo != 0.0f;
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);

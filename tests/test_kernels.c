@@ -70,6 +70,52 @@ static mgpo_slot slot_constants(void)
     return s;
 }
 
+/* The slot and step constants of update kernel `which` (3: AdamW with
+ * clipping; 4: SGD, Nesterov, with decay; 5: SGD, first step, dampening, no
+ * decay; 6: SGD without momentum). */
+static void update_constants(int which, mgpo_slot *s, mgpo_step_constants *c)
+{
+    *s = slot_constants();
+    memset(c, 0, sizeof *c);
+    c->grad_scale = 1.0f;
+    c->one_minus_dampening = 1.0f;
+    switch (which) {
+    case 3:
+        c->grad_scale = 0.75f;
+        c->beta1 = 0.9f;
+        c->one_minus_beta1 = 0.1f;
+        c->beta2 = 0.999f;
+        c->one_minus_beta2 = 1.0f - 0.999f;
+        c->bias2_sqrt = sqrtf(1.0f - 0.999f * 0.999f);
+        c->eps = 1e-8f;
+        break;
+    case 4:
+        c->momentum = 0.9f;
+        c->nesterov = true;
+        break;
+    case 5:
+        s->k_decay = 0.0f;
+        c->grad_scale = 0.5f;
+        c->first = true;
+        c->momentum = 0.8f;
+        c->one_minus_dampening = 0.9f;
+        break;
+    default: break;
+    }
+}
+
+/* Runs update kernel `which` (3 to 6) of table k on buffers b as they are. */
+static double run_update(const mgpo_kernels *k, int which, size_t n, const float *src,
+                         float undo, bool stream, buffers *b)
+{
+    mgpo_slot s;
+    mgpo_step_constants c;
+    update_constants(which, &s, &c);
+    s.stream = stream;
+    return which == 3 ? k->adamw(b->params, src, b->grads, b->m, b->v, &s, &c, n, undo)
+                      : k->sgd(b->params, src, b->grads, b->m, &s, &c, n, undo);
+}
+
 /* Runs one kernel of table k on a fresh copy of the inputs; `stream` allows
  * streaming stores; `undo` is the low-memory perturbation still in params
  * (in place only). */
@@ -77,8 +123,6 @@ static double run_kernel(const mgpo_kernels *k, int which, size_t n, size_t offs
                          bool in_place, bool stream, float undo, buffers *b)
 {
     fill(b, n, offset, 7 + n);
-    mgpo_slot s = slot_constants();
-    s.stream = stream;
     const float *src = in_place ? b->params : b->src;
     switch (which) {
     case 0: return k->sum_squares(b->grads, n);
@@ -87,19 +131,7 @@ static double run_kernel(const mgpo_kernels *k, int which, size_t n, size_t offs
         return 0.0;
     case 2: k->unperturb(b->params, b->m, 0.37f, n); return 0.0;
     case 7: k->copy(b->params, b->src, n, stream); return 0.0;
-    case 3:
-        return k->adamw(b->params, src, b->grads, b->m, b->v, &s, 0.75f, 0.9f, 0.1f, 0.999f,
-                        1.0f - 0.999f, sqrtf(1.0f - 0.999f * 0.999f), 1e-8f, n, undo);
-    case 4: /* SGD, Nesterov, with decay */
-        return k->sgd(b->params, src, b->grads, b->m, &s, 1.0f, false, 0.9f, 1.0f, true, n,
-                      undo);
-    case 5: /* SGD, first step, dampening */
-        s.k_decay = 0.0f;
-        return k->sgd(b->params, src, b->grads, b->m, &s, 0.5f, true, 0.8f, 0.9f, false, n,
-                      undo);
-    default: /* SGD without momentum */
-        return k->sgd(b->params, src, b->grads, b->m, &s, 1.0f, false, 0.0f, 1.0f, false, n,
-                      undo);
+    default: return run_update(k, which, n, src, undo, stream, b);
     }
 }
 
@@ -183,29 +215,7 @@ START_TEST(test_fused_undo_is_unperturb)
                 mgpo_kernel_unperturb(split.params, split.m, 0.37f, n);
                 /* Re-run the plain kernel on the unperturbed copy. */
                 buffers plain = split;
-                mgpo_slot s = slot_constants();
-                double rs;
-                switch (which) {
-                case 3:
-                    rs = tables[t]->adamw(plain.params, plain.params, plain.grads, plain.m,
-                                          plain.v, &s, 0.75f, 0.9f, 0.1f, 0.999f,
-                                          1.0f - 0.999f, sqrtf(1.0f - 0.999f * 0.999f), 1e-8f,
-                                          n, 0.0f);
-                    break;
-                case 4:
-                    rs = tables[t]->sgd(plain.params, plain.params, plain.grads, plain.m, &s,
-                                        1.0f, false, 0.9f, 1.0f, true, n, 0.0f);
-                    break;
-                case 5:
-                    s.k_decay = 0.0f;
-                    rs = tables[t]->sgd(plain.params, plain.params, plain.grads, plain.m, &s,
-                                        0.5f, true, 0.8f, 0.9f, false, n, 0.0f);
-                    break;
-                default:
-                    rs = tables[t]->sgd(plain.params, plain.params, plain.grads, plain.m, &s,
-                                        1.0f, false, 0.0f, 1.0f, false, n, 0.0f);
-                    break;
-                }
+                double rs = run_update(tables[t], which, n, plain.params, 0.0f, false, &plain);
                 assert_same_double(rf, rs, "fused-undo norm");
                 assert_same(fused.params, plain.params, n, "fused-undo params");
                 assert_same(fused.m, plain.m, n, "fused-undo m");
