@@ -5,6 +5,8 @@
 #include "mgpo.h"
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
 
 /* Norms are reduced block by block in double precision; a block's partial sum
  * has fixed bits, and blocks are added in index order, so the result does not
@@ -29,7 +31,10 @@ typedef struct mgpo_slot {
     size_t count;
     float *m;               /* AdamW exp_avg or SGD momentum buffer */
     float *v;               /* AdamW exp_avg_sq; NULL for SGD */
-    float *backup;          /* clean params while perturbed (exact mode), or NULL */
+    float *backup;          /* exact mode: while perturbed, each block's range
+                               holds its exception list or a plain copy (see
+                               MGPO_FULL_BACKUP); NULL in low-memory mode */
+    bool copy_backup;       /* always a plain copy (LoRA A and B) */
     size_t item;            /* owning item */
     size_t first_block, block_count;
     double lr_scale, weight_decay_scale;
@@ -75,7 +80,11 @@ typedef struct mgpo_unit {
 /* A block of one slot, the unit of parallel work and of reduction. */
 typedef struct mgpo_block {
     size_t slot;
-    size_t begin, end;
+    size_t begin;
+    uint32_t count;         /* floats, at most MGPO_BLOCK_FLOATS */
+    uint32_t exceptions;    /* while perturbed in exact mode: the length of the
+                               exception list in the backup range, or
+                               MGPO_FULL_BACKUP (it holds a plain copy) */
 } mgpo_block;
 
 struct mgpo_state {
@@ -142,21 +151,94 @@ typedef struct mgpo_step_constants {
     bool first, nesterov;  /* SGD: first step (the buffer starts at d), Nesterov */
 } mgpo_step_constants;
 
+/* Exact restore by exception list.  Perturbing computes t = p + c*m, and
+ * undoing it by subtraction, r = t - c*m, gives back p's exact bits for
+ * nearly every element (always when |c*m| is below half an ulp of p, and
+ * mostly above).  So while a block of n floats is perturbed, its backup range
+ * holds only the elements for which r != p (compared as bits): their indices
+ * within the block, ascending, as uint16 from the start of the range, and
+ * their clean values as floats from float offset mgpo_exception_value_offset
+ * (n).  The restore computes r for every element and takes the listed clean
+ * values instead: the same bits as p, because t, c and m are unchanged in
+ * between and every operation is rounded the same way.  A block whose list
+ * would exceed mgpo_exception_capacity(n) keeps a plain copy instead
+ * (MGPO_FULL_BACKUP).  Either way the bits are exact; the list moves a few
+ * bytes where a copy moves 4 per float each way, and lets the step read the
+ * perturbed values in place (docs/performance.md). */
+#define MGPO_FULL_BACKUP UINT32_MAX
+
+static inline size_t mgpo_exception_capacity(size_t n) { return n ? (4 * n - 2) / 6 : 0; }
+static inline size_t mgpo_exception_value_offset(size_t n)
+{
+    return (mgpo_exception_capacity(n) + 1) / 2;
+}
+
+static inline uint32_t mgpo_float_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+/* Walks a block's exception list in index order. */
+typedef struct mgpo_exception_reader {
+    const uint16_t *index;
+    const float *value;
+    size_t count, next;
+} mgpo_exception_reader;
+
+static inline mgpo_exception_reader mgpo_exceptions_of(const float *backup, size_t n,
+                                                       size_t count)
+{
+    mgpo_exception_reader r = {(const uint16_t *)(const void *)backup,
+                               backup + mgpo_exception_value_offset(n), count, 0};
+    return r;
+}
+
+/* Replaces, in value[0..count), the elements from `base` that are listed. */
+static inline void mgpo_apply_exceptions(mgpo_exception_reader *r, float *value, size_t base,
+                                         size_t count)
+{
+    while (r->next < r->count && r->index[r->next] < base + count) {
+        value[r->index[r->next] - base] = r->value[r->next];
+        r->next++;
+    }
+}
+
+static inline bool mgpo_exceptions_in(const mgpo_exception_reader *r, size_t base,
+                                      size_t count)
+{
+    return r->next < r->count && r->index[r->next] < base + count;
+}
+
 /* kernels.c: the fused elementwise passes over one block, portable C. */
 void mgpo_kernel_perturb(float *params, float *backup, const float *m,
                          float coefficient, size_t n);
 void mgpo_kernel_unperturb(float *params, const float *m, float coefficient, size_t n);
+/* The exact perturbation of a block of n floats: writes the block's
+ * exception list to `backup` (see MGPO_FULL_BACKUP) and returns its length,
+ * or returns MGPO_FULL_BACKUP with params unchanged when it would not fit. */
+uint32_t mgpo_kernel_perturb_exact(float *params, float *backup, const float *m,
+                                   float coefficient, size_t n);
+/* Writes the clean values of a block perturbed by mgpo_kernel_perturb_exact
+ * to dst (which may be params). */
+void mgpo_kernel_restore_exact(float *dst, const float *params, const float *backup,
+                               uint32_t exceptions, const float *m, float coefficient,
+                               size_t n);
 /* AdamW on one block; src is the clean params (backup or params); returns
  * the sum of squares of the new m over the block.  `undo` nonzero means the
- * block still holds params + undo*m (a low-memory perturbation, src ==
- * params): it is subtracted from the value read, with the same rounding as
- * mgpo_kernel_unperturb, before the update. */
+ * block still holds params + undo*m (a perturbation, src == params): it is
+ * subtracted from the value read, with the same rounding as
+ * mgpo_kernel_unperturb, before the update; `exact` non-NULL (exact mode,
+ * with undo) then replaces the listed elements by their clean values, as
+ * mgpo_kernel_restore_exact does. */
 double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
                          float *m, float *v, const mgpo_slot *slot,
-                         const mgpo_step_constants *k, size_t n, float undo);
+                         const mgpo_step_constants *k, size_t n, float undo,
+                         mgpo_exception_reader *exact);
 double mgpo_kernel_sgd(float *params, const float *src, const float *grads,
                        float *m, const mgpo_slot *slot, const mgpo_step_constants *k,
-                       size_t n, float undo);
+                       size_t n, float undo, mgpo_exception_reader *exact);
 
 /* One implementation of every elementwise kernel for one instruction set.
  * All tables give bitwise identical results (tests/test_kernels.c); a state
@@ -170,12 +252,17 @@ typedef struct mgpo_kernels {
     void (*unperturb)(float *params, const float *m, float coefficient, size_t n);
     /* The exact restore: dst = src (`stream` as for perturb's backup). */
     void (*copy)(float *dst, const float *src, size_t n, bool stream);
+    /* mgpo_kernel_perturb_exact / mgpo_kernel_restore_exact (in place). */
+    uint32_t (*perturb_exact)(float *params, float *backup, const float *m,
+                              float coefficient, size_t n);
+    void (*restore_exact)(float *params, const float *backup, uint32_t exceptions,
+                          const float *m, float coefficient, size_t n);
     double (*adamw)(float *params, const float *src, const float *grads, float *m,
                     float *v, const mgpo_slot *slot, const mgpo_step_constants *k,
-                    size_t n, float undo);
+                    size_t n, float undo, mgpo_exception_reader *exact);
     double (*sgd)(float *params, const float *src, const float *grads, float *m,
                   const mgpo_slot *slot, const mgpo_step_constants *k, size_t n,
-                  float undo);
+                  float undo, mgpo_exception_reader *exact);
 } mgpo_kernels;
 
 /* The portable C kernels above, always built. */
@@ -198,6 +285,14 @@ double mgpo_lora_grad_sq(const mgpo_state *st, const mgpo_item *item);
 void mgpo_lora_base_perturb(mgpo_state *st, mgpo_item *item, float coefficient);
 void mgpo_lora_base_restore(mgpo_state *st, mgpo_item *item);
 void mgpo_lora_free(mgpo_state *st, mgpo_item *item);
+
+/* Test hook: how the exact-mode perturbation now applied is kept: blocks
+ * with an exception list, blocks with a plain copy, and listed elements in
+ * all (all zero when nothing is perturbed or in low-memory mode). */
+typedef struct mgpo_restore_census {
+    size_t list_blocks, copy_blocks, exceptions;
+} mgpo_restore_census;
+mgpo_restore_census mgpo_internal_restore_census(const mgpo_state *st);
 
 /* Test hook: the moment `which` (0 = m, 1 = v) of slot 0 of item `index`. */
 const float *mgpo_internal_moment(const mgpo_state *st, size_t index, int which);

@@ -1,11 +1,12 @@
 /* perturb / restore / step: walks the scope units and runs the kernels.
  *
  * Data flow of one iteration (N = perturbed floats, P = all floats):
- *   perturb  reads theta, m; writes theta, backup      (norms come cached
- *                                                       from the last step)
+ *   perturb  reads theta, m; writes theta and, in exact mode, the short
+ *            list of elements that subtracting c*m will not restore
+ *            bit-exactly (norms come cached from the last step)
  *   step     pass 1 reads g: sum of squares per block (a NaN/Inf anywhere
  *            makes the sum non-finite, which is the finite check);
- *            pass 2 reads backup-or-theta, g, m, v; writes theta, m, v and
+ *            pass 2 reads theta, the list, g, m, v; writes theta, m, v and
  *            sums the new m's squares for the next perturb.
  * Only per-unit scalars cross between phases. */
 #include "internal.h"
@@ -41,14 +42,26 @@ static mgpo_status all_reduce(mgpo_state *st, size_t count)
 
 /* ---- perturb ------------------------------------------------------------- */
 
+/* Exact mode keeps an exception list in the block's backup range, or a
+ * plain copy when the list would not fit (see MGPO_FULL_BACKUP). */
 static void perturb_block(mgpo_state *st, size_t b, void *arg)
 {
     (void)arg;
-    const mgpo_block *bl = &st->blocks[b];
+    mgpo_block *bl = &st->blocks[b];
     mgpo_slot *sl = &st->slots[bl->slot];
     if (sl->applied == 0.0f) return;
-    st->kernels->perturb(sl->params + bl->begin, sl->backup ? sl->backup + bl->begin : NULL,
-                         sl->m + bl->begin, sl->applied, bl->end - bl->begin, sl->stream);
+    float *p = sl->params + bl->begin;
+    const float *m = sl->m + bl->begin;
+    if (!sl->backup) {
+        st->kernels->perturb(p, NULL, m, sl->applied, bl->count, false);
+        return;
+    }
+    float *backup = sl->backup + bl->begin;
+    bl->exceptions = sl->copy_backup
+                         ? MGPO_FULL_BACKUP
+                         : st->kernels->perturb_exact(p, backup, m, sl->applied, bl->count);
+    if (bl->exceptions == MGPO_FULL_BACKUP)
+        st->kernels->perturb(p, backup, m, sl->applied, bl->count, sl->stream);
 }
 
 /* Squared momentum norm of an item, in the space its unit measures. */
@@ -117,11 +130,15 @@ static void restore_block(mgpo_state *st, size_t b, void *arg)
     const mgpo_block *bl = &st->blocks[b];
     mgpo_slot *sl = &st->slots[bl->slot];
     if (sl->applied == 0.0f) return;
-    size_t n = bl->end - bl->begin;
-    if (sl->backup)
-        st->kernels->copy(sl->params + bl->begin, sl->backup + bl->begin, n, sl->stream);
+    float *p = sl->params + bl->begin;
+    const float *m = sl->m + bl->begin;
+    if (!sl->backup)
+        st->kernels->unperturb(p, m, sl->applied, bl->count);
+    else if (bl->exceptions == MGPO_FULL_BACKUP)
+        st->kernels->copy(p, sl->backup + bl->begin, bl->count, sl->stream);
     else
-        st->kernels->unperturb(sl->params + bl->begin, sl->m + bl->begin, sl->applied, n);
+        st->kernels->restore_exact(p, sl->backup + bl->begin, bl->exceptions, m, sl->applied,
+                                   bl->count);
 }
 
 /* Marks everything clean; the caller has already put the values back. */
@@ -150,7 +167,7 @@ static void grad_sq_block(mgpo_state *st, size_t b, void *arg)
     (void)arg;
     const mgpo_block *bl = &st->blocks[b];
     const mgpo_slot *sl = &st->slots[bl->slot];
-    st->block_sums[b] = st->kernels->sum_squares(sl->grads + bl->begin, bl->end - bl->begin);
+    st->block_sums[b] = st->kernels->sum_squares(sl->grads + bl->begin, bl->count);
 }
 
 static void update_block(mgpo_state *st, size_t b, void *arg)
@@ -158,20 +175,30 @@ static void update_block(mgpo_state *st, size_t b, void *arg)
     const mgpo_step_constants *k = arg;
     const mgpo_block *bl = &st->blocks[b];
     mgpo_slot *sl = &st->slots[bl->slot];
-    size_t n = bl->end - bl->begin;
+    size_t n = bl->count;
     float *p = sl->params + bl->begin, *m = sl->m + bl->begin;
     const float *src = p;
     float undo = 0.0f;
-    /* The restore is fused into the update: read the clean values from the
-     * backup, or have the kernel subtract c*m from each value it reads. */
+    mgpo_exception_reader list, *exact = NULL;
+    /* The restore is fused into the step: the kernel reads the clean values
+     * from a full backup, or subtracts c*m from each perturbed value it reads
+     * and, in exact mode, takes the listed elements' clean values instead. */
     if (sl->applied != 0.0f) {
-        if (sl->backup) src = sl->backup + bl->begin;
-        else undo = sl->applied;
+        if (sl->backup && bl->exceptions == MGPO_FULL_BACKUP) {
+            src = sl->backup + bl->begin;
+        } else {
+            undo = sl->applied;
+            if (sl->backup) {
+                list = mgpo_exceptions_of(sl->backup + bl->begin, n, bl->exceptions);
+                exact = &list;
+            }
+        }
     }
     const float *g = sl->grads + bl->begin;
-    st->block_sums[b] = st->config.optimizer == MGPO_OPTIMIZER_ADAMW
-                            ? st->kernels->adamw(p, src, g, m, sl->v + bl->begin, sl, k, n, undo)
-                            : st->kernels->sgd(p, src, g, m, sl, k, n, undo);
+    st->block_sums[b] =
+        st->config.optimizer == MGPO_OPTIMIZER_ADAMW
+            ? st->kernels->adamw(p, src, g, m, sl->v + bl->begin, sl, k, n, undo, exact)
+            : st->kernels->sgd(p, src, g, m, sl, k, n, undo, exact);
 }
 
 /* Squared gradient norm of an item in its unit's space (pass 1 has filled
@@ -272,4 +299,21 @@ mgpo_status mgpo_step(mgpo_state *st)
     st->stats.grad_norm = grad_norm;
     st->stats.grad_norm_ema = sqrt(ema_sq);
     return MGPO_OK;
+}
+
+mgpo_restore_census mgpo_internal_restore_census(const mgpo_state *st)
+{
+    mgpo_restore_census c = {0, 0, 0};
+    for (size_t b = 0; b < st->block_count; b++) {
+        const mgpo_block *bl = &st->blocks[b];
+        const mgpo_slot *sl = &st->slots[bl->slot];
+        if (!sl->backup || sl->applied == 0.0f) continue;
+        if (bl->exceptions == MGPO_FULL_BACKUP) {
+            c.copy_blocks++;
+        } else {
+            c.list_blocks++;
+            c.exceptions += bl->exceptions;
+        }
+    }
+    return c;
 }

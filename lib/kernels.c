@@ -37,6 +37,49 @@ void mgpo_kernel_unperturb(float *restrict params, const float *restrict m,
     for (size_t i = 0; i < n; i++) params[i] = params[i] - coefficient * m[i];
 }
 
+/* The clean values of the first `count` elements of a block of n floats
+ * perturbed by mgpo_kernel_perturb_exact, to dst (which may be params). */
+static void restore_exact_prefix(float *dst, const float *params, const float *backup,
+                                 uint32_t exceptions, const float *m, float coefficient,
+                                 size_t n, size_t count)
+{
+    for (size_t i = 0; i < count; i++) dst[i] = params[i] - coefficient * m[i];
+    mgpo_exception_reader r = mgpo_exceptions_of(backup, n, exceptions);
+    mgpo_apply_exceptions(&r, dst, 0, count);
+}
+
+void mgpo_kernel_restore_exact(float *dst, const float *params, const float *backup,
+                               uint32_t exceptions, const float *m, float coefficient,
+                               size_t n)
+{
+    restore_exact_prefix(dst, params, backup, exceptions, m, coefficient, n, n);
+}
+
+/* See MGPO_FULL_BACKUP in internal.h for the exception list. */
+uint32_t mgpo_kernel_perturb_exact(float *restrict params, float *restrict backup,
+                                   const float *restrict m, float coefficient, size_t n)
+{
+    uint16_t *index = (uint16_t *)(void *)backup;
+    float *value = backup + mgpo_exception_value_offset(n);
+    size_t capacity = mgpo_exception_capacity(n), used = 0;
+    for (size_t i = 0; i < n; i++) {
+        float p = params[i], b = coefficient * m[i];
+        float t = p + b;
+        float r = t - b;
+        if (mgpo_float_bits(r) != mgpo_float_bits(p)) {
+            if (used == capacity) {
+                restore_exact_prefix(params, params, backup, (uint32_t)used, m, coefficient,
+                                     n, i);
+                return MGPO_FULL_BACKUP;
+            }
+            index[used] = (uint16_t)i;
+            value[used++] = p;
+        }
+        params[i] = t;
+    }
+    return (uint32_t)used;
+}
+
 /* torch: p.mul_(1 - lr*wd); m.mul_(b1).add_(g, alpha=1-b1);
  * v.mul_(b2).addcmul_(g, g, value=1-b2);
  * p.addcdiv_(m, v.sqrt() / sqrt(bc2) + eps, value=-lr/bc1) */
@@ -49,7 +92,8 @@ typedef struct adamw_constants {
  * the loops stay branch-free and vectorise. */
 static inline void adamw_chunk(float *params, const float *src, const float *grads,
                                float *m, float *v, double *lane, size_t count,
-                               adamw_constants c, bool has_undo)
+                               adamw_constants c, bool has_undo,
+                               mgpo_exception_reader *exact, size_t base)
 {
     float p[8], g[8], mi[8], vi[8];
     for (size_t k = 0; k < count; k++) {
@@ -58,8 +102,10 @@ static inline void adamw_chunk(float *params, const float *src, const float *gra
         mi[k] = m[k];
         vi[k] = v[k];
     }
+    if (has_undo)
+        for (size_t k = 0; k < count; k++) p[k] = p[k] - c.undo * mi[k];
+    if (exact) mgpo_apply_exceptions(exact, p, base, count);
     for (size_t k = 0; k < count; k++) {
-        if (has_undo) p[k] = p[k] - c.undo * mi[k];
         float gk = g[k] * c.grad_scale;
         float pk = p[k] * c.decay;
         mi[k] = mi[k] * c.beta1 + c.one_minus_beta1 * gk;
@@ -77,26 +123,34 @@ static inline void adamw_chunk(float *params, const float *src, const float *gra
 
 static inline void adamw_run(float *params, const float *src, const float *grads, float *m,
                              float *v, double *lane, size_t n, adamw_constants c,
-                             bool has_undo)
+                             bool has_undo, mgpo_exception_reader *exact)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, 8, c, has_undo);
+        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, 8, c, has_undo, exact,
+                    i);
     if (i < n)
-        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, n - i, c, has_undo);
+        adamw_chunk(params + i, src + i, grads + i, m + i, v + i, lane, n - i, c, has_undo,
+                    exact, i);
 }
 
 double mgpo_kernel_adamw(float *params, const float *src, const float *grads,
                          float *m, float *v, const mgpo_slot *slot,
-                         const mgpo_step_constants *k, size_t n, float undo)
+                         const mgpo_step_constants *k, size_t n, float undo,
+                         mgpo_exception_reader *exact)
 {
     adamw_constants c = {slot->k_decay,      slot->k_step, k->grad_scale,
                          k->beta1,           k->one_minus_beta1,
                          k->beta2,           k->one_minus_beta2,
                          k->bias2_sqrt,      k->eps,       undo};
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (undo != 0.0f) adamw_run(params, src, grads, m, v, lane, n, c, true);
-    else adamw_run(params, src, grads, m, v, lane, n, c, false);
+    if (exact) {
+        adamw_run(params, src, grads, m, v, lane, n, c, true, exact);
+    } else if (undo != 0.0f) {
+        adamw_run(params, src, grads, m, v, lane, n, c, true, NULL);
+    } else {
+        adamw_run(params, src, grads, m, v, lane, n, c, false, NULL);
+    }
     return mgpo_combine_lanes(lane);
 }
 
@@ -116,7 +170,7 @@ typedef struct sgd_mode {
 
 static inline void sgd_chunk(float *params, const float *src, const float *grads,
                              float *m, double *lane, size_t count, sgd_constants c,
-                             sgd_mode f)
+                             sgd_mode f, mgpo_exception_reader *exact, size_t base)
 {
     float p[8], d[8], b[8];
     for (size_t k = 0; k < count; k++) {
@@ -126,8 +180,10 @@ static inline void sgd_chunk(float *params, const float *src, const float *grads
          * undo a perturbation along it. */
         b[k] = f.restart && !f.undo ? 0.0f : m[k];
     }
+    if (f.undo)
+        for (size_t k = 0; k < count; k++) p[k] = p[k] - c.undo * b[k];
+    if (exact) mgpo_apply_exceptions(exact, p, base, count);
     for (size_t k = 0; k < count; k++) {
-        if (f.undo) p[k] = p[k] - c.undo * b[k];
         float dk = d[k] * c.grad_scale;
         if (f.decay) dk = dk + c.wd * p[k];
         float bk = f.restart ? dk : b[k] * c.momentum + c.one_minus_dampening * dk;
@@ -143,33 +199,40 @@ static inline void sgd_chunk(float *params, const float *src, const float *grads
 }
 
 static inline void sgd_run(float *params, const float *src, const float *grads, float *m,
-                           double *lane, size_t n, sgd_constants c, sgd_mode f)
+                           double *lane, size_t n, sgd_constants c, sgd_mode f,
+                           mgpo_exception_reader *exact)
 {
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) sgd_chunk(params + i, src + i, grads + i, m + i, lane, 8, c, f);
-    if (i < n) sgd_chunk(params + i, src + i, grads + i, m + i, lane, n - i, c, f);
+    for (; i + 8 <= n; i += 8)
+        sgd_chunk(params + i, src + i, grads + i, m + i, lane, 8, c, f, exact, i);
+    if (i < n) sgd_chunk(params + i, src + i, grads + i, m + i, lane, n - i, c, f, exact, i);
 }
 
-/* One instantiation with constant flags per combination of decay and undo. */
+/* One instantiation with constant flags per combination of decay and undo;
+ * an exact-mode undo shares one instantiation per mode, with the decay flag
+ * as a variable. */
 #define SGD_RUN(restart, plain, nesterov)                                                 \
     do {                                                                                  \
-        if (decay && undo != 0.0f)                                                        \
+        if (exact)                                                                        \
             sgd_run(params, src, grads, m, lane, n, c,                                    \
-                    (sgd_mode){true, restart, plain, nesterov, true});                    \
+                    (sgd_mode){decay, restart, plain, nesterov, true}, exact);            \
+        else if (decay && undo != 0.0f)                                                   \
+            sgd_run(params, src, grads, m, lane, n, c,                                    \
+                    (sgd_mode){true, restart, plain, nesterov, true}, NULL);              \
         else if (decay)                                                                   \
             sgd_run(params, src, grads, m, lane, n, c,                                    \
-                    (sgd_mode){true, restart, plain, nesterov, false});                   \
+                    (sgd_mode){true, restart, plain, nesterov, false}, NULL);             \
         else if (undo != 0.0f)                                                            \
             sgd_run(params, src, grads, m, lane, n, c,                                    \
-                    (sgd_mode){false, restart, plain, nesterov, true});                   \
+                    (sgd_mode){false, restart, plain, nesterov, true}, NULL);             \
         else                                                                              \
             sgd_run(params, src, grads, m, lane, n, c,                                    \
-                    (sgd_mode){false, restart, plain, nesterov, false});                  \
+                    (sgd_mode){false, restart, plain, nesterov, false}, NULL);            \
     } while (0)
 
 double mgpo_kernel_sgd(float *params, const float *src, const float *grads, float *m,
                        const mgpo_slot *slot, const mgpo_step_constants *k, size_t n,
-                       float undo)
+                       float undo, mgpo_exception_reader *exact)
 {
     sgd_constants c = {slot->k_decay, slot->k_lr, k->grad_scale, k->momentum,
                        k->one_minus_dampening, undo};
@@ -197,9 +260,16 @@ static void copy_entry(float *dst, const float *src, size_t n, bool stream)
     memcpy(dst, src, n * sizeof(float));
 }
 
+static void restore_exact_entry(float *params, const float *backup, uint32_t exceptions,
+                                const float *m, float coefficient, size_t n)
+{
+    mgpo_kernel_restore_exact(params, params, backup, exceptions, m, coefficient, n);
+}
+
 static const mgpo_kernels portable = {
-    "portable", mgpo_sum_squares, perturb_entry, mgpo_kernel_unperturb, copy_entry,
-    mgpo_kernel_adamw, mgpo_kernel_sgd,
+    "portable",          mgpo_sum_squares,          perturb_entry,       mgpo_kernel_unperturb,
+    copy_entry,          mgpo_kernel_perturb_exact, restore_exact_entry, mgpo_kernel_adamw,
+    mgpo_kernel_sgd,
 };
 
 const mgpo_kernels *mgpo_kernels_portable(void) { return &portable; }

@@ -154,6 +154,99 @@ static AVX2 void copy(float *dst, const float *src, size_t n, bool want_stream)
     _mm_sfence();
 }
 
+/* Replaces the listed elements of chunk `base` (`count` <= 8 elements). */
+static AVX2 inline __m256 apply_exceptions8(mgpo_exception_reader *r, __m256 x, size_t base,
+                                            size_t count)
+{
+    if (!mgpo_exceptions_in(r, base, count)) return x;
+    float lane[8];
+    _mm256_storeu_ps(lane, x);
+    mgpo_apply_exceptions(r, lane, base, count);
+    return _mm256_loadu_ps(lane);
+}
+
+/* The vector form of kernels.c's restore_exact_prefix, in place. */
+static AVX2 void restore_exact_prefix(float *params, const float *backup, uint32_t exceptions,
+                                      const float *m, float coefficient, size_t n,
+                                      size_t count)
+{
+    mgpo_exception_reader r = mgpo_exceptions_of(backup, n, exceptions);
+    const __m256 c = _mm256_set1_ps(coefficient);
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 x = _mm256_sub_ps(_mm256_loadu_ps(params + i),
+                                 _mm256_mul_ps(c, _mm256_loadu_ps(m + i)));
+        _mm256_storeu_ps(params + i, apply_exceptions8(&r, x, i, 8));
+    }
+    if (i < count) {
+        __m256i mask = tail_mask(count - i);
+        __m256 x = _mm256_sub_ps(load(params + i, &mask), _mm256_mul_ps(c, load(m + i, &mask)));
+        store(params + i, apply_exceptions8(&r, x, i, count - i), &mask);
+    }
+}
+
+static AVX2 void restore_exact(float *params, const float *backup, uint32_t exceptions,
+                               const float *m, float coefficient, size_t n)
+{
+    restore_exact_prefix(params, backup, exceptions, m, coefficient, n, n);
+}
+
+/* Lists the lanes of chunk `base` whose undo r differs from p; false when the
+ * list is full. */
+static bool list_exceptions(const float *p, const float *r, size_t base, size_t count,
+                            uint16_t *index, float *value, size_t capacity, size_t *used)
+{
+    for (size_t k = 0; k < count; k++) {
+        if (mgpo_float_bits(r[k]) == mgpo_float_bits(p[k])) continue;
+        if (*used == capacity) return false;
+        index[*used] = (uint16_t)(base + k);
+        value[(*used)++] = p[k];
+    }
+    return true;
+}
+
+/* One chunk of mgpo_kernel_perturb_exact: compares r = (p + c*m) - c*m with p
+ * as bits and lists the lanes that differ; false when the list is full. */
+static AVX2 inline bool perturb_exact8(float *params, const float *m, __m256 c, size_t base,
+                                       const __m256i *mask, size_t count, uint16_t *index,
+                                       float *value, size_t capacity, size_t *used)
+{
+    __m256 p = load(params + base, mask);
+    __m256 b = _mm256_mul_ps(c, load(m + base, mask));
+    __m256 t = _mm256_add_ps(p, b);
+    __m256 r = _mm256_sub_ps(t, b);
+    __m256i same = _mm256_cmpeq_epi32(_mm256_castps_si256(p), _mm256_castps_si256(r));
+    if (_mm256_movemask_ps(_mm256_castsi256_ps(same)) != 0xff) {
+        float pl[8], rl[8];
+        _mm256_storeu_ps(pl, p);
+        _mm256_storeu_ps(rl, r);
+        if (!list_exceptions(pl, rl, base, count, index, value, capacity, used)) return false;
+    }
+    store(params + base, t, mask);
+    return true;
+}
+
+static AVX2 uint32_t perturb_exact(float *params, float *backup, const float *m,
+                                   float coefficient, size_t n)
+{
+    uint16_t *index = (uint16_t *)(void *)backup;
+    float *value = backup + mgpo_exception_value_offset(n);
+    size_t capacity = mgpo_exception_capacity(n), used = 0;
+    const __m256 c = _mm256_set1_ps(coefficient);
+    size_t i = 0;
+    bool fits = true;
+    for (; fits && i + 8 <= n; i += 8)
+        fits = perturb_exact8(params, m, c, i, NULL, 8, index, value, capacity, &used);
+    if (fits && i < n) {
+        __m256i mask = tail_mask(n - i);
+        fits = perturb_exact8(params, m, c, i, &mask, n - i, index, value, capacity, &used);
+        i += 8;
+    }
+    if (fits) return (uint32_t)used;
+    restore_exact_prefix(params, backup, (uint32_t)used, m, coefficient, n, i - 8);
+    return MGPO_FULL_BACKUP;
+}
+
 typedef struct adamw_vectors {
     __m256 decay, step, grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
         bias2_sqrt, eps, undo;
@@ -163,12 +256,14 @@ typedef struct adamw_vectors {
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_adamw. */
 static AVX2 inline void adamw8(float *params, const float *src, const float *grads,
                                float *m, float *v, const adamw_vectors *k, __m256d *lo,
-                               __m256d *hi, const __m256i *mask, int stream)
+                               __m256d *hi, const __m256i *mask, int stream,
+                               mgpo_exception_reader *exact, size_t base, size_t count)
 {
     __m256 g = _mm256_mul_ps(load(grads, mask), k->grad_scale);
     __m256 mo = load(m, mask);
     __m256 p = load(src, mask);
     if (k->has_undo) p = _mm256_sub_ps(p, _mm256_mul_ps(k->undo, mo));
+    if (exact) p = apply_exceptions8(exact, p, base, count);
     p = _mm256_mul_ps(p, k->decay);
     __m256 mi = _mm256_add_ps(_mm256_mul_ps(mo, k->beta1), _mm256_mul_ps(k->one_minus_beta1, g));
     __m256 vi = _mm256_add_ps(_mm256_mul_ps(load(v, mask), k->beta2),
@@ -183,7 +278,7 @@ static AVX2 inline void adamw8(float *params, const float *src, const float *gra
 
 static AVX2 double adamw(float *params, const float *src, const float *grads, float *m,
                          float *v, const mgpo_slot *slot, const mgpo_step_constants *s,
-                         size_t n, float undo)
+                         size_t n, float undo, mgpo_exception_reader *exact)
 {
     adamw_vectors k;
     k.decay = _mm256_set1_ps(slot->k_decay);
@@ -202,10 +297,12 @@ static AVX2 double adamw(float *params, const float *src, const float *grads, fl
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, NULL, stream);
+        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, NULL, stream, exact, i,
+               8);
     if (i < n) {
         __m256i mask = tail_mask(n - i);
-        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, &mask, 0);
+        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, &mask, 0, exact, i,
+               n - i);
     }
     if (stream) _mm_sfence();
     return combine(lo, hi);
@@ -219,11 +316,13 @@ typedef struct sgd_vectors {
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_sgd. */
 static AVX2 inline void sgd8(float *params, const float *src, const float *grads, float *m,
                              const sgd_vectors *k, __m256d *lo, __m256d *hi,
-                             const __m256i *mask, int stream)
+                             const __m256i *mask, int stream, mgpo_exception_reader *exact,
+                             size_t base, size_t count)
 {
     __m256 p = load(src, mask);
     __m256 mo = k->restart && !k->has_undo ? _mm256_setzero_ps() : load(m, mask);
     if (k->has_undo) p = _mm256_sub_ps(p, _mm256_mul_ps(k->undo, mo));
+    if (exact) p = apply_exceptions8(exact, p, base, count);
     __m256 d = _mm256_mul_ps(load(grads, mask), k->grad_scale);
     if (k->decay) d = _mm256_add_ps(d, _mm256_mul_ps(k->wd, p));
     __m256 b = k->restart ? d
@@ -237,7 +336,7 @@ static AVX2 inline void sgd8(float *params, const float *src, const float *grads
 
 static AVX2 double sgd(float *params, const float *src, const float *grads, float *m,
                        const mgpo_slot *slot, const mgpo_step_constants *s, size_t n,
-                       float undo)
+                       float undo, mgpo_exception_reader *exact)
 {
     sgd_vectors k;
     k.wd = _mm256_set1_ps(slot->k_decay);
@@ -255,16 +354,18 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, NULL, stream);
+        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, NULL, stream, exact, i, 8);
     if (i < n) {
         __m256i mask = tail_mask(n - i);
-        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, &mask, 0);
+        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, &mask, 0, exact, i, n - i);
     }
     if (stream) _mm_sfence();
     return combine(lo, hi);
 }
 
-static const mgpo_kernels avx2 = {"avx2", sum_squares, perturb, unperturb, copy, adamw, sgd};
+static const mgpo_kernels avx2 = {
+    "avx2", sum_squares, perturb, unperturb, copy, perturb_exact, restore_exact, adamw, sgd,
+};
 
 const mgpo_kernels *mgpo_kernels_avx2(void)
 {

@@ -337,6 +337,9 @@ mgpo_status mgpo_add_lora_pair(mgpo_state *st, const mgpo_lora_pair *pair,
         mgpo_drop_last_item(st, slots_before);
         return s;
     }
+    /* The Gram-identity norms read the clean A and B at every position many
+     * times while they are perturbed: keep plain copies, not exception lists. */
+    for (size_t i = slots_before; i < st->slot_count; i++) st->slots[i].copy_backup = true;
     if (index) *index = item;
     return MGPO_OK;
 }

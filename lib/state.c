@@ -250,7 +250,9 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
         mgpo_block *bl = &st->blocks[st->block_count + k];
         bl->slot = st->slot_count;
         bl->begin = k * MGPO_BLOCK_FLOATS;
-        bl->end = bl->begin + MGPO_BLOCK_FLOATS < count ? bl->begin + MGPO_BLOCK_FLOATS : count;
+        bl->count = (uint32_t)(count - bl->begin < MGPO_BLOCK_FLOATS ? count - bl->begin
+                                                                    : MGPO_BLOCK_FLOATS);
+        bl->exceptions = 0;
     }
     st->block_count += blocks;
     st->slot_count++;

@@ -112,8 +112,8 @@ static double run_update(const mgpo_kernels *k, int which, size_t n, const float
     mgpo_step_constants c;
     update_constants(which, &s, &c);
     s.stream = stream;
-    return which == 3 ? k->adamw(b->params, src, b->grads, b->m, b->v, &s, &c, n, undo)
-                      : k->sgd(b->params, src, b->grads, b->m, &s, &c, n, undo);
+    return which == 3 ? k->adamw(b->params, src, b->grads, b->m, b->v, &s, &c, n, undo, NULL)
+                      : k->sgd(b->params, src, b->grads, b->m, &s, &c, n, undo, NULL);
 }
 
 /* Runs one kernel of table k on a fresh copy of the inputs; `stream` allows
