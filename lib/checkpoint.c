@@ -245,7 +245,7 @@ static void put_clean_params(writer *w, const mgpo_state *st, const mgpo_slot *s
             put_floats(w, backup, bl->count);
             continue;
         }
-        mgpo_exception_reader list = mgpo_exceptions_of(backup, bl->count, bl->exceptions);
+        mgpo_exception_reader list = mgpo_exceptions_of(backup, bl->count);
         const float *p = sl->params + bl->begin, *m = sl->m + bl->begin;
         for (size_t i = 0; i < bl->count; i += PIECE) {
             size_t n = bl->count - i < PIECE ? bl->count - i : PIECE;

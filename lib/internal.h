@@ -155,22 +155,23 @@ typedef struct mgpo_step_constants {
  * undoing it by subtraction, r = t - c*m, gives back p's exact bits for
  * nearly every element (always when |c*m| is below half an ulp of p, and
  * mostly above).  So while a block of n floats is perturbed, its backup range
- * holds only the elements for which r != p (compared as bits): their indices
- * within the block, ascending, as uint16 from the start of the range, and
- * their clean values as floats from float offset mgpo_exception_value_offset
- * (n).  The restore computes r for every element and takes the listed clean
- * values instead: the same bits as p, because t, c and m are unchanged in
- * between and every operation is rounded the same way.  A block whose list
- * would exceed mgpo_exception_capacity(n) keeps a plain copy instead
+ * holds only the elements for which r != p (compared as bits): a uint32
+ * count, then their indices within the block, ascending, as uint16, then
+ * from float offset mgpo_exception_value_offset(n) their clean values.  The
+ * restore computes r for every element and takes the listed clean values
+ * instead: the same bits as p, because t, c and m are unchanged in between
+ * and every operation is rounded the same way.  A block whose list would
+ * exceed mgpo_exception_capacity(n) keeps a plain copy instead
  * (MGPO_FULL_BACKUP).  Either way the bits are exact; the list moves a few
  * bytes where a copy moves 4 per float each way, and lets the step read the
  * perturbed values in place (docs/performance.md). */
 #define MGPO_FULL_BACKUP UINT32_MAX
 
-static inline size_t mgpo_exception_capacity(size_t n) { return n ? (4 * n - 2) / 6 : 0; }
+/* 4 + 2C + 2 (padding) + 4C bytes fit in the range's 4n. */
+static inline size_t mgpo_exception_capacity(size_t n) { return n >= 2 ? (4 * n - 6) / 6 : 0; }
 static inline size_t mgpo_exception_value_offset(size_t n)
 {
-    return (mgpo_exception_capacity(n) + 1) / 2;
+    return 1 + (mgpo_exception_capacity(n) + 1) / 2;
 }
 
 static inline uint32_t mgpo_float_bits(float x)
@@ -187,10 +188,12 @@ typedef struct mgpo_exception_reader {
     size_t count, next;
 } mgpo_exception_reader;
 
-static inline mgpo_exception_reader mgpo_exceptions_of(const float *backup, size_t n,
-                                                       size_t count)
+/* The list at the start of a block's backup range (n floats). */
+static inline mgpo_exception_reader mgpo_exceptions_of(const float *backup, size_t n)
 {
-    mgpo_exception_reader r = {(const uint16_t *)(const void *)backup,
+    uint32_t count;
+    memcpy(&count, backup, sizeof count);
+    mgpo_exception_reader r = {(const uint16_t *)(const void *)(backup + 1),
                                backup + mgpo_exception_value_offset(n), count, 0};
     return r;
 }
@@ -217,14 +220,14 @@ void mgpo_kernel_perturb(float *params, float *backup, const float *m,
 void mgpo_kernel_unperturb(float *params, const float *m, float coefficient, size_t n);
 /* The exact perturbation of a block of n floats: writes the block's
  * exception list to `backup` (see MGPO_FULL_BACKUP) and returns its length,
- * or returns MGPO_FULL_BACKUP with params unchanged when it would not fit. */
+ * or returns MGPO_FULL_BACKUP with params unchanged (and `backup` scribbled
+ * on) when it would not fit. */
 uint32_t mgpo_kernel_perturb_exact(float *params, float *backup, const float *m,
                                    float coefficient, size_t n);
 /* Writes the clean values of a block perturbed by mgpo_kernel_perturb_exact
  * to dst (which may be params). */
 void mgpo_kernel_restore_exact(float *dst, const float *params, const float *backup,
-                               uint32_t exceptions, const float *m, float coefficient,
-                               size_t n);
+                               const float *m, float coefficient, size_t n);
 /* AdamW on one block; src is the clean params (backup or params); returns
  * the sum of squares of the new m over the block.  `undo` nonzero means the
  * block still holds params + undo*m (a perturbation, src == params): it is
@@ -255,8 +258,8 @@ typedef struct mgpo_kernels {
     /* mgpo_kernel_perturb_exact / mgpo_kernel_restore_exact (in place). */
     uint32_t (*perturb_exact)(float *params, float *backup, const float *m,
                               float coefficient, size_t n);
-    void (*restore_exact)(float *params, const float *backup, uint32_t exceptions,
-                          const float *m, float coefficient, size_t n);
+    void (*restore_exact)(float *params, const float *backup, const float *m,
+                          float coefficient, size_t n);
     double (*adamw)(float *params, const float *src, const float *grads, float *m,
                     float *v, const mgpo_slot *slot, const mgpo_step_constants *k,
                     size_t n, float undo, mgpo_exception_reader *exact);

@@ -137,8 +137,7 @@ static void restore_block(mgpo_state *st, size_t b, void *arg)
     else if (bl->exceptions == MGPO_FULL_BACKUP)
         st->kernels->copy(p, sl->backup + bl->begin, bl->count, sl->stream);
     else
-        st->kernels->restore_exact(p, sl->backup + bl->begin, bl->exceptions, m, sl->applied,
-                                   bl->count);
+        st->kernels->restore_exact(p, sl->backup + bl->begin, m, sl->applied, bl->count);
 }
 
 /* Marks everything clean; the caller has already put the values back. */
@@ -189,7 +188,7 @@ static void update_block(mgpo_state *st, size_t b, void *arg)
         } else {
             undo = sl->applied;
             if (sl->backup) {
-                list = mgpo_exceptions_of(sl->backup + bl->begin, n, bl->exceptions);
+                list = mgpo_exceptions_of(sl->backup + bl->begin, n);
                 exact = &list;
             }
         }

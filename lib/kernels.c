@@ -40,36 +40,35 @@ void mgpo_kernel_unperturb(float *restrict params, const float *restrict m,
 /* The clean values of the first `count` elements of a block of n floats
  * perturbed by mgpo_kernel_perturb_exact, to dst (which may be params). */
 static void restore_exact_prefix(float *dst, const float *params, const float *backup,
-                                 uint32_t exceptions, const float *m, float coefficient,
-                                 size_t n, size_t count)
+                                 const float *m, float coefficient, size_t n, size_t count)
 {
     for (size_t i = 0; i < count; i++) dst[i] = params[i] - coefficient * m[i];
-    mgpo_exception_reader r = mgpo_exceptions_of(backup, n, exceptions);
+    mgpo_exception_reader r = mgpo_exceptions_of(backup, n);
     mgpo_apply_exceptions(&r, dst, 0, count);
 }
 
 void mgpo_kernel_restore_exact(float *dst, const float *params, const float *backup,
-                               uint32_t exceptions, const float *m, float coefficient,
-                               size_t n)
+                               const float *m, float coefficient, size_t n)
 {
-    restore_exact_prefix(dst, params, backup, exceptions, m, coefficient, n, n);
+    restore_exact_prefix(dst, params, backup, m, coefficient, n, n);
 }
 
 /* See MGPO_FULL_BACKUP in internal.h for the exception list. */
 uint32_t mgpo_kernel_perturb_exact(float *restrict params, float *restrict backup,
                                    const float *restrict m, float coefficient, size_t n)
 {
-    uint16_t *index = (uint16_t *)(void *)backup;
+    uint16_t *index = (uint16_t *)(void *)(backup + 1);
     float *value = backup + mgpo_exception_value_offset(n);
-    size_t capacity = mgpo_exception_capacity(n), used = 0;
+    size_t capacity = mgpo_exception_capacity(n);
+    uint32_t used = 0;
     for (size_t i = 0; i < n; i++) {
         float p = params[i], b = coefficient * m[i];
         float t = p + b;
         float r = t - b;
         if (mgpo_float_bits(r) != mgpo_float_bits(p)) {
             if (used == capacity) {
-                restore_exact_prefix(params, params, backup, (uint32_t)used, m, coefficient,
-                                     n, i);
+                memcpy(backup, &used, sizeof used);
+                restore_exact_prefix(params, params, backup, m, coefficient, n, i);
                 return MGPO_FULL_BACKUP;
             }
             index[used] = (uint16_t)i;
@@ -77,7 +76,8 @@ uint32_t mgpo_kernel_perturb_exact(float *restrict params, float *restrict backu
         }
         params[i] = t;
     }
-    return (uint32_t)used;
+    memcpy(backup, &used, sizeof used);
+    return used;
 }
 
 /* torch: p.mul_(1 - lr*wd); m.mul_(b1).add_(g, alpha=1-b1);
@@ -260,10 +260,10 @@ static void copy_entry(float *dst, const float *src, size_t n, bool stream)
     memcpy(dst, src, n * sizeof(float));
 }
 
-static void restore_exact_entry(float *params, const float *backup, uint32_t exceptions,
-                                const float *m, float coefficient, size_t n)
+static void restore_exact_entry(float *params, const float *backup, const float *m,
+                                float coefficient, size_t n)
 {
-    mgpo_kernel_restore_exact(params, params, backup, exceptions, m, coefficient, n);
+    mgpo_kernel_restore_exact(params, params, backup, m, coefficient, n);
 }
 
 static const mgpo_kernels portable = {

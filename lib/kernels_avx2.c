@@ -166,11 +166,10 @@ static AVX2 inline __m256 apply_exceptions8(mgpo_exception_reader *r, __m256 x, 
 }
 
 /* The vector form of kernels.c's restore_exact_prefix, in place. */
-static AVX2 void restore_exact_prefix(float *params, const float *backup, uint32_t exceptions,
-                                      const float *m, float coefficient, size_t n,
-                                      size_t count)
+static AVX2 void restore_exact_prefix(float *params, const float *backup, const float *m,
+                                      float coefficient, size_t n, size_t count)
 {
-    mgpo_exception_reader r = mgpo_exceptions_of(backup, n, exceptions);
+    mgpo_exception_reader r = mgpo_exceptions_of(backup, n);
     const __m256 c = _mm256_set1_ps(coefficient);
     size_t i = 0;
     for (; i + 8 <= count; i += 8) {
@@ -185,10 +184,10 @@ static AVX2 void restore_exact_prefix(float *params, const float *backup, uint32
     }
 }
 
-static AVX2 void restore_exact(float *params, const float *backup, uint32_t exceptions,
-                               const float *m, float coefficient, size_t n)
+static AVX2 void restore_exact(float *params, const float *backup, const float *m,
+                               float coefficient, size_t n)
 {
-    restore_exact_prefix(params, backup, exceptions, m, coefficient, n, n);
+    restore_exact_prefix(params, backup, m, coefficient, n, n);
 }
 
 /* Lists the lanes of chunk `base` whose undo r differs from p; false when the
@@ -229,7 +228,7 @@ static AVX2 inline bool perturb_exact8(float *params, const float *m, __m256 c, 
 static AVX2 uint32_t perturb_exact(float *params, float *backup, const float *m,
                                    float coefficient, size_t n)
 {
-    uint16_t *index = (uint16_t *)(void *)backup;
+    uint16_t *index = (uint16_t *)(void *)(backup + 1);
     float *value = backup + mgpo_exception_value_offset(n);
     size_t capacity = mgpo_exception_capacity(n), used = 0;
     const __m256 c = _mm256_set1_ps(coefficient);
@@ -242,8 +241,10 @@ static AVX2 uint32_t perturb_exact(float *params, float *backup, const float *m,
         fits = perturb_exact8(params, m, c, i, &mask, n - i, index, value, capacity, &used);
         i += 8;
     }
-    if (fits) return (uint32_t)used;
-    restore_exact_prefix(params, backup, (uint32_t)used, m, coefficient, n, i - 8);
+    uint32_t count = (uint32_t)used;
+    memcpy(backup, &count, sizeof count);
+    if (fits) return count;
+    restore_exact_prefix(params, backup, m, coefficient, n, i - 8);
     return MGPO_FULL_BACKUP;
 }
 
