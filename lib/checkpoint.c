@@ -230,25 +230,25 @@ static void put_records(writer *w, const mgpo_state *st)
     }
 }
 
-/* The clean parameters of a perturbed exact-mode slot, block by block: a
- * block's plain copy, or its perturbed values with the perturbation undone
- * and its exception list applied (bit-exact, see MGPO_FULL_BACKUP), rebuilt
+/* The clean parameters of a perturbed exact-mode slot: its plain copy, or
+ * block by block its perturbed values with the perturbation undone and the
+ * block's exception list applied (bit-exact, see MGPO_FULL_BACKUP), rebuilt
  * in a small buffer so that saving allocates nothing. */
-static void put_clean_params(writer *w, const mgpo_state *st, const mgpo_slot *sl)
+static void put_clean_params(writer *w, const mgpo_slot *sl)
 {
     enum { PIECE = 256 };
     float clean[PIECE];
-    for (size_t k = 0; k < sl->block_count; k++) {
-        const mgpo_block *bl = &st->blocks[sl->first_block + k];
-        const float *backup = sl->backup + bl->begin;
-        if (bl->exceptions == MGPO_FULL_BACKUP) {
-            put_floats(w, backup, bl->count);
-            continue;
-        }
-        mgpo_exception_reader list = mgpo_exceptions_of(backup, bl->count);
-        const float *p = sl->params + bl->begin, *m = sl->m + bl->begin;
-        for (size_t i = 0; i < bl->count; i += PIECE) {
-            size_t n = bl->count - i < PIECE ? bl->count - i : PIECE;
+    if (sl->full_copy) {
+        put_floats(w, sl->backup, sl->count);
+        return;
+    }
+    for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS) {
+        size_t count = sl->count - begin < MGPO_BLOCK_FLOATS ? sl->count - begin
+                                                             : MGPO_BLOCK_FLOATS;
+        mgpo_exception_reader list = mgpo_exceptions_of(sl->backup + begin, count);
+        const float *p = sl->params + begin, *m = sl->m + begin;
+        for (size_t i = 0; i < count; i += PIECE) {
+            size_t n = count - i < PIECE ? count - i : PIECE;
             for (size_t j = 0; j < n; j++) clean[j] = p[i + j] - sl->applied * m[i + j];
             mgpo_apply_exceptions(&list, clean, i, n);
             put_floats(w, clean, n);
@@ -262,7 +262,7 @@ static void put_arrays(writer *w, const mgpo_state *st)
         const mgpo_slot *sl = &st->slots[i];
         put_floats(w, sl->m, sl->count);
         if (sl->v) put_floats(w, sl->v, sl->count);
-        if (sl->backup && sl->applied != 0.0f) put_clean_params(w, st, sl);
+        if (sl->backup && sl->applied != 0.0f) put_clean_params(w, sl);
     }
     for (size_t i = 0; i < st->item_count; i++) put_lora_base(w, &st->items[i]);
 }
@@ -485,10 +485,8 @@ static void get_arrays(reader *r, mgpo_state *st, const unsigned char *items,
         if (arrays & MGPO_CKPT_SLOT_HAS_V) get_floats(r, sl->v, sl->count, apply);
         if (arrays & MGPO_CKPT_SLOT_HAS_BACKUP) {
             get_floats(r, sl->backup, sl->count, apply);
-            /* The clean values arrive as a plain copy of every block. */
-            if (apply)
-                for (size_t k = 0; k < sl->block_count; k++)
-                    st->blocks[sl->first_block + k].exceptions = MGPO_FULL_BACKUP;
+            /* The clean values arrive as a plain copy. */
+            if (apply) sl->full_copy = true;
         }
     }
     for (size_t i = 0; i < st->item_count; i++) {

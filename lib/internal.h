@@ -8,10 +8,14 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Norms are reduced block by block in double precision; a block's partial sum
- * has fixed bits, and blocks are added in index order, so the result does not
- * depend on how blocks are spread over threads. */
+/* Work is done in blocks of this many floats of one slot.  A norm is a sum
+ * over blocks of per-block partials in double (fixed bits, eight lanes); the
+ * partials are added exactly (mgpo_exact_sum) and rounded once, so the norm
+ * does not depend on how blocks are spread over threads. */
 #define MGPO_BLOCK_FLOATS 4096u
+/* Thread counts above this are clamped (each thread may leave two exact
+ * partial sums in the state: mgpo_state.partials). */
+#define MGPO_MAX_THREADS 1024
 /* Alignment of the library's own large buffers (one cache line, AVX-512). */
 #define MGPO_ALIGNMENT 64u
 /* From this many registered floats on (64 MiB, beyond any L3 cache) a
@@ -35,8 +39,11 @@ typedef struct mgpo_slot {
                                holds its exception list or a plain copy (see
                                MGPO_FULL_BACKUP); NULL in low-memory mode */
     bool copy_backup;       /* always a plain copy (LoRA A and B) */
+    bool full_copy;         /* while perturbed: every block's range holds a plain
+                               copy (some block's list overflowed) */
     size_t item;            /* owning item */
-    size_t first_block, block_count;
+    size_t first_block, block_count; /* in the state's numbering of all blocks */
+    double block_total;     /* the last parallel pass's per-slot sum */
     double lr_scale, weight_decay_scale;
     bool perturb;           /* perturbation moves this buffer (adapter mode) */
     float applied;          /* coefficient c added to params now (0 = untouched) */
@@ -77,15 +84,22 @@ typedef struct mgpo_unit {
     double coefficient;     /* c_U applied at the last perturb */
 } mgpo_unit;
 
-/* A block of one slot, the unit of parallel work and of reduction. */
-typedef struct mgpo_block {
+/* An exact sum of non-negative doubles (reduce.c): a fixed-point integer
+ * whose least significant bit is worth 2^-1074, wide enough for 2^64 sums
+ * of the largest double. */
+#define MGPO_EXACT_WORDS 34
+typedef struct mgpo_exact_sum {
+    uint64_t word[MGPO_EXACT_WORDS];
+    bool nan, inf;
+} mgpo_exact_sum;
+
+/* A thread's exact sum over the blocks it ran of a slot it shared with
+ * another thread (parallel.c). */
+typedef struct mgpo_partial {
     size_t slot;
-    size_t begin;
-    uint32_t count;         /* floats, at most MGPO_BLOCK_FLOATS */
-    uint32_t exceptions;    /* while perturbed in exact mode: the length of the
-                               exception list in the backup range, or
-                               MGPO_FULL_BACKUP (it holds a plain copy) */
-} mgpo_block;
+    bool used;
+    mgpo_exact_sum sum;
+} mgpo_partial;
 
 struct mgpo_state {
     mgpo_config config;
@@ -95,10 +109,10 @@ struct mgpo_state {
 
     mgpo_item *items;    size_t item_count, item_capacity;
     mgpo_slot *slots;    size_t slot_count, slot_capacity;
-    mgpo_block *blocks;  size_t block_count, block_capacity;
+    size_t block_count;  /* blocks of all slots */
     mgpo_unit *units;    size_t unit_count, unit_capacity;
-    double *block_sums;  /* one partial per block (g^2 in pass 1, m^2 in pass 2) */
-    size_t block_sums_capacity; /* own count: a failed growth may leave it behind blocks' */
+    mgpo_partial *partials; /* 2 per thread, sized at creation */
+    int max_threads;
     double *reduce_buf;  /* unit_count + 1 values for the all-reduce hook, then
                             a copy of them (2 * (unit_count + 1) in all) */
     size_t reduce_capacity;
@@ -138,9 +152,12 @@ static inline double mgpo_combine_lanes(const double lane[8])
            ((lane[1] + lane[5]) + (lane[3] + lane[7]));
 }
 
-/* reduce.c: deterministic sums of squares. */
+/* reduce.c: deterministic sums of squares, and exact sums. */
 double mgpo_sum_squares(const float *x, size_t n);
-double mgpo_sum_blocks(const mgpo_state *st, const mgpo_slot *slot);
+void mgpo_exact_clear(mgpo_exact_sum *s);
+void mgpo_exact_add(mgpo_exact_sum *s, double x);   /* x >= 0, +Inf or NaN */
+void mgpo_exact_merge(mgpo_exact_sum *s, const mgpo_exact_sum *other);
+double mgpo_exact_round(const mgpo_exact_sum *s);  /* to nearest, ties to even */
 
 /* The scalars one optimizer step shares across every block, computed once by
  * mgpo_step (per-slot lr and decay live in the slot's k_* fields). */
@@ -220,8 +237,8 @@ void mgpo_kernel_perturb(float *params, float *backup, const float *m,
 void mgpo_kernel_unperturb(float *params, const float *m, float coefficient, size_t n);
 /* The exact perturbation of a block of n floats: writes the block's
  * exception list to `backup` (see MGPO_FULL_BACKUP) and returns its length,
- * or returns MGPO_FULL_BACKUP with params unchanged (and `backup` scribbled
- * on) when it would not fit. */
+ * or returns MGPO_FULL_BACKUP with params unchanged when it would not fit
+ * (the list's count then reads MGPO_FULL_BACKUP too). */
 uint32_t mgpo_kernel_perturb_exact(float *params, float *backup, const float *m,
                                    float coefficient, size_t n);
 /* Writes the clean values of a block perturbed by mgpo_kernel_perturb_exact
@@ -276,11 +293,17 @@ const mgpo_kernels *mgpo_kernels_avx2(void);
 /* The fastest table this CPU supports. */
 const mgpo_kernels *mgpo_kernels_best(void);
 
-/* parallel.c: runs fn(st, block, arg) over every block, on config.num_threads. */
-typedef void (*mgpo_block_fn)(mgpo_state *st, size_t block, void *arg);
-void mgpo_parallel_blocks(mgpo_state *st, mgpo_block_fn fn, void *arg);
+/* parallel.c: runs fn over every block (`count` floats from `begin` of
+ * slot `sl`), on config.num_threads.  With `sums`, each slot's block_total
+ * becomes the sum of fn's results over its blocks, the same bits for any
+ * thread count; without, the results are ignored. */
+typedef double (*mgpo_block_fn)(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                                void *arg);
+void mgpo_parallel_blocks(mgpo_state *st, mgpo_block_fn fn, void *arg, bool sums);
 /* Threads mgpo_parallel_blocks uses for this state: 1 without OpenMP. */
 int mgpo_parallel_threads(const mgpo_state *st);
+/* The thread count the state sizes its partials for, at creation. */
+int mgpo_parallel_max_threads(const mgpo_config *config);
 
 /* lora.c: weight-space norms and the base-mode perturbation of a pair. */
 double mgpo_lora_momentum_sq(const mgpo_state *st, const mgpo_item *item);

@@ -42,26 +42,57 @@ static mgpo_status all_reduce(mgpo_state *st, size_t count)
 
 /* ---- perturb ------------------------------------------------------------- */
 
-/* Exact mode keeps an exception list in the block's backup range, or a
- * plain copy when the list would not fit (see MGPO_FULL_BACKUP). */
-static void perturb_block(mgpo_state *st, size_t b, void *arg)
+/* Exact mode keeps an exception list in each block's backup range.  When a
+ * block's list would overflow, the block is left unperturbed and returns 1,
+ * so that the pass's per-slot sum counts such blocks; the slot then keeps
+ * plain copies in every block (perturb_copy_block), and one flag per slot
+ * says which form all its blocks are in. */
+static double perturb_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                            void *arg)
 {
     (void)arg;
-    mgpo_block *bl = &st->blocks[b];
-    mgpo_slot *sl = &st->slots[bl->slot];
-    if (sl->applied == 0.0f) return;
-    float *p = sl->params + bl->begin;
-    const float *m = sl->m + bl->begin;
+    if (sl->applied == 0.0f) return 0.0;
+    float *p = sl->params + begin;
+    const float *m = sl->m + begin;
     if (!sl->backup) {
-        st->kernels->perturb(p, NULL, m, sl->applied, bl->count, false);
-        return;
+        st->kernels->perturb(p, NULL, m, sl->applied, count, false);
+        return 0.0;
     }
-    float *backup = sl->backup + bl->begin;
-    bl->exceptions = sl->copy_backup
-                         ? MGPO_FULL_BACKUP
-                         : st->kernels->perturb_exact(p, backup, m, sl->applied, bl->count);
-    if (bl->exceptions == MGPO_FULL_BACKUP)
-        st->kernels->perturb(p, backup, m, sl->applied, bl->count, sl->stream);
+    if (sl->copy_backup) {
+        st->kernels->perturb(p, sl->backup + begin, m, sl->applied, count, sl->stream);
+        return 0.0;
+    }
+    uint32_t listed = st->kernels->perturb_exact(p, sl->backup + begin, m, sl->applied, count);
+    return listed == MGPO_FULL_BACKUP ? 1.0 : 0.0;
+}
+
+/* Turns a block of a full_copy slot from its list (or its untouched values,
+ * when the list overflowed) into a plain copy, perturbed. */
+static double perturb_copy_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                                 void *arg)
+{
+    (void)arg;
+    if (sl->applied == 0.0f || !sl->full_copy || sl->copy_backup) return 0.0;
+    float *p = sl->params + begin, *backup = sl->backup + begin;
+    const float *m = sl->m + begin;
+    uint32_t listed;
+    memcpy(&listed, backup, sizeof listed);
+    if (listed != MGPO_FULL_BACKUP) st->kernels->restore_exact(p, backup, m, sl->applied, count);
+    st->kernels->perturb(p, backup, m, sl->applied, count, sl->stream);
+    return 0.0;
+}
+
+static void perturb_slots(mgpo_state *st)
+{
+    mgpo_parallel_blocks(st, perturb_block, NULL, true);
+    bool any_copy = false;
+    for (size_t i = 0; i < st->slot_count; i++) {
+        mgpo_slot *sl = &st->slots[i];
+        sl->full_copy = sl->backup && sl->applied != 0.0f &&
+                        (sl->copy_backup || sl->block_total > 0.0);
+        any_copy |= sl->full_copy && !sl->copy_backup;
+    }
+    if (any_copy) mgpo_parallel_blocks(st, perturb_copy_block, NULL, false);
 }
 
 /* Squared momentum norm of an item, in the space its unit measures. */
@@ -113,7 +144,7 @@ mgpo_status mgpo_perturb(mgpo_state *st)
         }
         for (size_t k = 0; k < it->slot_count; k++) st->slots[it->first_slot + k].applied = cf;
     }
-    mgpo_parallel_blocks(st, perturb_block, NULL);
+    perturb_slots(st);
 
     st->perturbed = true;
     st->stats.momentum_norm = sqrt(total_sq);
@@ -124,20 +155,17 @@ mgpo_status mgpo_perturb(mgpo_state *st)
 
 /* ---- restore ------------------------------------------------------------- */
 
-static void restore_block(mgpo_state *st, size_t b, void *arg)
+static double restore_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                            void *arg)
 {
     (void)arg;
-    const mgpo_block *bl = &st->blocks[b];
-    mgpo_slot *sl = &st->slots[bl->slot];
-    if (sl->applied == 0.0f) return;
-    float *p = sl->params + bl->begin;
-    const float *m = sl->m + bl->begin;
-    if (!sl->backup)
-        st->kernels->unperturb(p, m, sl->applied, bl->count);
-    else if (bl->exceptions == MGPO_FULL_BACKUP)
-        st->kernels->copy(p, sl->backup + bl->begin, bl->count, sl->stream);
-    else
-        st->kernels->restore_exact(p, sl->backup + bl->begin, m, sl->applied, bl->count);
+    if (sl->applied == 0.0f) return 0.0;
+    float *p = sl->params + begin;
+    const float *m = sl->m + begin;
+    if (!sl->backup) st->kernels->unperturb(p, m, sl->applied, count);
+    else if (sl->full_copy) st->kernels->copy(p, sl->backup + begin, count, sl->stream);
+    else st->kernels->restore_exact(p, sl->backup + begin, m, sl->applied, count);
+    return 0.0;
 }
 
 /* Marks everything clean; the caller has already put the values back. */
@@ -154,58 +182,54 @@ mgpo_status mgpo_restore(mgpo_state *st)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     if (!st->perturbed) return MGPO_OK;
-    mgpo_parallel_blocks(st, restore_block, NULL);
+    mgpo_parallel_blocks(st, restore_block, NULL, false);
     clear_perturbation(st);
     return MGPO_OK;
 }
 
 /* ---- step ---------------------------------------------------------------- */
 
-static void grad_sq_block(mgpo_state *st, size_t b, void *arg)
+static double grad_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                            void *arg)
 {
     (void)arg;
-    const mgpo_block *bl = &st->blocks[b];
-    const mgpo_slot *sl = &st->slots[bl->slot];
-    st->block_sums[b] = st->kernels->sum_squares(sl->grads + bl->begin, bl->count);
+    return st->kernels->sum_squares(sl->grads + begin, count);
 }
 
-static void update_block(mgpo_state *st, size_t b, void *arg)
+static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                           void *arg)
 {
     const mgpo_step_constants *k = arg;
-    const mgpo_block *bl = &st->blocks[b];
-    mgpo_slot *sl = &st->slots[bl->slot];
-    size_t n = bl->count;
-    float *p = sl->params + bl->begin, *m = sl->m + bl->begin;
+    float *p = sl->params + begin, *m = sl->m + begin;
     const float *src = p;
     float undo = 0.0f;
     mgpo_exception_reader list, *exact = NULL;
     /* The restore is fused into the step: the kernel reads the clean values
-     * from a full backup, or subtracts c*m from each perturbed value it reads
+     * from a plain copy, or subtracts c*m from each perturbed value it reads
      * and, in exact mode, takes the listed elements' clean values instead. */
     if (sl->applied != 0.0f) {
-        if (sl->backup && bl->exceptions == MGPO_FULL_BACKUP) {
-            src = sl->backup + bl->begin;
+        if (sl->backup && sl->full_copy) {
+            src = sl->backup + begin;
         } else {
             undo = sl->applied;
             if (sl->backup) {
-                list = mgpo_exceptions_of(sl->backup + bl->begin, n);
+                list = mgpo_exceptions_of(sl->backup + begin, count);
                 exact = &list;
             }
         }
     }
-    const float *g = sl->grads + bl->begin;
-    st->block_sums[b] =
-        st->config.optimizer == MGPO_OPTIMIZER_ADAMW
-            ? st->kernels->adamw(p, src, g, m, sl->v + bl->begin, sl, k, n, undo, exact)
-            : st->kernels->sgd(p, src, g, m, sl, k, n, undo, exact);
+    const float *g = sl->grads + begin;
+    return st->config.optimizer == MGPO_OPTIMIZER_ADAMW
+               ? st->kernels->adamw(p, src, g, m, sl->v + begin, sl, k, count, undo, exact)
+               : st->kernels->sgd(p, src, g, m, sl, k, count, undo, exact);
 }
 
-/* Squared gradient norm of an item in its unit's space (pass 1 has filled
- * block_sums with the per-block squares of the raw gradients). */
+/* Squared gradient norm of an item in its unit's space (pass 1 has left
+ * each slot's sum of squared raw gradients in block_total). */
 static double item_grad_sq(const mgpo_state *st, const mgpo_item *it)
 {
     if (it->kind == MGPO_ITEM_LORA) return mgpo_lora_grad_sq(st, it);
-    return mgpo_sum_blocks(st, &st->slots[it->first_slot]);
+    return st->slots[it->first_slot].block_total;
 }
 
 static void set_slot_constants(mgpo_state *st, uint64_t t)
@@ -233,11 +257,11 @@ mgpo_status mgpo_step(mgpo_state *st)
         if (!st->slots[i].grads) return MGPO_ERR_NO_GRADIENT;
 
     /* Pass 1: raw gradient norms per unit and in total. */
-    mgpo_parallel_blocks(st, grad_sq_block, NULL);
+    mgpo_parallel_blocks(st, grad_sq_block, NULL, true);
     double *sq = st->reduce_buf;
     size_t units = st->unit_count;
     memset(sq, 0, (units + 1) * sizeof *sq);
-    for (size_t i = 0; i < st->slot_count; i++) sq[units] += mgpo_sum_blocks(st, &st->slots[i]);
+    for (size_t i = 0; i < st->slot_count; i++) sq[units] += st->slots[i].block_total;
     for (size_t i = 0; i < st->item_count; i++)
         if (st->items[i].perturb) sq[st->items[i].unit] += item_grad_sq(st, &st->items[i]);
     mgpo_status s = all_reduce(st, units + 1);
@@ -287,10 +311,10 @@ mgpo_status mgpo_step(mgpo_state *st)
     k.one_minus_dampening = (float)(1.0 - c->dampening);
     k.nesterov = c->nesterov != 0;
 
-    /* Pass 2: restore fused with the update; block_sums now gets m^2. */
-    mgpo_parallel_blocks(st, update_block, &k);
+    /* Pass 2: restore fused with the update; block_total now gets m^2. */
+    mgpo_parallel_blocks(st, update_block, &k, true);
     for (size_t i = 0; i < st->slot_count; i++)
-        st->slots[i].momentum_sq = mgpo_sum_blocks(st, &st->slots[i]);
+        st->slots[i].momentum_sq = st->slots[i].block_total;
     clear_perturbation(st);
 
     st->step = t;
@@ -303,15 +327,19 @@ mgpo_status mgpo_step(mgpo_state *st)
 mgpo_restore_census mgpo_internal_restore_census(const mgpo_state *st)
 {
     mgpo_restore_census c = {0, 0, 0};
-    for (size_t b = 0; b < st->block_count; b++) {
-        const mgpo_block *bl = &st->blocks[b];
-        const mgpo_slot *sl = &st->slots[bl->slot];
+    for (size_t i = 0; i < st->slot_count; i++) {
+        const mgpo_slot *sl = &st->slots[i];
         if (!sl->backup || sl->applied == 0.0f) continue;
-        if (bl->exceptions == MGPO_FULL_BACKUP) {
-            c.copy_blocks++;
-        } else {
+        if (sl->full_copy) {
+            c.copy_blocks += sl->block_count;
+            continue;
+        }
+        for (size_t k = 0; k < sl->block_count; k++) {
+            size_t begin = k * MGPO_BLOCK_FLOATS;
+            size_t n = sl->count - begin < MGPO_BLOCK_FLOATS ? sl->count - begin
+                                                             : MGPO_BLOCK_FLOATS;
             c.list_blocks++;
-            c.exceptions += bl->exceptions;
+            c.exceptions += mgpo_exceptions_of(sl->backup + begin, n).count;
         }
     }
     return c;

@@ -69,7 +69,9 @@ uint32_t mgpo_kernel_perturb_exact(float *restrict params, float *restrict backu
             if (used == capacity) {
                 memcpy(backup, &used, sizeof used);
                 restore_exact_prefix(params, params, backup, m, coefficient, n, i);
-                return MGPO_FULL_BACKUP;
+                const uint32_t overflow = MGPO_FULL_BACKUP;
+                memcpy(backup, &overflow, sizeof overflow);
+                return overflow;
             }
             index[used] = (uint16_t)i;
             value[used++] = p;

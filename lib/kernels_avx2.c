@@ -245,7 +245,9 @@ static AVX2 uint32_t perturb_exact(float *params, float *backup, const float *m,
     memcpy(backup, &count, sizeof count);
     if (fits) return count;
     restore_exact_prefix(params, backup, m, coefficient, n, i - 8);
-    return MGPO_FULL_BACKUP;
+    count = MGPO_FULL_BACKUP;
+    memcpy(backup, &count, sizeof count);
+    return count;
 }
 
 typedef struct adamw_vectors {

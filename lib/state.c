@@ -83,6 +83,14 @@ mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
     st->lr = cfg.lr;
     st->stats.lr = cfg.lr;
     st->kernels = mgpo_kernels_best();
+    st->max_threads = mgpo_parallel_max_threads(&cfg);
+    if (st->max_threads > 1) {
+        st->partials = mgpo_alloc(st, 2 * (size_t)st->max_threads * sizeof *st->partials);
+        if (!st->partials) {
+            mgpo_destroy(st);
+            return MGPO_ERR_OUT_OF_MEMORY;
+        }
+    }
     if (cfg.scope == MGPO_SCOPE_GLOBAL) {
         s = mgpo_grow(st, (void **)&st->units, &st->unit_capacity, 1, sizeof *st->units);
         if (s == MGPO_OK)
@@ -112,9 +120,8 @@ void mgpo_destroy(mgpo_state *st)
     }
     mgpo_free(st, st->items, st->item_capacity * sizeof *st->items);
     mgpo_free(st, st->slots, st->slot_capacity * sizeof *st->slots);
-    mgpo_free(st, st->blocks, st->block_capacity * sizeof *st->blocks);
     mgpo_free(st, st->units, st->unit_capacity * sizeof *st->units);
-    mgpo_free(st, st->block_sums, st->block_sums_capacity * sizeof(double));
+    mgpo_free(st, st->partials, 2 * (size_t)st->max_threads * sizeof *st->partials);
     mgpo_free(st, st->reduce_buf, st->reduce_capacity * sizeof(double));
     mgpo_state copy = *st;
     mgpo_free(&copy, st, sizeof *st);
@@ -209,12 +216,6 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
     size_t blocks = (count + MGPO_BLOCK_FLOATS - 1) / MGPO_BLOCK_FLOATS;
     mgpo_status s = mgpo_grow(st, (void **)&st->slots, &st->slot_capacity,
                               st->slot_count + 1, sizeof *st->slots);
-    if (s == MGPO_OK)
-        s = mgpo_grow(st, (void **)&st->blocks, &st->block_capacity,
-                      st->block_count + blocks, sizeof *st->blocks);
-    if (s == MGPO_OK)
-        s = mgpo_grow(st, (void **)&st->block_sums, &st->block_sums_capacity,
-                      st->block_count + blocks, sizeof *st->block_sums);
     if (s != MGPO_OK) return s;
 
     size_t bytes = count * sizeof(float);
@@ -246,14 +247,6 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
     sl->lr_scale = o->lr_scale;
     sl->weight_decay_scale = o->weight_decay_scale;
     sl->perturb = perturb;
-    for (size_t k = 0; k < blocks; k++) {
-        mgpo_block *bl = &st->blocks[st->block_count + k];
-        bl->slot = st->slot_count;
-        bl->begin = k * MGPO_BLOCK_FLOATS;
-        bl->count = (uint32_t)(count - bl->begin < MGPO_BLOCK_FLOATS ? count - bl->begin
-                                                                    : MGPO_BLOCK_FLOATS);
-        bl->exceptions = 0;
-    }
     st->block_count += blocks;
     st->slot_count++;
     update_stream_flags(st);

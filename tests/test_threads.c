@@ -141,10 +141,13 @@ typedef struct block_owners {
     pthread_t owner[MAX_BLOCKS];
 } block_owners;
 
-static void record_owner(mgpo_state *st, size_t block, void *arg)
+static double record_owner(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                           void *arg)
 {
     (void)st;
-    ((block_owners *)arg)->owner[block] = pthread_self();
+    (void)count;
+    ((block_owners *)arg)->owner[sl->first_block + begin / MGPO_BLOCK_FLOATS] = pthread_self();
+    return 0.0;
 }
 
 static size_t distinct_owners(const block_owners *o, size_t blocks)
@@ -170,7 +173,7 @@ START_TEST(test_threads_used)
         ck_assert_uint_le(st->block_count, MAX_BLOCKS);
         ck_assert_uint_ge(st->block_count, 3);
         block_owners owners;
-        mgpo_parallel_blocks(st, record_owner, &owners);
+        mgpo_parallel_blocks(st, record_owner, &owners, false);
         size_t used = distinct_owners(&owners, st->block_count);
         int expected = mgpo_parallel_threads(st);
 #ifdef MGPO_TEST_OPENMP
