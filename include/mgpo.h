@@ -163,7 +163,8 @@ typedef struct mgpo_config {
     mgpo_scope scope;          /* global (default) or per tensor */
     mgpo_restore_mode restore_mode; /* exact (default) or low memory */
     double max_grad_norm;      /* > 0 enables global-norm clipping; 0 = off */
-    int num_threads;           /* worker threads per call; 0 = OpenMP default, 1 = none */
+    int num_threads;           /* worker threads per call; 0 = OpenMP default (as at
+                                  creation, at most), 1 = none; capped at 1024 */
 } mgpo_config;
 
 /** The paper's `nlu` profile (T5-base on GLUE), the library default:

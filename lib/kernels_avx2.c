@@ -10,14 +10,15 @@
  * stores; the masked-off elements are zeros, which add +0.0 to their lanes
  * and so leave the sums' bits unchanged.
  *
- * For a state too large for the caches (mgpo_slot.stream), buffers written
- * without being read in the same pass use streaming stores, which skip the
- * read of the destination line: the backup in perturb (not read again before
- * the step), the parameters in a step that reads the clean values from the
- * backup, and the parameters in an explicit exact restore.  That takes the
- * iteration from 14 to 12 floats moved per parameter (docs/performance.md).
- * Streaming stores need 16-byte alignment: the library's buffers have it, a
- * caller's buffer that lacks it gets ordinary stores. */
+ * The exact-mode kernels (perturb_exact, restore_exact and the step's
+ * exception reader) keep a tensor's restore information as an exception list
+ * (internal.h, MGPO_FULL_BACKUP) and work in place.  For a state too large
+ * for the caches (mgpo_slot.stream), the plain-copy fallback writes buffers
+ * that are not read in the same pass with streaming stores, which skip the
+ * read of the destination line: the copy in perturb, and the parameters in an
+ * explicit restore from a copy (docs/performance.md).  Streaming stores need
+ * 16-byte alignment: the library's buffers have it, a caller's buffer that
+ * lacks it gets ordinary stores. */
 #include "internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
@@ -29,7 +30,7 @@
 
 #define AVX2 __attribute__((target("avx2")))
 
-/* Whether a step that reads the clean values from the backup streams its
+/* Whether a step that reads the clean values from a plain copy streams its
  * parameter stores too.  It saves the read of each line in theory, but on
  * the machine measured it made that step slower (docs/performance.md), so it
  * is off; kept switchable at build time for other machines. */
