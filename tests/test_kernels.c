@@ -1,9 +1,12 @@
 /* Every kernel table gives the same bits as the portable C kernels: kernel by
  * kernel on unaligned buffers with odd tails, in place and from a backup, and
  * over whole MGPO trainings.  The fused momentum norm equals a separate
- * mgpo_sum_squares pass, bit for bit.  On a CPU without AVX2 only the
+ * mgpo_sum_squares pass, bit for bit.  The exact-mode perturbation lists just
+ * the elements subtraction cannot restore, falls back when the list would not
+ * fit, and its restore and fused step give back every clean bit.  On a CPU without AVX2 only the
  * portable table exists and the comparisons are skipped (the test says so). */
 #define _ISOC11_SOURCE
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -104,16 +107,17 @@ static void update_constants(int which, mgpo_slot *s, mgpo_step_constants *c)
     }
 }
 
-/* Runs update kernel `which` (3 to 6) of table k on buffers b as they are. */
+/* Runs update kernel `which` (3 to 6) of table k on buffers b as they are;
+ * `exact` is the exception list of an exact-mode perturbation (or NULL). */
 static double run_update(const mgpo_kernels *k, int which, size_t n, const float *src,
-                         float undo, bool stream, buffers *b)
+                         float undo, mgpo_exception_reader *exact, bool stream, buffers *b)
 {
     mgpo_slot s;
     mgpo_step_constants c;
     update_constants(which, &s, &c);
     s.stream = stream;
-    return which == 3 ? k->adamw(b->params, src, b->grads, b->m, b->v, &s, &c, n, undo, NULL)
-                      : k->sgd(b->params, src, b->grads, b->m, &s, &c, n, undo, NULL);
+    return which == 3 ? k->adamw(b->params, src, b->grads, b->m, b->v, &s, &c, n, undo, exact)
+                      : k->sgd(b->params, src, b->grads, b->m, &s, &c, n, undo, exact);
 }
 
 /* Runs one kernel of table k on a fresh copy of the inputs; `stream` allows
@@ -131,7 +135,7 @@ static double run_kernel(const mgpo_kernels *k, int which, size_t n, size_t offs
         return 0.0;
     case 2: k->unperturb(b->params, b->m, 0.37f, n); return 0.0;
     case 7: k->copy(b->params, b->src, n, stream); return 0.0;
-    default: return run_update(k, which, n, src, undo, stream, b);
+    default: return run_update(k, which, n, src, undo, NULL, stream, b);
     }
 }
 
@@ -215,13 +219,320 @@ START_TEST(test_fused_undo_is_unperturb)
                 mgpo_kernel_unperturb(split.params, split.m, 0.37f, n);
                 /* Re-run the plain kernel on the unperturbed copy. */
                 buffers plain = split;
-                double rs = run_update(tables[t], which, n, plain.params, 0.0f, false, &plain);
+                double rs =
+                    run_update(tables[t], which, n, plain.params, 0.0f, NULL, false, &plain);
                 assert_same_double(rf, rs, "fused-undo norm");
                 assert_same(fused.params, plain.params, n, "fused-undo params");
                 assert_same(fused.m, plain.m, n, "fused-undo m");
                 assert_same(fused.v, plain.v, n, "fused-undo v");
                 free(fused.mem);
                 free(split.mem);
+            }
+}
+END_TEST
+
+/* ---- Exact restore by exception list --------------------------------------
+ * perturb_exact lists the elements whose undo (p + c*m) - c*m misses p's
+ * bits; restore_exact and the fused step put every clean bit back.  Reached
+ * only through the kernels and mgpo_exceptions_of: the list's layout is the
+ * library's business. */
+
+/* Negative like a lookahead, large, and small: c*m over many decades. */
+static const float coefficients[] = {-1.5f, 1024.5f, -3e-3f};
+#define COEFFICIENTS (sizeof coefficients / sizeof coefficients[0])
+static const size_t offsets[] = {0, 1, 4};
+#define OFFSETS (sizeof offsets / sizeof offsets[0])
+
+static float from_bits(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* The test's own account of which elements the list must hold, rounded the
+ * way the kernels round (-ffp-contract=off). */
+static bool needs_listing(float p, float m, float c)
+{
+    float b = c * m;
+    return mgpo_float_bits((p + b) - b) != mgpo_float_bits(p);
+}
+
+static size_t count_needing_listing(const float *p, const float *m, float c, size_t n)
+{
+    size_t listed = 0;
+    for (size_t i = 0; i < n; i++) listed += needs_listing(p[i], m[i], c);
+    return listed;
+}
+
+/* Random sign, magnitude in [2^lo, 2^(hi+1)), mantissa at least 256 ulps
+ * from a power of two, so adding a few ulps never changes the binade. */
+static float spread_value(uint64_t *rng, int lo, int hi)
+{
+    uint64_t r = tu_rand_next(rng);
+    int e = lo + (int)(r % (uint64_t)(hi - lo + 1));
+    uint32_t mant = (uint32_t)(r >> 32) & 0x7FFFFFu;
+    if (mant < 256u) mant = 256u;
+    if (mant > 0x7FFFFFu - 256u) mant = 0x7FFFFFu - 256u;
+    float x = ldexpf(1.0f + (float)mant * 0x1.0p-23f, e);
+    return (r >> 63) ? -x : x;
+}
+
+/* The hard cases in turn: signed zeros, subnormals, infinities, NaNs with
+ * payloads (a signalling one comes back quietened, so it must be listed), a
+ * sum overflowing to infinity, c*m itself NaN or infinite.  `for_step` puts
+ * tiny values in place of the NaNs (a step spreads them into the momentum
+ * norm, where two payloads meeting in one lane have no defined bits) and
+ * keeps m finite. */
+static void special_element(size_t kind, float c, bool for_step, float *p, float *m)
+{
+    *m = 0.3f / c;
+    switch (kind % 10) {
+    case 0: *p = -0.0f; break; /* -0 + x - x is +0 */
+    case 1: *p = 0.0f; break;
+    case 2: *p = for_step ? from_bits(0x00000001u) : from_bits(0x7F800123u); break;
+    case 3: *p = for_step ? FLT_MIN : from_bits(0xFFC00042u); break;
+    case 4: *p = INFINITY; break;
+    case 5:
+        *p = -INFINITY;
+        if (!for_step) *m = copysignf(INFINITY, c); /* -inf + inf is NaN */
+        break;
+    case 6: *p = FLT_MAX; *m = 1e32f / c; break; /* p + c*m overflows */
+    case 7: *p = from_bits(0x80000123u); break;  /* negative subnormal */
+    case 8: *p = 0.75f; *m = for_step ? 1e30f : from_bits(0x7FC00777u); break;
+    default: *p = -0.75f; *m = for_step ? 0.0f : INFINITY; break;
+    }
+}
+
+/* Parameters and momentum for coefficient c, by place in each run of 8:
+ *   0, 2, 4, 6  c*m a few ulps of p: p moves, subtraction gives it back;
+ *   1, 7        c*m from 2^-12 to 16 times p: listed or not, by the bits;
+ *   5           p far below c*m, swamped by it: listed;
+ *   3           a special value (special_element).
+ * So about a quarter of the elements are listed, and at most half of any
+ * prefix: the list (about 2/3 of the block) never overflows. */
+static void fill_exact(buffers *b, size_t n, size_t offset, uint64_t seed, float c,
+                       bool for_step)
+{
+    fill(b, n, offset, seed);
+    uint64_t rng = seed;
+    for (size_t i = 0; i < n; i++) {
+        float p, cm;
+        switch (i % 8) {
+        case 3: special_element(i / 8, c, for_step, &b->params[i], &b->m[i]); continue;
+        case 5:
+            p = spread_value(&rng, -100, -60);
+            cm = spread_value(&rng, -5, 5);
+            break;
+        case 1:
+        case 7:
+            p = spread_value(&rng, -60, 60);
+            cm = p * spread_value(&rng, -12, 3);
+            break;
+        default: {
+            p = spread_value(&rng, -60, 60);
+            float ulp = ldexpf(1.0f, ilogbf(p) - 23);
+            cm = (float)(1 + tu_rand_next(&rng) % 64) * ulp;
+            if (tu_rand_next(&rng) & 1) cm = -cm;
+            break;
+        }
+        }
+        b->params[i] = p;
+        b->m[i] = cm / c;
+    }
+}
+
+/* Nothing written past the n floats of params and of the backup range. */
+static void assert_padding_kept(const buffers *b, const buffers *fresh, size_t n)
+{
+    ck_assert_msg(memcmp(b->params + n, fresh->params + n, 8 * sizeof(float)) == 0,
+                  "params written past the end (n=%zu)", n);
+    ck_assert_msg(memcmp(b->src + n, fresh->src + n, 8 * sizeof(float)) == 0,
+                  "backup written past the end (n=%zu)", n);
+}
+
+/* perturb_exact leaves exactly p + c*m and lists exactly the elements
+ * subtraction misses; restore_exact gives back every bit, in place or to
+ * another buffer.  Each table is held to the same expectations, so they
+ * agree with each other too. */
+START_TEST(test_exact_round_trip)
+{
+    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
+    for (size_t l = 0; l < LENGTHS; l++)
+        for (size_t o = 0; o < OFFSETS; o++)
+            for (size_t ci = 0; ci < COEFFICIENTS; ci++) {
+                size_t n = lengths[l];
+                float c = coefficients[ci];
+                uint64_t seed = 1000 * n + ci;
+                buffers clean, want;
+                fill_exact(&clean, n, offsets[o], seed, c, false);
+                fill_exact(&want, n, offsets[o], seed, c, false);
+                mgpo_kernel_perturb(want.params, NULL, want.m, c, n);
+                size_t listed = count_needing_listing(clean.params, clean.m, c, n);
+                ck_assert_uint_le(listed, mgpo_exception_capacity(n));
+                if (n >= 1000) ck_assert_uint_gt(listed, n / 5);
+                for (int t = 0; t < 2 && tables[t]; t++) {
+                    buffers b;
+                    fill_exact(&b, n, offsets[o], seed, c, false);
+                    uint32_t got = tables[t]->perturb_exact(b.params, b.src, b.m, c, n);
+                    ck_assert_msg(got == listed, "%s listed %u of n=%zu, expected %zu",
+                                  tables[t]->name, got, n, listed);
+                    assert_same(b.params, want.params, n, "perturbed params");
+                    if (t == 0) {
+                        /* The clean values to another buffer, params kept. */
+                        mgpo_kernel_restore_exact(b.v, b.params, b.src, b.m, c, n);
+                        assert_same(b.v, clean.params, n, "restored copy");
+                        assert_same(b.params, want.params, n, "params under a copy");
+                    }
+                    tables[t]->restore_exact(b.params, b.src, b.m, c, n);
+                    assert_same(b.params, clean.params, n, "restored params");
+                    assert_same(b.m, clean.m, n, "m");
+                    assert_padding_kept(&b, &clean, n);
+                    free(b.mem);
+                }
+                free(clean.mem);
+                free(want.mem);
+            }
+}
+END_TEST
+
+/* Parameters swamped by c*m: every element would be listed, so the block
+ * must fall back to a plain copy and be left exactly as it was. */
+START_TEST(test_exact_overflow_leaves_params)
+{
+    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
+    for (size_t l = 0; l < LENGTHS; l++)
+        for (size_t o = 0; o < OFFSETS; o++)
+            for (int t = 0; t < 2 && tables[t]; t++) {
+                size_t n = lengths[l];
+                buffers b, clean;
+                fill(&b, n, offsets[o], 5 + n);
+                uint64_t rng = n;
+                for (size_t i = 0; i < n; i++) b.params[i] = spread_value(&rng, -110, -90);
+                fill(&clean, n, offsets[o], 5 + n);
+                memcpy(clean.params, b.params, n * sizeof(float));
+                ck_assert_uint_eq(count_needing_listing(b.params, b.m, -1.5f, n), n);
+                uint32_t got = tables[t]->perturb_exact(b.params, b.src, b.m, -1.5f, n);
+                ck_assert_msg(got == MGPO_FULL_BACKUP, "%s: %u listed of n=%zu",
+                              tables[t]->name, got, n);
+                assert_same(b.params, clean.params, n, "params after an overflow");
+                assert_padding_kept(&b, &clean, n);
+                free(b.mem);
+                free(clean.mem);
+            }
+}
+END_TEST
+
+/* An element that must be listed, of several kinds. */
+static void listed_element(size_t kind, uint64_t *rng, float *p, float *m)
+{
+    *m = 0.2f;
+    switch (kind % 4) {
+    case 0: *p = spread_value(rng, -110, -90); break;
+    case 1: *p = -0.0f; break;
+    case 2: *p = from_bits(0x7F800123u); break;
+    default: *p = from_bits(0x80000123u); break;
+    }
+}
+
+/* A list filled to capacity is kept; one more listed element and the block
+ * falls back, even when that element is the last one, after all the others
+ * were perturbed (the overflow must put that whole prefix back).  With n = 1
+ * the capacity is 0: no element listed gives 0, one gives the fallback. */
+START_TEST(test_exact_capacity_boundary)
+{
+    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
+    const float c = -1.5f;
+    for (size_t l = 0; l < LENGTHS; l++)
+        for (size_t extra = 0; extra <= 1; extra++)
+            for (int t = 0; t < 2 && tables[t]; t++) {
+                size_t n = lengths[l], want = mgpo_exception_capacity(n) + extra;
+                buffers b, clean;
+                fill(&b, n, 1, 9 + n);
+                uint64_t rng = n;
+                size_t placed = 0;
+                for (size_t i = 0; i < n; i++) {
+                    /* `want` listed elements spread evenly, the last at n-1. */
+                    if ((i + 1) * want / n > i * want / n) {
+                        listed_element(placed++, &rng, &b.params[i], &b.m[i]);
+                    } else {
+                        b.params[i] = spread_value(&rng, -20, 20);
+                        b.m[i] = ldexpf(3.0f, ilogbf(b.params[i]) - 23) / c;
+                    }
+                }
+                ck_assert_uint_eq(count_needing_listing(b.params, b.m, c, n), want);
+                fill(&clean, n, 1, 9 + n);
+                memcpy(clean.params, b.params, n * sizeof(float));
+                memcpy(clean.m, b.m, n * sizeof(float));
+                uint32_t got = tables[t]->perturb_exact(b.params, b.src, b.m, c, n);
+                if (extra) {
+                    ck_assert_msg(got == MGPO_FULL_BACKUP, "%s: n=%zu listed %u beyond %zu",
+                                  tables[t]->name, n, got, want - 1);
+                    assert_same(b.params, clean.params, n, "params after an overflow");
+                } else {
+                    ck_assert_msg(got == want, "%s: n=%zu listed %u, expected %zu",
+                                  tables[t]->name, n, got, want);
+                    ck_assert(memcmp(b.params, clean.params, n * sizeof(float)) != 0);
+                    tables[t]->restore_exact(b.params, b.src, b.m, c, n);
+                    assert_same(b.params, clean.params, n, "params restored from a full list");
+                }
+                assert_padding_kept(&b, &clean, n);
+                free(b.mem);
+                free(clean.mem);
+            }
+}
+END_TEST
+
+/* A step that undoes the perturbation itself (undo = c and the block's
+ * list) is bitwise restore_exact followed by the plain in-place step, in
+ * every table, and the tables agree. */
+START_TEST(test_fused_exact_is_restore_then_step)
+{
+    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
+    int which = 3 + _i;
+    for (size_t l = 0; l < LENGTHS; l++)
+        for (size_t o = 0; o < OFFSETS; o++)
+            for (size_t ci = 0; ci < COEFFICIENTS; ci++) {
+                size_t n = lengths[l];
+                float c = coefficients[ci];
+                uint64_t seed = 77 * n + ci;
+                buffers first;
+                memset(&first, 0, sizeof first);
+                double first_norm = 0.0;
+                for (int t = 0; t < 2 && tables[t]; t++) {
+                    const mgpo_kernels *k = tables[t];
+                    buffers fused, split;
+                    fill_exact(&fused, n, offsets[o], seed, c, true);
+                    uint32_t listed = k->perturb_exact(fused.params, fused.src, fused.m, c, n);
+                    ck_assert_uint_ne(listed, MGPO_FULL_BACKUP);
+                    if (n >= 8) ck_assert_uint_gt(listed, 0);
+                    mgpo_exception_reader list = mgpo_exceptions_of(fused.src, n);
+                    double rf = run_update(k, which, n, fused.params, c, &list, false, &fused);
+                    ck_assert_uint_eq(list.next, listed); /* the whole list was used */
+
+                    fill_exact(&split, n, offsets[o], seed, c, true);
+                    ck_assert_uint_eq(k->perturb_exact(split.params, split.src, split.m, c, n),
+                                      listed);
+                    k->restore_exact(split.params, split.src, split.m, c, n);
+                    double rs = run_update(k, which, n, split.params, 0.0f, NULL, false, &split);
+
+                    assert_same_double(rf, rs, "fused-exact norm");
+                    assert_same(fused.params, split.params, n, "fused-exact params");
+                    assert_same(fused.m, split.m, n, "fused-exact m");
+                    assert_same(fused.v, split.v, n, "fused-exact v");
+                    if (t == 0) {
+                        first = fused;
+                        first_norm = rf;
+                    } else {
+                        assert_same_double(first_norm, rf, "norm across tables");
+                        assert_same(first.params, fused.params, n, "params across tables");
+                        assert_same(first.m, fused.m, n, "m across tables");
+                        assert_same(first.v, fused.v, n, "v across tables");
+                        free(fused.mem);
+                    }
+                    free(split.mem);
+                }
+                free(first.mem);
             }
 }
 END_TEST
@@ -287,6 +598,10 @@ int main(void)
     tcase_add_loop_test(tc, test_kernel_bitwise, 0, 8);
     tcase_add_test(tc, test_kernel_tail_untouched);
     tcase_add_test(tc, test_fused_undo_is_unperturb);
+    tcase_add_test(tc, test_exact_round_trip);
+    tcase_add_test(tc, test_exact_overflow_leaves_params);
+    tcase_add_test(tc, test_exact_capacity_boundary);
+    tcase_add_loop_test(tc, test_fused_exact_is_restore_then_step, 0, 4);
     tcase_add_loop_test(tc, test_training_bitwise, 0, 8);
     tcase_add_test(tc, test_best_is_fast);
     suite_add_tcase(s, tc);
