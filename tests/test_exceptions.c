@@ -8,9 +8,12 @@
  * The mix comes from the tensors' magnitudes against the perturbation c*m:
  *   ORDINARY  values in [-1, 1): a few elements per block need listing;
  *   SWAMPED   values ~1e-30 and -0, frozen (lr_scale 0): nearly every
- *             element needs listing, so its blocks keep plain copies; its
- *             second block starts with ordinary values, so the overflow is
- *             found late in the block, after much of it was perturbed;
+ *             element needs listing, so its lists overflow and the whole
+ *             tensor keeps plain copies; its second block starts with
+ *             ordinary values, so the overflow is found late in the block,
+ *             after much of it was perturbed, and its short last block has
+ *             ordinary values whose list fits, so that block is turned from
+ *             a list into a copy;
  *   HUGE      values ~2^18, far above c*m: subtraction restores them all;
  *   PLAIN     not perturbed at all. */
 #include "test_util.h"
@@ -53,7 +56,7 @@ static void model_init(tu_model *md)
     uint64_t rng = 5;
     float *swamped = md->params[SWAMPED];
     for (size_t k = 0; k < sizes[SWAMPED]; k++) {
-        if (k >= BLOCK && k < BLOCK + BLOCK / 4) continue;
+        if ((k >= BLOCK && k < BLOCK + BLOCK / 4) || k >= 2 * BLOCK) continue;
         swamped[k] = k % 7 == 0 ? -0.0f : 1e-30f * tu_rand_float(&rng, -1.0f, 1.0f);
     }
     for (size_t k = 0; k < sizes[HUGE]; k++) {
@@ -88,8 +91,9 @@ typedef struct block_kinds {
 
 /* Recounts, from the clean parameters, the perturbed ones and the momentum,
  * which elements of each perturbed block subtraction does not restore, and
- * so which blocks must hold an empty list, a non-empty list or a copy.
- * Checks on the way that the perturbed values are exactly p + c*m. */
+ * so which blocks must hold an empty list, a non-empty list or a copy: a
+ * tensor with any block whose list would overflow keeps copies in all its
+ * blocks.  Checks on the way that the perturbed values are exactly p + c*m. */
 static block_kinds classify(const tu_model *md, const mgpo_config *cfg,
                             const tu_snapshot *clean)
 {
@@ -101,6 +105,8 @@ static block_kinds classify(const tu_model *md, const mgpo_config *cfg,
         float c = (float)u.coefficient;
         ck_assert(c != 0.0f);
         const float *m = mgpo_internal_moment(md->st, t, 0);
+        block_kinds tensor = {0, 0, 0, 0};
+        bool overflow = false;
         for (size_t begin = 0; begin < sizes[t]; begin += BLOCK) {
             size_t n = sizes[t] - begin < BLOCK ? sizes[t] - begin : BLOCK, listed = 0;
             for (size_t k = begin; k < begin + n; k++) {
@@ -112,13 +118,18 @@ static block_kinds classify(const tu_model *md, const mgpo_config *cfg,
                                  (double)moved, (double)sum);
                 listed += memcmp(&undone, &p, sizeof p) != 0;
             }
-            if (listed > mgpo_exception_capacity(n)) {
-                kinds.copies++;
-            } else {
-                kinds.exceptions += listed;
-                if (listed) kinds.listing++;
-                else kinds.empty++;
-            }
+            overflow |= listed > mgpo_exception_capacity(n);
+            tensor.copies++;
+            tensor.exceptions += listed;
+            if (listed) tensor.listing++;
+            else tensor.empty++;
+        }
+        if (overflow) {
+            kinds.copies += tensor.copies;
+        } else {
+            kinds.empty += tensor.empty;
+            kinds.listing += tensor.listing;
+            kinds.exceptions += tensor.exceptions;
         }
     }
     return kinds;
