@@ -231,6 +231,13 @@ static inline bool mgpo_exceptions_in(const mgpo_exception_reader *r, size_t bas
     return r->next < r->count && r->index[r->next] < base + count;
 }
 
+/* The index of the next listed element, SIZE_MAX after the last: loops keep
+ * it in a register and look at the list only when a chunk reaches it. */
+static inline size_t mgpo_next_listed(const mgpo_exception_reader *r)
+{
+    return r->next < r->count ? r->index[r->next] : SIZE_MAX;
+}
+
 /* kernels.c: the fused elementwise passes over one block, portable C. */
 void mgpo_kernel_perturb(float *params, float *backup, const float *m,
                          float coefficient, size_t n);

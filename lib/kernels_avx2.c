@@ -172,11 +172,15 @@ static AVX2 void restore_exact_prefix(float *params, const float *backup, const 
 {
     mgpo_exception_reader r = mgpo_exceptions_of(backup, n);
     const __m256 c = _mm256_set1_ps(coefficient);
-    size_t i = 0;
+    size_t i = 0, listed_at = mgpo_next_listed(&r);
     for (; i + 8 <= count; i += 8) {
         __m256 x = _mm256_sub_ps(_mm256_loadu_ps(params + i),
                                  _mm256_mul_ps(c, _mm256_loadu_ps(m + i)));
-        _mm256_storeu_ps(params + i, apply_exceptions8(&r, x, i, 8));
+        if (listed_at < i + 8) {
+            x = apply_exceptions8(&r, x, i, 8);
+            listed_at = mgpo_next_listed(&r);
+        }
+        _mm256_storeu_ps(params + i, x);
     }
     if (i < count) {
         __m256i mask = tail_mask(count - i);
@@ -299,10 +303,13 @@ static AVX2 double adamw(float *params, const float *src, const float *grads, fl
     /* In place, params were just read: their lines are cached already. */
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, NULL, stream, exact, i,
+    size_t i = 0, listed_at = exact ? mgpo_next_listed(exact) : SIZE_MAX;
+    for (; i + 8 <= n; i += 8) {
+        mgpo_exception_reader *patch = listed_at < i + 8 ? exact : NULL;
+        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, NULL, stream, patch, i,
                8);
+        if (patch) listed_at = mgpo_next_listed(exact);
+    }
     if (i < n) {
         __m256i mask = tail_mask(n - i);
         adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, &mask, 0, exact, i,
@@ -356,9 +363,12 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
     k.has_undo = undo != 0.0f;
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, NULL, stream, exact, i, 8);
+    size_t i = 0, listed_at = exact ? mgpo_next_listed(exact) : SIZE_MAX;
+    for (; i + 8 <= n; i += 8) {
+        mgpo_exception_reader *patch = listed_at < i + 8 ? exact : NULL;
+        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, NULL, stream, patch, i, 8);
+        if (patch) listed_at = mgpo_next_listed(exact);
+    }
     if (i < n) {
         __m256i mask = tail_mask(n - i);
         sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, &mask, 0, exact, i, n - i);
