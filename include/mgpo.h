@@ -447,7 +447,10 @@ MGPO_API mgpo_status mgpo_checkpoint_size(const mgpo_state *state, size_t *size)
 
 /** Serialises the state into `buffer` (capacity bytes, any alignment) in
  *  the versioned format of docs/checkpoint-format.md, and writes its size to
- *  *written.  Read-only on the state.  Errors: NULL_ARGUMENT,
+ *  *written.  Read-only on the state; while it is perturbed in exact mode it
+ *  also reads your parameter buffers, from which it rebuilds the clean
+ *  values the checkpoint holds (so do not write them concurrently: they must
+ *  not be written while perturbed anyway).  Errors: NULL_ARGUMENT,
  *  BUFFER_TOO_SMALL (capacity < mgpo_checkpoint_size; nothing written, not
  *  even *written). */
 MGPO_API mgpo_status mgpo_save(const mgpo_state *state, void *buffer,
