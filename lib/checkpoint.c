@@ -243,8 +243,7 @@ static void put_clean_params(writer *w, const mgpo_slot *sl)
         return;
     }
     for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS) {
-        size_t count = sl->count - begin < MGPO_BLOCK_FLOATS ? sl->count - begin
-                                                             : MGPO_BLOCK_FLOATS;
+        size_t count = mgpo_block_length(sl, begin);
         mgpo_exception_reader list = mgpo_exceptions_of(sl->backup + begin, count);
         const float *p = sl->params + begin, *m = sl->m + begin;
         for (size_t i = 0; i < count; i += PIECE) {

@@ -84,6 +84,14 @@ typedef struct mgpo_unit {
     double coefficient;     /* c_U applied at the last perturb */
 } mgpo_unit;
 
+/* The floats of the block of `slot` that starts at `begin` (a multiple of
+ * MGPO_BLOCK_FLOATS): the last block of a slot may be short. */
+static inline size_t mgpo_block_length(const mgpo_slot *slot, size_t begin)
+{
+    size_t left = slot->count - begin;
+    return left < MGPO_BLOCK_FLOATS ? left : MGPO_BLOCK_FLOATS;
+}
+
 /* An exact sum of non-negative doubles (reduce.c): a fixed-point integer
  * whose least significant bit is worth 2^-1074, wide enough for 2^64 sums
  * of the largest double. */

@@ -336,8 +336,7 @@ mgpo_restore_census mgpo_internal_restore_census(const mgpo_state *st)
         }
         for (size_t k = 0; k < sl->block_count; k++) {
             size_t begin = k * MGPO_BLOCK_FLOATS;
-            size_t n = sl->count - begin < MGPO_BLOCK_FLOATS ? sl->count - begin
-                                                             : MGPO_BLOCK_FLOATS;
+            size_t n = mgpo_block_length(sl, begin);
             c.list_blocks++;
             c.exceptions += mgpo_exceptions_of(sl->backup + begin, n).count;
         }

@@ -65,8 +65,7 @@ static void run_range(mgpo_state *st, mgpo_block_fn fn, void *arg, bool sums, si
         if (sums) mgpo_exact_clear(&sum);
         for (size_t k = k0; k < k1; k++) {
             size_t begin = k * MGPO_BLOCK_FLOATS;
-            size_t count = sl->count - begin < MGPO_BLOCK_FLOATS ? sl->count - begin
-                                                                 : MGPO_BLOCK_FLOATS;
+            size_t count = mgpo_block_length(sl, begin);
             double r = fn(st, sl, begin, count, arg);
             if (sums) mgpo_exact_add(&sum, r);
         }
