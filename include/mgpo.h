@@ -17,8 +17,8 @@
  * the same address until the state is destroyed or the pointer is replaced
  * with mgpo_set_grad().  The library never frees, reallocates or writes past
  * `count` elements of them, never writes into a gradient buffer, and keeps no
- * pointer to them after mgpo_destroy().  Everything else (moments, backups,
- * statistics) is owned by the state.
+ * pointer to them after mgpo_destroy().  Everything else (moments, restore
+ * data, statistics) is owned by the state.
  *
  * Threads: the library has no global state.  Separate states are fully
  * independent and may be used from different threads at once.  One state must
@@ -137,8 +137,10 @@ typedef enum mgpo_scope {
 
 /** How a perturbation is undone. */
 typedef enum mgpo_restore_mode {
-    MGPO_RESTORE_EXACT = 0,     /* keep a backup: bit-exact restore (4 B/param) */
-    MGPO_RESTORE_LOW_MEMORY = 1 /* no backup: theta -= c*m; NOT bit-exact */
+    MGPO_RESTORE_EXACT = 0,     /* bit-exact restore; reserves 4 B/param (a list
+                                   of the values theta - c*m would miss, or a
+                                   copy) */
+    MGPO_RESTORE_LOW_MEMORY = 1 /* nothing kept: theta -= c*m; NOT bit-exact */
 } mgpo_restore_mode;
 
 /** Optimizer configuration.  Obtain one from mgpo_config_default() or
@@ -256,8 +258,8 @@ MGPO_API mgpo_tensor_options mgpo_tensor_options_default(void);
  *  defaults.  The new tensor's index (0, 1, ... over tensors and pairs in
  *  registration order) is written to *index when index is not NULL.
  *  Allowed only until the first successful mgpo_step (a perturb before it is
- *  a no-op).  Allocates the moments (and the backup, for a perturbed tensor
- *  in exact restore mode).
+ *  a no-op).  Allocates the moments (and 4 bytes per element for the exact
+ *  restore, for a perturbed tensor in exact restore mode).
  *  Errors: NULL_ARGUMENT (state or params), INVALID_ARGUMENT (count 0, or
  *  count above SIZE_MAX / 16),
  *  OVERLAP (params overlaps grads, or any buffer of an earlier registration
@@ -327,7 +329,9 @@ MGPO_API mgpo_status mgpo_set_lora_grads(mgpo_state *state, size_t index,
  *  (||m_U|| + norm_eps).  Does nothing (returns MGPO_OK) before the first
  *  step, when rho is 0, for units whose momentum norm is <= norm_eps or not
  *  finite, and when already perturbed.  Remembers c_U for restore and stats.
- *  Errors: NULL_ARGUMENT, NO_TENSORS, ALLREDUCE (nothing changed). */
+ *  Until the restore (or the step), do not write the parameters or change
+ *  the floating-point environment: the restore starts from the perturbed
+ *  values.  Errors: NULL_ARGUMENT, NO_TENSORS, ALLREDUCE (nothing changed). */
 MGPO_API mgpo_status mgpo_perturb(mgpo_state *state);
 
 /** Returns the parameters to their clean values: bit for bit in exact mode,
