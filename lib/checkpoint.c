@@ -245,11 +245,9 @@ static void put_clean_params(writer *w, const mgpo_slot *sl)
     for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS) {
         size_t count = mgpo_block_length(sl, begin);
         mgpo_exception_reader list = mgpo_exceptions_of(sl->backup + begin, count);
-        const float *p = sl->params + begin, *m = sl->m + begin;
         for (size_t i = 0; i < count; i += PIECE) {
             size_t n = count - i < PIECE ? count - i : PIECE;
-            for (size_t j = 0; j < n; j++) clean[j] = p[i + j] - sl->applied * m[i + j];
-            mgpo_apply_exceptions(&list, clean, i, n);
+            mgpo_restore_range(clean, sl->params + begin, sl->m + begin, sl->applied, &list, i, n);
             put_floats(w, clean, n);
         }
     }

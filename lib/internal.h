@@ -223,27 +223,19 @@ static inline mgpo_exception_reader mgpo_exceptions_of(const float *backup, size
     return r;
 }
 
-/* Replaces, in value[0..count), the elements from `base` that are listed. */
-static inline void mgpo_apply_exceptions(mgpo_exception_reader *r, float *value, size_t base,
-                                         size_t count)
-{
-    while (r->next < r->count && r->index[r->next] < base + count) {
-        value[r->index[r->next] - base] = r->value[r->next];
-        r->next++;
-    }
-}
-
-static inline bool mgpo_exceptions_in(const mgpo_exception_reader *r, size_t base,
-                                      size_t count)
-{
-    return r->next < r->count && r->index[r->next] < base + count;
-}
-
 /* The index of the next listed element, SIZE_MAX after the last: loops keep
  * it in a register and look at the list only when a chunk reaches it. */
 static inline size_t mgpo_next_listed(const mgpo_exception_reader *r)
 {
     return r->next < r->count ? r->index[r->next] : SIZE_MAX;
+}
+
+/* Replaces, in value[0..count), the elements from `base` that are listed. */
+static inline void mgpo_apply_exceptions(mgpo_exception_reader *r, float *value, size_t base,
+                                         size_t count)
+{
+    for (size_t at; (at = mgpo_next_listed(r)) < base + count; r->next++)
+        value[at - base] = r->value[r->next];
 }
 
 /* kernels.c: the fused elementwise passes over one block, portable C. */
@@ -256,6 +248,12 @@ void mgpo_kernel_unperturb(float *params, const float *m, float coefficient, siz
  * (the list's count then reads MGPO_FULL_BACKUP too). */
 uint32_t mgpo_kernel_perturb_exact(float *params, float *backup, const float *m,
                                    float coefficient, size_t n);
+/* The clean values of elements [base, base + count) of a block perturbed
+ * by mgpo_kernel_perturb_exact, to dst[0..count) (which may be params +
+ * base); `list` is the block's, read from `base` on, so successive ranges
+ * may share it. */
+void mgpo_restore_range(float *dst, const float *params, const float *m, float coefficient,
+                        mgpo_exception_reader *list, size_t base, size_t count);
 /* Writes the clean values of a block perturbed by mgpo_kernel_perturb_exact
  * to dst (which may be params). */
 void mgpo_kernel_restore_exact(float *dst, const float *params, const float *backup,

@@ -37,14 +37,20 @@ void mgpo_kernel_unperturb(float *restrict params, const float *restrict m,
     for (size_t i = 0; i < n; i++) params[i] = params[i] - coefficient * m[i];
 }
 
+void mgpo_restore_range(float *dst, const float *params, const float *m, float coefficient,
+                        mgpo_exception_reader *list, size_t base, size_t count)
+{
+    for (size_t i = 0; i < count; i++) dst[i] = params[base + i] - coefficient * m[base + i];
+    mgpo_apply_exceptions(list, dst, base, count);
+}
+
 /* The clean values of the first `count` elements of a block of n floats
  * perturbed by mgpo_kernel_perturb_exact, to dst (which may be params). */
 static void restore_exact_prefix(float *dst, const float *params, const float *backup,
                                  const float *m, float coefficient, size_t n, size_t count)
 {
-    for (size_t i = 0; i < count; i++) dst[i] = params[i] - coefficient * m[i];
     mgpo_exception_reader r = mgpo_exceptions_of(backup, n);
-    mgpo_apply_exceptions(&r, dst, 0, count);
+    mgpo_restore_range(dst, params, m, coefficient, &r, 0, count);
 }
 
 void mgpo_kernel_restore_exact(float *dst, const float *params, const float *backup,

@@ -159,7 +159,7 @@ static AVX2 void copy(float *dst, const float *src, size_t n, bool want_stream)
 static AVX2 inline __m256 apply_exceptions8(mgpo_exception_reader *r, __m256 x, size_t base,
                                             size_t count)
 {
-    if (!mgpo_exceptions_in(r, base, count)) return x;
+    if (mgpo_next_listed(r) >= base + count) return x;
     float lane[8];
     _mm256_storeu_ps(lane, x);
     mgpo_apply_exceptions(r, lane, base, count);

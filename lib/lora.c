@@ -40,8 +40,8 @@ static inline double view_at(lora_view v, size_t i)
 }
 
 /* The clean value of a slot's parameters: the backup while an exact-mode
- * perturbation is applied, an implicit x - c*m in low-memory mode, else the
- * parameters themselves. */
+ * perturbation is applied (a plain copy: pair slots have copy_backup), an
+ * implicit x - c*m in low-memory mode, else the parameters themselves. */
 static lora_view clean_params(const mgpo_slot *sl)
 {
     lora_view v = {sl->params, NULL, 0.0f};
