@@ -116,6 +116,31 @@ typedef enum mgpo_status {
  *  Unknown values give a generic string; never NULL.  Thread-safe. */
 MGPO_API const char *mgpo_strerror(mgpo_status status);
 
+/* ---- Numeric bounds (docs/api.md, "Numeric bounds") ---------------------- */
+
+/* Every value the library accepts keeps every float it derives finite, so an
+ * accepted configuration, registration or checkpoint cannot make a step
+ * write NaN or Inf from finite gradients.  The bounds beyond "finite and in
+ * range" (powers of two, so that the proofs in docs/api.md are exact): */
+
+/** A step refuses (MGPO_ERR_NONFINITE_GRADIENT, as a NaN/Inf gradient) a
+ *  gradient whose norm after clipping is >= this (2^50, about 1.1e15): beyond
+ *  it AdamW's float second moment g*g could overflow. */
+#define MGPO_GRAD_NORM_MAX 1125899906842624.0 /* 2^50 */
+/** rho * scale_max must not exceed this (2^100, about 1.3e30; else
+ *  MGPO_ERR_BAD_RHO): the perturbation of a tensor, |c*m| <= rho*scale_max,
+ *  then moves no float to Inf.  A LoRA pair in adapter mode, whose A or B
+ *  could move further, is left unperturbed at a perturb where
+ *  |c| * ||m_A|| or |c| * ||m_B|| would exceed it. */
+#define MGPO_PERTURBATION_MAX 1267650600228229401496703205376.0 /* 2^100 */
+/** AdamW: lr * lr_scale must not exceed this times (float)eps (2^50; else
+ *  MGPO_ERR_BAD_LR), which bounds every update |lr * m / (sqrt(v) + eps)|
+ *  below 2^100.  With eps 1e-8 the largest lr is about 1.1e7. */
+#define MGPO_LR_EPS_RATIO 1125899906842624.0 /* 2^50 */
+/** A LoRA pair's scaling must not exceed this (2^64; else
+ *  MGPO_ERR_INVALID_ARGUMENT): the weight-space norms square it. */
+#define MGPO_LORA_SCALING_MAX 18446744073709551616.0 /* 2^64 */
+
 /* ---- Configuration ------------------------------------------------------ */
 
 typedef enum mgpo_optimizer {
