@@ -133,9 +133,11 @@ MGPO_API const char *mgpo_strerror(mgpo_status status);
  *  could move further, is left unperturbed at a perturb where
  *  |c| * ||m_A|| or |c| * ||m_B|| would exceed it. */
 #define MGPO_PERTURBATION_MAX 1267650600228229401496703205376.0 /* 2^100 */
-/** AdamW: lr * lr_scale must not exceed this times (float)eps (2^50; else
- *  MGPO_ERR_BAD_LR), which bounds every update |lr * m / (sqrt(v) + eps)|
- *  below 2^100.  With eps 1e-8 the largest lr is about 1.1e7. */
+/** AdamW: lr * lr_scale must not exceed this times min((float)eps, 1)
+ *  (2^50; else MGPO_ERR_BAD_LR), which keeps an update
+ *  lr * m_hat / (sqrt(v_hat) + eps) of a run's moments below 2^100, so that
+ *  it moves no finite parameter to Inf.  With eps 1e-8 the largest lr is
+ *  about 1.1e7. */
 #define MGPO_LR_EPS_RATIO 1125899906842624.0 /* 2^50 */
 /** A LoRA pair's scaling must not exceed this (2^64; else
  *  MGPO_ERR_INVALID_ARGUMENT): the weight-space norms square it. */

@@ -93,16 +93,23 @@ static bool float_finite(double x) { return fabs(x) <= FLT_MAX; }
 mgpo_status mgpo_check_rates(const mgpo_config *c, double lr_scale, double wd_scale)
 {
     double lr = c->lr * lr_scale, wd = c->weight_decay * wd_scale;
-    /* SGD applies -lr and wd as floats; AdamW applies 1 - lr*wd (kept in
+    /* SGD applies -lr and wd as floats (lr <= 2^50, wd <= 1, so that one
+     * step's lr*d and wd*theta stay in range); AdamW applies 1 - lr*wd (kept in
      * [0, 1], so decay never grows a parameter) and -lr / (1 - beta1^t),
-     * largest at t = 1.  MGPO_LR_EPS_RATIO bounds AdamW's largest update
-     * lr * |m| / eps (|m| < MGPO_GRAD_NORM_MAX) to 2^100 (docs/api.md). */
+     * largest at t = 1.  MGPO_LR_EPS_RATIO bounds AdamW's update
+     * (lr / bias1) * m / (sqrt(v)/bias2 + eps), with |m| / bias1 below
+     * MGPO_GRAD_NORM_MAX, to 2^100, and its numerator to 2^100 too
+     * (docs/api.md). */
     if (!float_finite(lr)) return MGPO_ERR_BAD_LR;
     if (c->optimizer == MGPO_OPTIMIZER_ADAMW &&
-        (!float_finite(lr / (1.0 - c->beta1)) || lr > MGPO_LR_EPS_RATIO * (double)(float)c->eps))
+        (!float_finite(lr / (1.0 - c->beta1)) ||
+         lr > MGPO_LR_EPS_RATIO * fmin((double)(float)c->eps, 1.0)))
         return MGPO_ERR_BAD_LR;
+    /* SGD adds wd*theta to the gradient: wd <= 1 keeps it within |theta|. */
+    if (c->optimizer == MGPO_OPTIMIZER_SGD && lr > MGPO_LR_EPS_RATIO) return MGPO_ERR_BAD_LR;
     if (!float_finite(wd)) return MGPO_ERR_BAD_WEIGHT_DECAY;
-    if (lr * wd > 1.0) return MGPO_ERR_BAD_WEIGHT_DECAY;
+    if (lr * wd > 1.0 || (c->optimizer == MGPO_OPTIMIZER_SGD && wd > 1.0))
+        return MGPO_ERR_BAD_WEIGHT_DECAY;
     return MGPO_OK;
 }
 

@@ -233,7 +233,17 @@ static double grad_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
                             void *arg)
 {
     (void)arg;
-    return st->kernels->sum_squares(sl->grads + begin, count);
+    double sq = st->kernels->sum_squares(sl->grads + begin, count);
+    /* SGD's coupled decay makes wd*theta part of the gradient it applies
+     * (and stores as momentum): a NaN or Inf parameter of a decayed buffer
+     * makes it non-finite, so it counts as a non-finite gradient.  0 times
+     * a finite sum of squares adds +0.0 and leaves the norm's bits alone;
+     * a perturbed value is finite exactly when its clean value is
+     * (MGPO_PERTURBATION_MAX). */
+    if (st->config.optimizer == MGPO_OPTIMIZER_SGD &&
+        st->config.weight_decay * sl->weight_decay_scale != 0.0)
+        sq += 0.0 * st->kernels->sum_squares(sl->params + begin, count);
+    return sq;
 }
 
 static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
