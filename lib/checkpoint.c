@@ -610,7 +610,11 @@ mgpo_status mgpo_load(mgpo_state *st, const void *buffer, size_t size)
     const unsigned char *b = buffer;
     mgpo_status s = check_header(b, size);
     if (s != MGPO_OK) return s;
+    /* Validation recomputes each momentum_sq as the step does. */
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
     s = parse(st, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE, false);
-    if (s != MGPO_OK) return s;
-    return parse(st, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE, true);
+    if (s == MGPO_OK) s = parse(st, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE, true);
+    mgpo_fp_leave(&caller);
+    return s;
 }

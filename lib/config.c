@@ -90,7 +90,7 @@ static bool positive(double x) { return isfinite(x) && x > 0.0; }
  * casts, since a double beyond FLT_MAX does not convert to a finite float). */
 static bool float_finite(double x) { return fabs(x) <= FLT_MAX; }
 
-mgpo_status mgpo_check_rates(const mgpo_config *c, double lr_scale, double wd_scale)
+static mgpo_status check_rates(const mgpo_config *c, double lr_scale, double wd_scale)
 {
     double lr = c->lr * lr_scale, wd = c->weight_decay * wd_scale;
     /* SGD applies -lr and wd as floats (lr <= 2^50, wd <= 1, so that one
@@ -111,6 +111,17 @@ mgpo_status mgpo_check_rates(const mgpo_config *c, double lr_scale, double wd_sc
     if (lr * wd > 1.0 || (c->optimizer == MGPO_OPTIMIZER_SGD && wd > 1.0))
         return MGPO_ERR_BAD_WEIGHT_DECAY;
     return MGPO_OK;
+}
+
+/* The products are rounded as the step rounds them, so that a value at a
+ * bound is accepted or refused the same way under any caller rounding mode. */
+mgpo_status mgpo_check_rates(const mgpo_config *c, double lr_scale, double wd_scale)
+{
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    mgpo_status s = check_rates(c, lr_scale, wd_scale);
+    mgpo_fp_leave(&caller);
+    return s;
 }
 
 mgpo_status mgpo_config_validate(const mgpo_config *c)
