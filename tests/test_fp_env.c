@@ -9,7 +9,8 @@
  * subnormal-heavy, so FTZ/DAZ would change their bits.  For AdamW and SGD on
  * 1, 2 and 3 threads the run gives bitwise the parameters, moments and
  * checkpoint of the default-environment run on 1 thread; the caller's MXCSR
- * is exactly as it set it after every call.  With num_threads 0 a perturb
+ * is exactly as it set it after every call.  The same when the pool itself
+ * was started with FTZ|DAZ set (its libgomp workers keep them).  With num_threads 0 a perturb
  * by a team of 2 and a restore by a team of 1 give the clean bits back.
  * Elsewhere (no SSE control register) the test says so and passes. */
 #include <math.h>
@@ -208,6 +209,40 @@ START_TEST(test_threads_and_ftz)
 }
 END_TEST
 
+/* The pool started by the caller's own OpenMP code while it had FTZ|DAZ set
+ * (libgomp's workers then keep FTZ|DAZ for good): still the
+ * default-environment bits, which needs the switch on each worker. */
+START_TEST(test_pool_started_in_ftz)
+{
+    if (!HAVE_MXCSR) return;
+    run ref;
+    train(_i, 1, &ref); /* no workers yet: the default environment */
+    set_ftz_daz(true);
+#ifdef MGPO_TEST_OPENMP
+    /* The caller's own parallel region starts the pool: new threads copy
+     * the creating thread's MXCSR, so these workers have FTZ|DAZ. */
+    unsigned worker_csr[3] = {0, 0, 0};
+#pragma omp parallel num_threads(3)
+    worker_csr[omp_get_thread_num()] = caller_mxcsr();
+    for (int t = 0; t < 3; t++)
+        ck_assert_uint_eq(worker_csr[t] & (MXCSR_FTZ | MXCSR_DAZ), MXCSR_FTZ | MXCSR_DAZ);
+#else
+    start_pool();
+#endif
+    for (int threads = 2; threads <= 3; threads++) {
+        run r;
+        train(_i, threads, &r);
+        char what[64];
+        snprintf(what, sizeof what, "%s, %d threads, pool started in FTZ|DAZ",
+                 _i ? "SGD" : "AdamW", threads);
+        assert_same_run(&ref, &r, what);
+        run_free(&r);
+    }
+    set_ftz_daz(false);
+    run_free(&ref);
+}
+END_TEST
+
 /* num_threads 0 follows omp_get_max_threads at each call: perturb with a
  * team of 2, restore with a team of 1, the caller in FTZ|DAZ throughout. */
 START_TEST(test_team_change_restore)
@@ -260,6 +295,7 @@ int main(void)
     TCase *tc = tcase_create("fp_env");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_threads_and_ftz, 0, 2);
+    tcase_add_loop_test(tc, test_pool_started_in_ftz, 0, 2);
     tcase_add_test(tc, test_team_change_restore);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
