@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the build prerequisites with apt-get, only when something is
 # missing: cmake (>= 3.16), a C compiler, make, pkg-config and Check, plus the
-# tools of the later sections: Open MPI, valgrind, and clang with libFuzzer.
+# tools of the later sections: Open MPI, valgrind, clang with libFuzzer, and
+# clang-14 with LLVM's OpenMP runtime (libomp) for .ci/clang-omp.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(ci_root)"
@@ -9,7 +10,7 @@ cd "$(ci_root)"
 # Debian packages.  libc6-dev is only a Recommends of gcc, and CI installs
 # without recommends.  g++ only builds the C++ example (skipped without it).
 packages=(cmake check pkg-config gcc g++ make libc6-dev
-          libopenmpi-dev openmpi-bin valgrind clang libclang-rt-dev)
+          libopenmpi-dev openmpi-bin valgrind clang libclang-rt-dev clang-14 libomp-dev)
 
 # Fills missing[] with what this machine lacks.
 find_missing() {
@@ -21,6 +22,13 @@ find_missing() {
     command -v mpiexec >/dev/null 2>&1 || missing+=(mpiexec)
     command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
     command -v clang >/dev/null 2>&1 || missing+=(clang)
+    command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
+    # libomp-dev: the omp.h and libomp.so that clang-14 -fopenmp=libomp uses.
+    if command -v clang-14 >/dev/null 2>&1 &&
+            ! printf '#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n' |
+            clang-14 -fopenmp=libomp -x c - -o /dev/null >/dev/null 2>&1; then
+        missing+=(libomp)
+    fi
     # A compiler and the C library headers: compile something that needs both.
     if ! printf '#include <stdio.h>\nint main(void) { return 0; }\n' |
             "${CC:-cc}" -x c - -o /dev/null >/dev/null 2>&1; then

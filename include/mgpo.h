@@ -28,6 +28,15 @@
  * concurrently with each other but not with a call that changes the state.
  * With OpenMP enabled a state may use worker threads inside a call
  * (mgpo_config.num_threads); results are bitwise identical for any count.
+ *
+ * Floating-point environment: every call that computes does its arithmetic
+ * in the C default environment (FE_DFL_ENV: round to nearest, no
+ * flush-to-zero or denormals-are-zero), which it sets on the calling thread
+ * and on each worker and takes away on return, restoring the thread's own
+ * environment exactly (its status flags included: the library's own are not
+ * reported).  Results do not depend on the caller's environment or a
+ * worker's, and the caller may change its own at any time.  The stateless
+ * mgpo_schedule_lr computes in the caller's environment.
  */
 #ifndef MGPO_H
 #define MGPO_H
@@ -85,11 +94,11 @@ typedef enum mgpo_status {
     MGPO_ERR_NULL_ARGUMENT = 1,       /* a required pointer is NULL */
     MGPO_ERR_INVALID_ARGUMENT = 2,    /* zero count, bad index, bad size ... */
     MGPO_ERR_OUT_OF_MEMORY = 3,       /* the allocator returned NULL */
-    MGPO_ERR_BAD_LR = 4,              /* lr or lr scale negative or not finite */
+    MGPO_ERR_BAD_LR = 4,              /* lr or lr scale negative, not finite, or beyond a numeric bound */
     MGPO_ERR_BAD_BETA = 5,            /* a beta/momentum/dampening/EMA outside [0, 1) */
-    MGPO_ERR_BAD_EPSILON = 6,         /* eps or norm_eps <= 0 or not finite */
-    MGPO_ERR_BAD_WEIGHT_DECAY = 7,    /* weight decay negative or not finite */
-    MGPO_ERR_BAD_RHO = 8,             /* rho negative or not finite */
+    MGPO_ERR_BAD_EPSILON = 6,         /* eps or norm_eps <= 0 or not finite; eps not a normal float */
+    MGPO_ERR_BAD_WEIGHT_DECAY = 7,    /* weight decay negative, not finite, or beyond a numeric bound */
+    MGPO_ERR_BAD_RHO = 8,             /* rho negative or not finite, or rho*scale_max > 2^100 */
     MGPO_ERR_BAD_SCALE_MAX = 9,       /* scale_max <= 0 or not finite */
     MGPO_ERR_BAD_ENUM = 10,           /* unknown optimizer, sign, scope, mode */
     MGPO_ERR_BAD_CLIP = 11,           /* max_grad_norm negative or not finite */
@@ -97,7 +106,7 @@ typedef enum mgpo_status {
     MGPO_ERR_OVERLAP = 13,            /* a registered buffer overlaps another */
     MGPO_ERR_NO_TENSORS = 14,         /* perturb/step with nothing registered */
     MGPO_ERR_NO_GRADIENT = 15,        /* step while a gradient pointer is NULL */
-    MGPO_ERR_NONFINITE_GRADIENT = 16, /* a gradient holds NaN or Inf: skipped */
+    MGPO_ERR_NONFINITE_GRADIENT = 16, /* NaN/Inf gradient or norm, or norm >= 2^50: skipped */
     MGPO_ERR_WRONG_PHASE = 17,        /* call not allowed now (e.g. add after step) */
     MGPO_ERR_SHAPE = 18,              /* LoRA pair dimensions inconsistent */
     MGPO_ERR_BUFFER_TOO_SMALL = 19,   /* checkpoint buffer smaller than needed */
@@ -105,7 +114,7 @@ typedef enum mgpo_status {
     MGPO_ERR_CHECKPOINT_MAGIC = 21,   /* not a libmgpo checkpoint */
     MGPO_ERR_CHECKPOINT_VERSION = 22, /* unsupported format version */
     MGPO_ERR_CHECKPOINT_ENDIAN = 23,  /* written on a machine of other byte order */
-    MGPO_ERR_CHECKPOINT_LAYOUT = 24,  /* tensors/config do not match this state, or invalid values */
+    MGPO_ERR_CHECKPOINT_LAYOUT = 24,  /* tensors/config do not match this state, or values no run produces */
     MGPO_ERR_CHECKPOINT_CHECKSUM = 25,/* payload corrupted */
     MGPO_ERR_CHECKPOINT_TRUNCATED = 26,/* data ends early (or trailing bytes) */
     MGPO_ERR_ALLREDUCE = 27,          /* the caller's all-reduce hook failed */
@@ -115,6 +124,33 @@ typedef enum mgpo_status {
 /** A static, human-readable name for a status ("MGPO_ERR_OVERLAP: ...").
  *  Unknown values give a generic string; never NULL.  Thread-safe. */
 MGPO_API const char *mgpo_strerror(mgpo_status status);
+
+/* ---- Numeric bounds (docs/api.md, "Numeric bounds") ---------------------- */
+
+/* Every value the library accepts keeps every float it derives finite, so an
+ * accepted configuration, registration or checkpoint cannot make a step
+ * write NaN or Inf from finite gradients.  The bounds beyond "finite and in
+ * range" (powers of two, so that the proofs in docs/api.md are exact): */
+
+/** A step refuses (MGPO_ERR_NONFINITE_GRADIENT, as a NaN/Inf gradient) a
+ *  gradient whose norm after clipping is >= this (2^50, about 1.1e15): beyond
+ *  it AdamW's float second moment g*g could overflow. */
+#define MGPO_GRAD_NORM_MAX 1125899906842624.0 /* 2^50 */
+/** rho * scale_max must not exceed this (2^100, about 1.3e30; else
+ *  MGPO_ERR_BAD_RHO): the perturbation of a tensor, |c*m| <= rho*scale_max,
+ *  then moves no float to Inf.  A LoRA pair in adapter mode, whose A or B
+ *  could move further, is left unperturbed at a perturb where
+ *  |c| * ||m_A|| or |c| * ||m_B|| would exceed it. */
+#define MGPO_PERTURBATION_MAX 1267650600228229401496703205376.0 /* 2^100 */
+/** AdamW: lr * lr_scale must not exceed this times min((float)eps, 1)
+ *  (2^50; else MGPO_ERR_BAD_LR), which keeps an update
+ *  lr * m_hat / (sqrt(v_hat) + eps) of a run's moments below 2^100, so that
+ *  it moves no finite parameter to Inf.  With eps 1e-8 the largest lr is
+ *  about 1.1e7. */
+#define MGPO_LR_EPS_RATIO 1125899906842624.0 /* 2^50 */
+/** A LoRA pair's scaling must not exceed this (2^64; else
+ *  MGPO_ERR_INVALID_ARGUMENT): the weight-space norms square it. */
+#define MGPO_LORA_SCALING_MAX 18446744073709551616.0 /* 2^64 */
 
 /* ---- Configuration ------------------------------------------------------ */
 
@@ -148,16 +184,18 @@ typedef enum mgpo_restore_mode {
  *  mgpo_create().  Hyper-parameters are doubles, as Python floats in torch. */
 typedef struct mgpo_config {
     mgpo_optimizer optimizer;  /* AdamW (default) or SGD */
-    double lr;                 /* base learning rate, >= 0; see mgpo_set_lr */
+    double lr;                 /* base learning rate, >= 0 (bounds: docs/api.md); see mgpo_set_lr */
     double beta1;              /* AdamW beta1 in [0,1) */
     double beta2;              /* AdamW beta2 in [0,1) */
-    double eps;                /* AdamW epsilon, > 0 */
-    double weight_decay;       /* AdamW decoupled / SGD coupled L2, >= 0 */
+    double eps;                /* AdamW epsilon, a normal float: [FLT_MIN, FLT_MAX] */
+    double weight_decay;       /* AdamW decoupled / SGD coupled L2 (<= 1), >= 0;
+                                  lr * weight_decay <= 1 */
     double momentum;           /* SGD mu in [0,1) */
     double dampening;          /* SGD dampening in [0,1) */
     int nesterov;              /* SGD Nesterov (0/1, else BAD_ENUM); needs momentum > 0
                                   and dampening 0 (else BAD_BETA), as torch */
-    double rho;                /* perturbation radius rho >= 0; 0 = plain optimizer */
+    double rho;                /* perturbation radius rho >= 0, rho * scale_max <= 2^100;
+                                  0 = plain optimizer */
     double norm_ema;           /* beta of the gradient-norm EMA in [0,1) */
     double scale_max;          /* s_max, clamp of 1/(gbar+norm_eps), > 0 (10) */
     double norm_eps;           /* epsilon_n in the norms, > 0 (1e-12) */
@@ -184,8 +222,11 @@ MGPO_API mgpo_config mgpo_config_nlg(void);
  *  the specific MGPO_ERR_BAD_* code of the first failing check, in this
  *  order: enums (optimizer, sign, scope, restore_mode, nesterov), lr, betas
  *  (beta1, beta2, momentum, dampening, norm_ema, then the nesterov rule),
- *  eps and norm_eps, weight_decay, rho, scale_max, max_grad_norm,
- *  num_threads.  Fields of the optimizer not selected are checked too.
+ *  eps and norm_eps, weight_decay, rho, scale_max, rho * scale_max
+ *  (BAD_RHO), max_grad_norm, num_threads, then the rate bounds for a tensor
+ *  with the default options (MGPO_LR_EPS_RATIO and the rest of
+ *  docs/api.md, "Numeric bounds": BAD_LR, BAD_WEIGHT_DECAY).  Fields of the
+ *  optimizer not selected are checked too.
  *  NULL gives MGPO_ERR_NULL_ARGUMENT.  Thread-safe. */
 MGPO_API mgpo_status mgpo_config_validate(const mgpo_config *config);
 
@@ -229,8 +270,9 @@ MGPO_API mgpo_status mgpo_get_config(const mgpo_state *state, mgpo_config *out);
 
 /** Sets the learning rate used by the next mgpo_step (call before every step
  *  to follow a schedule); mgpo_get_config reports it as config.lr.  Errors:
- *  NULL_ARGUMENT, BAD_LR (negative or not finite); nothing changes on
- *  error. */
+ *  NULL_ARGUMENT, BAD_LR (negative, not finite, or beyond a numeric bound
+ *  of docs/api.md for the configuration or any registered buffer's
+ *  scales); nothing changes on error. */
 MGPO_API mgpo_status mgpo_set_lr(mgpo_state *state, double lr);
 
 /** Sets rho (config.rho) for the next perturb (e.g. a rho schedule).  A
@@ -243,7 +285,8 @@ MGPO_API mgpo_status mgpo_set_rho(mgpo_state *state, double rho);
 /** Per-tensor options, like a torch parameter group. */
 typedef struct mgpo_tensor_options {
     double lr_scale;           /* multiplies the state's lr (LoRA+: larger on B); >= 0 */
-    double weight_decay_scale; /* multiplies config.weight_decay (0: no decay); >= 0 */
+    double weight_decay_scale; /* multiplies config.weight_decay (0: no decay); >= 0;
+                                  the products obey the numeric bounds */
     int perturb;               /* nonzero: perturbed and counted in norms; 0: only stepped */
 } mgpo_tensor_options;
 
@@ -264,7 +307,8 @@ MGPO_API mgpo_tensor_options mgpo_tensor_options_default(void);
  *  count above SIZE_MAX / 16),
  *  OVERLAP (params overlaps grads, or any buffer of an earlier registration
  *  that is written), BAD_LR / BAD_WEIGHT_DECAY (negative or non-finite
- *  scales), WRONG_PHASE, OUT_OF_MEMORY. */
+ *  scales, or lr * lr_scale, weight_decay * weight_decay_scale beyond the
+ *  numeric bounds of docs/api.md), WRONG_PHASE, OUT_OF_MEMORY. */
 MGPO_API mgpo_status mgpo_add_tensor(mgpo_state *state, float *params,
                                      const float *grads, size_t count,
                                      const mgpo_tensor_options *options,
@@ -297,7 +341,7 @@ typedef struct mgpo_lora_pair {
     const float *grad_b;   /* its gradient (may be NULL until set) */
     float *base_weight;    /* frozen W, n_out*n_in; required for MGPO_LORA_BASE, else NULL */
     size_t rank, n_in, n_out;
-    double scaling;        /* s = alpha / rank, finite and > 0 */
+    double scaling;        /* s = alpha / rank, > 0 and <= MGPO_LORA_SCALING_MAX */
     mgpo_lora_mode mode;
 } mgpo_lora_pair;
 
@@ -307,7 +351,8 @@ typedef struct mgpo_lora_pair {
  *  mgpo_add_tensor; in base mode the state also owns a backup of W
  *  (n_out*n_in floats, kept in either restore mode).  Errors: NULL_ARGUMENT
  *  (state, pair, A or B; W in base mode), SHAPE (a zero dimension or an
- *  overflowing size), INVALID_ARGUMENT (scaling not finite and > 0, W given
+ *  overflowing size), INVALID_ARGUMENT (scaling not finite, <= 0 or above
+ *  MGPO_LORA_SCALING_MAX, W given
  *  in adapter mode), BAD_ENUM, OVERLAP (A, B or W overlaps another buffer of
  *  the pair or anything registered), WRONG_PHASE, OUT_OF_MEMORY, BAD_LR,
  *  BAD_WEIGHT_DECAY.  See docs/lora.md. */
@@ -328,10 +373,13 @@ MGPO_API mgpo_status mgpo_set_lora_grads(mgpo_state *state, size_t index,
  *  every unit U, c_U = sign*rho*min(1/(gbar_U+norm_eps), scale_max) /
  *  (||m_U|| + norm_eps).  Does nothing (returns MGPO_OK) before the first
  *  step, when rho is 0, for units whose momentum norm is <= norm_eps or not
- *  finite, and when already perturbed.  Remembers c_U for restore and stats.
- *  Until the restore (or the step), do not write the parameters or change
- *  the floating-point environment: the restore starts from the perturbed
- *  values.  Errors: NULL_ARGUMENT, NO_TENSORS, ALLREDUCE (nothing changed). */
+ *  finite or whose c_U is Inf or 0 as a float, and when already perturbed;
+ *  a LoRA pair in adapter mode is left alone when |c_U| * ||m_A|| or
+ *  ||m_B|| would exceed MGPO_PERTURBATION_MAX.  Remembers c_U for restore
+ *  and stats.  Until the restore (or the step), do not write the
+ *  parameters: the restore starts from the perturbed values (changing the
+ *  floating-point environment is fine).  Errors: NULL_ARGUMENT,
+ *  NO_TENSORS, ALLREDUCE (nothing changed). */
 MGPO_API mgpo_status mgpo_perturb(mgpo_state *state);
 
 /** Returns the parameters to their clean values: bit for bit in exact mode,
@@ -345,7 +393,10 @@ MGPO_API mgpo_status mgpo_restore(mgpo_state *state);
  *  AdamW or SGD to the clean parameters.
  *  Errors: NULL_ARGUMENT, NO_TENSORS, NO_GRADIENT, ALLREDUCE (nothing
  *  changed), NONFINITE_GRADIENT (parameters restored, skipped-step count +1,
- *  nothing else changed). */
+ *  nothing else changed) when a gradient holds NaN or Inf, a unit's norm
+ *  (a LoRA pair's, in weight space) or new EMA is not finite, the gradient
+ *  norm after clipping is >= MGPO_GRAD_NORM_MAX, or, for SGD with weight
+ *  decay, a decayed parameter is NaN or Inf. */
 MGPO_API mgpo_status mgpo_step(mgpo_state *state);
 
 /** Whether the parameters currently hold a perturbation (1) or not (0).
@@ -475,8 +526,12 @@ MGPO_API mgpo_status mgpo_save(const mgpo_state *state, void *buffer,
  *  byte order); CHECKPOINT_VERSION (unsupported format version or flags);
  *  CHECKPOINT_CHECKSUM (header or payload CRC-32C mismatch);
  *  CHECKPOINT_LAYOUT (registrations or structural configuration differ from
- *  this state's, or a value no writer produces, e.g. an invalid
- *  configuration or a non-finite EMA). */
+ *  this state's, or a value no run produces: an invalid configuration or
+ *  rates beyond the bounds, a step count of UINT64_MAX, a non-finite or
+ *  -0.0 norm or EMA, an unset EMA with a value, a coefficient that is not
+ *  the float of its unit's, a non-finite m, a negative or non-finite v, a
+ *  momentum_sq that is not the sum of squares of m; the full list is in
+ *  docs/api.md, "What the loader accepts"). */
 MGPO_API mgpo_status mgpo_load(mgpo_state *state, const void *buffer, size_t size);
 
 /** mgpo_save to the file `path`, atomically: writes "<path>.tmp.XXXXXX" in

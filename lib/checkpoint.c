@@ -12,6 +12,7 @@
 #include "checkpoint_format.h"
 #include "crc32c.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -76,6 +77,16 @@ MGPO_DEFINE_GET(get_f32, float)
 
 static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
 static bool is_flag(uint32_t x) { return x <= 1u; }
+/* A norm, EMA or sum of squares as a run computes it: finite, >= 0 and never
+ * -0.0 (sums start at +0.0 and round to nearest). */
+static bool is_magnitude(double x) { return isfinite(x) && !signbit(x); }
+/* A coefficient applied as a float: +0.0 (none), or the float of the unit's
+ * coefficient (a run never stores -0.0: an underflowing one skips the unit). */
+static bool is_applied(float applied, double unit_coefficient)
+{
+    return memcmp(&applied, &(float){0.0f}, sizeof applied) == 0 ||
+           (unit_coefficient != 0.0 && applied == (float)unit_coefficient);
+}
 
 #define CHECK(cond)                                                      \
     do {                                                                 \
@@ -107,7 +118,8 @@ static void put_item_lora(writer *w, const mgpo_item *it)
     put_f32(w, l && l->base_backup ? l->base_applied : 0.0f);
 }
 
-static mgpo_status get_item_lora(reader *r, mgpo_item *it, bool perturbed, bool apply)
+static mgpo_status get_item_lora(reader *r, mgpo_item *it, bool perturbed, double coefficient,
+                                 bool apply)
 {
     uint64_t rank = get_u64(r), n_in = get_u64(r), n_out = get_u64(r);
     double scaling = get_f64(r);
@@ -121,7 +133,7 @@ static mgpo_status get_item_lora(reader *r, mgpo_item *it, bool perturbed, bool 
     }
     CHECK(rank == l->desc.rank && n_in == l->desc.n_in && n_out == l->desc.n_out &&
           same_bits(scaling, l->desc.scaling) && mode == (uint32_t)l->desc.mode);
-    CHECK(isfinite(applied));
+    CHECK(is_applied(applied, coefficient));
     CHECK(applied == 0.0f || (l->base_backup && perturbed && it->perturb));
     if (apply) l->base_applied = l->base_backup ? applied : 0.0f;
     return MGPO_OK;
@@ -285,9 +297,13 @@ mgpo_status mgpo_ckpt_stream(const mgpo_state *st, mgpo_ckpt_sink sink, void *ct
                              unsigned char header[MGPO_CKPT_HEADER_SIZE])
 {
     writer w = {sink, ctx, 0, MGPO_OK};
+    /* Rebuilding the clean parameters is arithmetic: the kernels' environment. */
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
     put_state(&w, st);
     put_records(&w, st);
     put_arrays(&w, st);
+    mgpo_fp_leave(&caller);
     if (w.status == MGPO_OK) mgpo_ckpt_header(header, mgpo_ckpt_size(st), w.crc);
     return w.status;
 }
@@ -352,8 +368,10 @@ static mgpo_status check_header(const unsigned char *b, size_t size)
     return MGPO_OK;
 }
 
-/* The fixed state record.  *perturbed gets the flag for the later checks. */
-static mgpo_status get_state(reader *r, mgpo_state *st, bool apply, bool *perturbed)
+/* The fixed state record.  *perturbed and *step get the flag and the step
+ * count for the later checks. */
+static mgpo_status get_state(reader *r, mgpo_state *st, bool apply, bool *perturbed,
+                             uint64_t *step_out, mgpo_config *config_out)
 {
     mgpo_config c = st->config; /* num_threads is the loading machine's */
     uint32_t optimizer = get_u32(r), scope, restore_mode, nesterov;
@@ -372,12 +390,17 @@ static mgpo_status get_state(reader *r, mgpo_state *st, bool apply, bool *pertur
                          &c.weight_decay, &c.momentum, &c.dampening, &c.rho,
                          &c.norm_ema,     &c.scale_max, &c.norm_eps, &c.max_grad_norm};
     for (size_t i = 0; i < 12; i++) *hyper[i] = get_f64(r);
-    CHECK(mgpo_config_validate(&c) == MGPO_OK);
+    CHECK(mgpo_config_validate(&c) == MGPO_OK && mgpo_check_slot_rates(st, &c) == MGPO_OK);
 
     uint64_t step = get_u64(r), skipped = get_u64(r);
     uint32_t flag = get_u32(r);
     CHECK(is_flag(flag) && get_u32(r) == 0);
+    /* No run reaches UINT64_MAX steps (t + 1 would wrap to 0), and none is
+     * perturbed before its first step. */
+    CHECK(step != UINT64_MAX && (flag == 0 || step > 0));
     *perturbed = flag != 0;
+    *step_out = step;
+    *config_out = c;
 
     mgpo_stats s;
     memset(&s, 0, sizeof s);
@@ -404,7 +427,10 @@ static mgpo_status get_state(reader *r, mgpo_state *st, bool apply, bool *pertur
     return MGPO_OK;
 }
 
-static mgpo_status get_units(reader *r, mgpo_state *st, bool apply)
+/* Each unit's coefficient goes to coefficient[u] (scratch: reduce_buf) for
+ * the item and slot checks. */
+static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, uint64_t step,
+                             double *coefficient, bool apply)
 {
     for (size_t u = 0; u < st->unit_count; u++) {
         mgpo_unit un;
@@ -416,14 +442,28 @@ static mgpo_status get_units(reader *r, mgpo_state *st, bool apply)
         un.scale = get_f64(r);
         un.coefficient = get_f64(r);
         CHECK(is_flag(set) && reserved == 0);
-        CHECK(isfinite(un.gbar) && un.gbar >= 0.0 && isfinite(un.gamma) && un.gamma >= 0.0);
-        CHECK(isfinite(un.scale) && isfinite(un.coefficient));
+        /* Every step sets every unit's EMA; before the first nothing is set. */
+        CHECK(un.gbar_set == (step > 0));
+        CHECK(is_magnitude(un.gbar) && is_magnitude(un.gamma));
+        CHECK(isnan(un.momentum_norm) || !signbit(un.momentum_norm));
+        /* A skipped unit has +0.0 for both; a perturbed one a scale in
+         * (0, scale_max] and a coefficient of the configured sign whose
+         * float is finite and non-zero. */
+        bool none = same_bits(un.scale, 0.0) && same_bits(un.coefficient, 0.0);
+        CHECK(none || (un.scale > 0.0 && un.scale <= c->scale_max &&
+                       (un.coefficient > 0.0) == (c->sign == MGPO_SIGN_ASCENT) &&
+                       fabs(un.coefficient) <= FLT_MAX && (float)un.coefficient != 0.0f));
+        if (!un.gbar_set)
+            CHECK(same_bits(un.gbar, 0.0) && same_bits(un.gamma, 0.0) &&
+                  same_bits(un.momentum_norm, 0.0) && none);
+        coefficient[u] = un.coefficient;
         if (apply) st->units[u] = un;
     }
     return MGPO_OK;
 }
 
-static mgpo_status get_items(reader *r, mgpo_state *st, bool perturbed, bool apply)
+static mgpo_status get_items(reader *r, mgpo_state *st, bool perturbed,
+                             const double *coefficient, bool apply)
 {
     for (size_t i = 0; i < st->item_count; i++) {
         mgpo_item *it = &st->items[i];
@@ -431,14 +471,16 @@ static mgpo_status get_items(reader *r, mgpo_state *st, bool perturbed, bool app
         uint64_t slots = get_u64(r), unit = get_u64(r);
         CHECK(kind == (uint32_t)it->kind && perturb == (it->perturb ? 1u : 0u) &&
               slots == it->slot_count && unit == it->unit);
-        mgpo_status s = get_item_lora(r, it, perturbed, apply);
+        mgpo_status s = get_item_lora(r, it, perturbed, coefficient[it->unit], apply);
         if (s != MGPO_OK) return s;
     }
     return MGPO_OK;
 }
 
-static mgpo_status get_slots(reader *r, mgpo_state *st, bool perturbed, bool apply)
+static mgpo_status get_slots(reader *r, mgpo_state *st, bool perturbed,
+                             const double *coefficient, bool apply)
 {
+    float item_applied = 0.0f;
     for (size_t i = 0; i < st->slot_count; i++) {
         mgpo_slot *sl = &st->slots[i];
         uint64_t count = get_u64(r), item = get_u64(r);
@@ -446,11 +488,16 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, bool perturbed, bool app
         uint32_t perturb = get_u32(r), arrays = get_u32(r);
         float applied = get_f32(r);
         uint32_t reserved = get_u32(r);
-        double momentum_sq = get_f64(r); /* any value: m may have overflowed */
+        double momentum_sq = get_f64(r); /* checked against m in get_arrays */
         CHECK(count == sl->count && item == sl->item && same_bits(lr_scale, sl->lr_scale) &&
               same_bits(wd_scale, sl->weight_decay_scale) &&
               perturb == (sl->perturb ? 1u : 0u) && reserved == 0);
-        CHECK(isfinite(applied) && (applied == 0.0f || (perturbed && sl->perturb)));
+        CHECK(is_applied(applied, coefficient[st->items[sl->item].unit]) &&
+              (applied == 0.0f || (perturbed && sl->perturb)));
+        /* The slots of one item (A and B of a pair) move together. */
+        bool first = sl->item == 0 || st->slots[i - 1].item != sl->item;
+        CHECK(first || same_bits(applied, item_applied));
+        item_applied = applied;
         uint32_t want = (sl->v ? MGPO_CKPT_SLOT_HAS_V : 0u) |
                         (sl->backup && applied != 0.0f ? MGPO_CKPT_SLOT_HAS_BACKUP : 0u);
         CHECK(arrays == want);
@@ -468,18 +515,58 @@ static void get_floats(reader *r, float *dst, size_t n, bool apply)
     if (apply && at) memcpy(dst, at, n * sizeof(float));
 }
 
+/* What a run can leave in a moment array (m, or v when `second`): finite
+ * values (AdamW's m and v cannot overflow: MGPO_GRAD_NORM_MAX), v >= +0.0,
+ * all +0.0 before the first step; and the slot's recorded momentum_sq must
+ * be the sum of squares of m that the step computes (block partials added
+ * exactly), which the perturbation's bounds rely on.  Reads the array
+ * without consuming it. */
+static bool moments_valid(const reader *r, const mgpo_slot *sl, uint64_t step, bool second,
+                          double momentum_sq)
+{
+    if (r->short_read || r->left < sl->count * sizeof(float)) return true; /* truncated */
+    float piece[MGPO_BLOCK_FLOATS];
+    mgpo_exact_sum sum;
+    mgpo_exact_clear(&sum);
+    for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS) {
+        size_t n = mgpo_block_length(sl, begin);
+        memcpy(piece, r->p + begin * sizeof(float), n * sizeof(float));
+        for (size_t k = 0; k < n; k++) {
+            float x = piece[k];
+            if (!isfinite(x) || (second && signbit(x)) || (step == 0 && mgpo_float_bits(x) != 0))
+                return false;
+        }
+        if (!second) mgpo_exact_add(&sum, mgpo_sum_squares(piece, n));
+    }
+    return second || same_bits(mgpo_exact_round(&sum), momentum_sq);
+}
+
+static double recorded_momentum_sq(const unsigned char *slot_record)
+{
+    reader rec = {slot_record + MGPO_CKPT_SLOT_OFF_MOMENTUM_SQ, sizeof(double), false};
+    return get_f64(&rec);
+}
+
 /* The arrays.  Which ones are present is read back from the (validated)
  * records, not from the state, whose flags pass 1 must not change.  Array
  * lengths come from the state's own slots, which the records matched, so no
- * size read here can overflow or miss a buffer. */
-static void get_arrays(reader *r, mgpo_state *st, const unsigned char *items,
-                       const unsigned char *slots, bool apply)
+ * size read here can overflow or miss a buffer.  The moments are checked in
+ * pass 1; the clean parameter copies may hold anything the caller's
+ * parameters held. */
+static mgpo_status get_arrays(reader *r, mgpo_state *st, uint64_t step,
+                              const unsigned char *items, const unsigned char *slots,
+                              bool apply)
 {
     for (size_t i = 0; i < st->slot_count; i++) {
         mgpo_slot *sl = &st->slots[i];
-        uint32_t arrays = load_u32(slots + i * MGPO_CKPT_SLOT_SIZE + MGPO_CKPT_SLOT_OFF_ARRAYS);
+        const unsigned char *record = slots + i * MGPO_CKPT_SLOT_SIZE;
+        uint32_t arrays = load_u32(record + MGPO_CKPT_SLOT_OFF_ARRAYS);
+        CHECK(apply || moments_valid(r, sl, step, false, recorded_momentum_sq(record)));
         get_floats(r, sl->m, sl->count, apply);
-        if (arrays & MGPO_CKPT_SLOT_HAS_V) get_floats(r, sl->v, sl->count, apply);
+        if (arrays & MGPO_CKPT_SLOT_HAS_V) {
+            CHECK(apply || moments_valid(r, sl, step, true, 0.0));
+            get_floats(r, sl->v, sl->count, apply);
+        }
         if (arrays & MGPO_CKPT_SLOT_HAS_BACKUP) {
             get_floats(r, sl->backup, sl->count, apply);
             /* The clean values arrive as a plain copy. */
@@ -492,22 +579,27 @@ static void get_arrays(reader *r, mgpo_state *st, const unsigned char *items,
                sizeof base);
         get_lora_base(r, &st->items[i], base != 0.0f, apply);
     }
+    return MGPO_OK;
 }
 
-/* Pass 1 (apply false) checks everything and writes nothing; pass 2 (apply
- * true) copies, and cannot fail once pass 1 has succeeded. */
+/* Pass 1 (apply false) checks everything and writes nothing but scratch (the
+ * units' coefficients, in reduce_buf); pass 2 (apply true) copies, and
+ * cannot fail once pass 1 has succeeded. */
 static mgpo_status parse(mgpo_state *st, const unsigned char *payload, size_t size, bool apply)
 {
     reader rd = {payload, size, false}, *r = &rd;
     bool perturbed = false;
-    mgpo_status s = get_state(r, st, apply, &perturbed);
-    if (s == MGPO_OK) s = get_units(r, st, apply);
+    uint64_t step = 0;
+    mgpo_config config;
+    double *coefficient = st->reduce_buf;
+    mgpo_status s = get_state(r, st, apply, &perturbed, &step, &config);
+    if (s == MGPO_OK) s = get_units(r, st, &config, step, coefficient, apply);
     const unsigned char *items = r->p;
-    if (s == MGPO_OK) s = get_items(r, st, perturbed, apply);
+    if (s == MGPO_OK) s = get_items(r, st, perturbed, coefficient, apply);
     const unsigned char *slots = r->p;
-    if (s == MGPO_OK) s = get_slots(r, st, perturbed, apply);
+    if (s == MGPO_OK) s = get_slots(r, st, perturbed, coefficient, apply);
+    if (s == MGPO_OK) s = get_arrays(r, st, step, items, slots, apply);
     if (s != MGPO_OK) return s;
-    get_arrays(r, st, items, slots, apply);
     if (r->short_read || r->left != 0) return MGPO_ERR_CHECKPOINT_TRUNCATED;
     return MGPO_OK;
 }
@@ -518,7 +610,11 @@ mgpo_status mgpo_load(mgpo_state *st, const void *buffer, size_t size)
     const unsigned char *b = buffer;
     mgpo_status s = check_header(b, size);
     if (s != MGPO_OK) return s;
+    /* Validation recomputes each momentum_sq as the step does. */
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
     s = parse(st, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE, false);
-    if (s != MGPO_OK) return s;
-    return parse(st, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE, true);
+    if (s == MGPO_OK) s = parse(st, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE, true);
+    mgpo_fp_leave(&caller);
+    return s;
 }

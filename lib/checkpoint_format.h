@@ -29,6 +29,7 @@
 #define MGPO_CKPT_SLOT_SIZE 56u
 #define MGPO_CKPT_ITEM_OFF_BASE_APPLIED 60u /* f32 within an item record */
 #define MGPO_CKPT_SLOT_OFF_ARRAYS 36u       /* u32 within a slot record */
+#define MGPO_CKPT_SLOT_OFF_MOMENTUM_SQ 48u  /* f64 within a slot record */
 
 /* Bits of a slot record's `arrays` field: which float arrays follow m. */
 #define MGPO_CKPT_SLOT_HAS_V 1u

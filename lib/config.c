@@ -1,6 +1,7 @@
 /* Versions, error names, configuration profiles and their validation. */
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
 
 unsigned mgpo_version_number(void) { return MGPO_VERSION_NUMBER; }
@@ -82,6 +83,47 @@ static bool unit_interval(double x) { return isfinite(x) && x >= 0.0 && x < 1.0;
 static bool non_negative(double x) { return isfinite(x) && x >= 0.0; }
 static bool positive(double x) { return isfinite(x) && x > 0.0; }
 
+/* The numeric bounds (docs/api.md, "Numeric bounds"): every float the
+ * library derives from a configuration must be finite in the type in which
+ * it is applied, so that no accepted input can make a step write NaN or Inf
+ * (the float conversions below are exact comparisons with FLT_MAX, not
+ * casts, since a double beyond FLT_MAX does not convert to a finite float). */
+static bool float_finite(double x) { return fabs(x) <= FLT_MAX; }
+
+static mgpo_status check_rates(const mgpo_config *c, double lr_scale, double wd_scale)
+{
+    double lr = c->lr * lr_scale, wd = c->weight_decay * wd_scale;
+    /* SGD applies -lr and wd as floats (lr <= 2^50, wd <= 1, so that one
+     * step's lr*d and wd*theta stay in range); AdamW applies 1 - lr*wd (kept in
+     * [0, 1], so decay never grows a parameter) and -lr / (1 - beta1^t),
+     * largest at t = 1.  MGPO_LR_EPS_RATIO bounds AdamW's update
+     * (lr / bias1) * m / (sqrt(v)/bias2 + eps), with |m| / bias1 below
+     * MGPO_GRAD_NORM_MAX, to 2^100, and its numerator to 2^100 too
+     * (docs/api.md). */
+    if (!float_finite(lr)) return MGPO_ERR_BAD_LR;
+    if (c->optimizer == MGPO_OPTIMIZER_ADAMW &&
+        (!float_finite(lr / (1.0 - c->beta1)) ||
+         lr > MGPO_LR_EPS_RATIO * fmin((double)(float)c->eps, 1.0)))
+        return MGPO_ERR_BAD_LR;
+    /* SGD adds wd*theta to the gradient: wd <= 1 keeps it within |theta|. */
+    if (c->optimizer == MGPO_OPTIMIZER_SGD && lr > MGPO_LR_EPS_RATIO) return MGPO_ERR_BAD_LR;
+    if (!float_finite(wd)) return MGPO_ERR_BAD_WEIGHT_DECAY;
+    if (lr * wd > 1.0 || (c->optimizer == MGPO_OPTIMIZER_SGD && wd > 1.0))
+        return MGPO_ERR_BAD_WEIGHT_DECAY;
+    return MGPO_OK;
+}
+
+/* The products are rounded as the step rounds them, so that a value at a
+ * bound is accepted or refused the same way under any caller rounding mode. */
+mgpo_status mgpo_check_rates(const mgpo_config *c, double lr_scale, double wd_scale)
+{
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    mgpo_status s = check_rates(c, lr_scale, wd_scale);
+    mgpo_fp_leave(&caller);
+    return s;
+}
+
 mgpo_status mgpo_config_validate(const mgpo_config *c)
 {
     if (!c) return MGPO_ERR_NULL_ARGUMENT;
@@ -100,13 +142,18 @@ mgpo_status mgpo_config_validate(const mgpo_config *c)
     /* torch.optim.SGD refuses the same combination. */
     if (c->nesterov && (c->momentum <= 0.0 || c->dampening != 0.0))
         return MGPO_ERR_BAD_BETA;
-    if (!positive(c->eps) || !positive(c->norm_eps)) return MGPO_ERR_BAD_EPSILON;
+    /* AdamW divides by sqrt(v)/b + eps in float: eps must be a normal float. */
+    if (!positive(c->eps) || !positive(c->norm_eps) || c->eps < FLT_MIN || c->eps > FLT_MAX)
+        return MGPO_ERR_BAD_EPSILON;
     if (!non_negative(c->weight_decay)) return MGPO_ERR_BAD_WEIGHT_DECAY;
+    /* A tensor's perturbation |c*m| is at most rho*scale_max. */
     if (!non_negative(c->rho)) return MGPO_ERR_BAD_RHO;
     if (!positive(c->scale_max)) return MGPO_ERR_BAD_SCALE_MAX;
+    if (c->rho * c->scale_max > MGPO_PERTURBATION_MAX) return MGPO_ERR_BAD_RHO;
     if (!non_negative(c->max_grad_norm)) return MGPO_ERR_BAD_CLIP;
     if (c->num_threads < 0) return MGPO_ERR_BAD_THREADS;
-    return MGPO_OK;
+    /* The rates of a tensor with the default options. */
+    return mgpo_check_rates(c, 1.0, 1.0);
 }
 
 mgpo_tensor_options mgpo_tensor_options_default(void)
@@ -118,9 +165,9 @@ mgpo_tensor_options mgpo_tensor_options_default(void)
     return o;
 }
 
-mgpo_status mgpo_check_options(const mgpo_tensor_options *o)
+mgpo_status mgpo_check_options(const mgpo_config *c, const mgpo_tensor_options *o)
 {
     if (!non_negative(o->lr_scale)) return MGPO_ERR_BAD_LR;
     if (!non_negative(o->weight_decay_scale)) return MGPO_ERR_BAD_WEIGHT_DECAY;
-    return MGPO_OK;
+    return mgpo_check_rates(c, o->lr_scale, o->weight_decay_scale);
 }

@@ -4,6 +4,7 @@
 
 #include "mgpo.h"
 
+#include <fenv.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -138,7 +139,14 @@ void *mgpo_alloc(const mgpo_state *st, size_t size);
 void mgpo_free(const mgpo_state *st, void *ptr, size_t size);
 mgpo_status mgpo_grow(const mgpo_state *st, void **array, size_t *capacity,
                       size_t needed, size_t elem_size);
-mgpo_status mgpo_check_options(const mgpo_tensor_options *o);
+/* config.c: the options' own checks, then mgpo_check_rates under config c. */
+mgpo_status mgpo_check_options(const mgpo_config *c, const mgpo_tensor_options *o);
+/* The numeric bounds on the rates a buffer with these scales derives from c
+ * (lr * lr_scale, weight_decay * weight_decay_scale and their products, see
+ * docs/api.md): MGPO_OK, MGPO_ERR_BAD_LR or MGPO_ERR_BAD_WEIGHT_DECAY. */
+mgpo_status mgpo_check_rates(const mgpo_config *c, double lr_scale, double wd_scale);
+/* state.c: mgpo_check_rates for every registered buffer under c. */
+mgpo_status mgpo_check_slot_rates(const mgpo_state *st, const mgpo_config *c);
 mgpo_status mgpo_check_writable(const mgpo_state *st, const float *p, size_t count);
 mgpo_status mgpo_check_readable(const mgpo_state *st, const float *p, size_t count);
 bool mgpo_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes);
@@ -313,6 +321,16 @@ const mgpo_kernels *mgpo_kernels_best(void);
 typedef double (*mgpo_block_fn)(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
                                 void *arg);
 void mgpo_parallel_blocks(mgpo_state *st, mgpo_block_fn fn, void *arg, bool sums);
+/* The floating-point environment of every kernel: the C default (round to
+ * nearest, no flush-to-zero or denormals-are-zero, exceptions masked),
+ * whatever the caller or a worker thread had, so results have the same bits
+ * on every thread and machine.  enter saves the calling thread's environment
+ * and installs the default; leave puts the saved one back exactly (the
+ * status flags raised in between are dropped, see docs/api.md).  Every public
+ * call that computes wraps itself in the pair; mgpo_parallel_blocks does the
+ * same on each worker. */
+void mgpo_fp_enter(fenv_t *caller);
+void mgpo_fp_leave(const fenv_t *caller);
 /* Threads mgpo_parallel_blocks uses for this state: 1 without OpenMP. */
 int mgpo_parallel_threads(const mgpo_state *st);
 /* The thread count the state sizes its partials for, at creation. */

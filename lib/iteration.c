@@ -11,6 +11,7 @@
  * Only per-unit scalars cross between phases. */
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -102,10 +103,22 @@ static double item_momentum_sq(const mgpo_state *st, const mgpo_item *it)
     return st->slots[it->first_slot].momentum_sq;
 }
 
-mgpo_status mgpo_perturb(mgpo_state *st)
+/* Whether an adapter-mode pair's A and B can move by cf*m without a float
+ * reaching Inf: its weight-space norm does not bound |m_A| or |m_B| (B may be
+ * ~0 while m_A is large), so the coefficient is checked against the slots'
+ * own momentum norms (cached by the last step).  Only this pair's data
+ * decides, so ranks of a sharded run agree on every other item. */
+static bool adapter_move_fits(const mgpo_state *st, const mgpo_item *it, float cf)
 {
-    if (!st) return MGPO_ERR_NULL_ARGUMENT;
-    if (st->item_count == 0) return MGPO_ERR_NO_TENSORS;
+    for (size_t k = 0; k < it->slot_count; k++) {
+        double norm = sqrt(st->slots[it->first_slot + k].momentum_sq);
+        if (!(fabs((double)cf) * norm <= MGPO_PERTURBATION_MAX)) return false;
+    }
+    return true;
+}
+
+static mgpo_status perturb(mgpo_state *st)
+{
     if (st->perturbed || st->step == 0 || st->config.rho == 0.0) return MGPO_OK;
 
     double *sq = st->reduce_buf;
@@ -124,14 +137,19 @@ mgpo_status mgpo_perturb(mgpo_state *st)
         un->momentum_norm = n;
         un->scale = 0.0;
         un->coefficient = 0.0;
-        if (isfinite(n) && n > c->norm_eps) {
-            un->scale = unit_scale(st, un);
-            un->coefficient = (double)c->sign * c->rho * un->scale / (n + c->norm_eps);
-            any = true;
-            total_sq += n * n;
-            applied_sq += (un->coefficient * n) * (un->coefficient * n);
-            if (un->scale > max_scale) max_scale = un->scale;
-        }
+        if (!isfinite(n) || n <= c->norm_eps) continue;
+        double scale = unit_scale(st, un);
+        double coefficient = (double)c->sign * c->rho * scale / (n + c->norm_eps);
+        /* It is applied as a float: a unit whose float coefficient would be
+         * Inf (a momentum norm just above a tiny norm_eps) or 0 is skipped
+         * like one with a non-finite norm. */
+        if (!(fabs(coefficient) <= FLT_MAX) || (float)coefficient == 0.0f) continue;
+        un->scale = scale;
+        un->coefficient = coefficient;
+        any = true;
+        total_sq += n * n;
+        applied_sq += (coefficient * n) * (coefficient * n);
+        if (scale > max_scale) max_scale = scale;
     }
     if (!any) return MGPO_OK;
 
@@ -142,6 +160,7 @@ mgpo_status mgpo_perturb(mgpo_state *st)
             if (cf != 0.0f) mgpo_lora_base_perturb(st, it, cf);
             continue;
         }
+        if (it->lora && cf != 0.0f && !adapter_move_fits(st, it, cf)) cf = 0.0f;
         for (size_t k = 0; k < it->slot_count; k++) st->slots[it->first_slot + k].applied = cf;
     }
     perturb_slots(st);
@@ -151,6 +170,21 @@ mgpo_status mgpo_perturb(mgpo_state *st)
     st->stats.perturbation_norm = sqrt(applied_sq);
     st->stats.perturbation_scale = max_scale;
     return MGPO_OK;
+}
+
+/* The public calls that compute run under the library's own floating-point
+ * environment (mgpo_fp_enter), whatever the caller's. */
+mgpo_status mgpo_perturb(mgpo_state *st)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    if (st->item_count == 0) return MGPO_ERR_NO_TENSORS;
+    /* The calls that do nothing skip the environment switch (~0.4 us). */
+    if (st->perturbed || st->step == 0 || st->config.rho == 0.0) return MGPO_OK;
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    mgpo_status s = perturb(st);
+    mgpo_fp_leave(&caller);
+    return s;
 }
 
 /* ---- restore ------------------------------------------------------------- */
@@ -178,12 +212,20 @@ static void clear_perturbation(mgpo_state *st)
     st->perturbed = false;
 }
 
+static void restore(mgpo_state *st)
+{
+    mgpo_parallel_blocks(st, restore_block, NULL, false);
+    clear_perturbation(st);
+}
+
 mgpo_status mgpo_restore(mgpo_state *st)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     if (!st->perturbed) return MGPO_OK;
-    mgpo_parallel_blocks(st, restore_block, NULL, false);
-    clear_perturbation(st);
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    restore(st);
+    mgpo_fp_leave(&caller);
     return MGPO_OK;
 }
 
@@ -193,7 +235,17 @@ static double grad_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
                             void *arg)
 {
     (void)arg;
-    return st->kernels->sum_squares(sl->grads + begin, count);
+    double sq = st->kernels->sum_squares(sl->grads + begin, count);
+    /* SGD's coupled decay makes wd*theta part of the gradient it applies
+     * (and stores as momentum): a NaN or Inf parameter of a decayed buffer
+     * makes it non-finite, so it counts as a non-finite gradient.  0 times
+     * a finite sum of squares adds +0.0 and leaves the norm's bits alone;
+     * a perturbed value is finite exactly when its clean value is
+     * (MGPO_PERTURBATION_MAX). */
+    if (st->config.optimizer == MGPO_OPTIMIZER_SGD &&
+        st->config.weight_decay * sl->weight_decay_scale != 0.0)
+        sq += 0.0 * st->kernels->sum_squares(sl->params + begin, count);
+    return sq;
 }
 
 static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
@@ -249,13 +301,17 @@ static void set_slot_constants(mgpo_state *st, uint64_t t)
     }
 }
 
-mgpo_status mgpo_step(mgpo_state *st)
+/* A refused step: the parameters clean again, one more skipped step,
+ * nothing else changed. */
+static mgpo_status skip_step(mgpo_state *st)
 {
-    if (!st) return MGPO_ERR_NULL_ARGUMENT;
-    if (st->item_count == 0) return MGPO_ERR_NO_TENSORS;
-    for (size_t i = 0; i < st->slot_count; i++)
-        if (!st->slots[i].grads) return MGPO_ERR_NO_GRADIENT;
+    if (st->perturbed) restore(st);
+    st->skipped_steps++;
+    return MGPO_ERR_NONFINITE_GRADIENT;
+}
 
+static mgpo_status step(mgpo_state *st)
+{
     /* Pass 1: raw gradient norms per unit and in total. */
     mgpo_parallel_blocks(st, grad_sq_block, NULL, true);
     double *sq = st->reduce_buf;
@@ -267,35 +323,46 @@ mgpo_status mgpo_step(mgpo_state *st)
     mgpo_status s = all_reduce(st, units + 1);
     if (s != MGPO_OK) return s;
 
-    if (!isfinite(sq[units])) {
-        if (st->perturbed) mgpo_restore(st);
-        st->skipped_steps++;
-        return MGPO_ERR_NONFINITE_GRADIENT;
-    }
+    /* A unit's norm can be NaN with finite raw gradients (a LoRA pair whose
+     * A or B holds an Inf): refused like a NaN gradient, so that no EMA
+     * becomes non-finite. */
+    for (size_t u = 0; u <= units; u++)
+        if (!isfinite(sq[u])) return skip_step(st);
 
     const mgpo_config *c = &st->config;
     double grad_norm = sqrt(sq[units]);
     mgpo_step_constants k;
     memset(&k, 0, sizeof k);
     k.grad_scale = 1.0f;
-    st->stats.clipped = 0;
+    int clipped = 0;
     if (c->max_grad_norm > 0.0) {
         /* torch.nn.utils.clip_grad_norm_: scale by max/(norm+1e-6) if below 1. */
         double coef = c->max_grad_norm / (grad_norm + 1e-6);
         if (coef < 1.0) {
             k.grad_scale = (float)coef;
-            st->stats.clipped = 1;
+            clipped = 1;
         }
     }
+    /* Every element of the gradient the kernels apply is below the bound, so
+     * AdamW's g*g cannot overflow a float (MGPO_GRAD_NORM_MAX). */
+    if (!(grad_norm * (double)k.grad_scale < MGPO_GRAD_NORM_MAX)) return skip_step(st);
 
-    double ema_sq = 0.0;
+    /* The new EMAs, checked before any is stored (the second half of
+     * reduce_buf is free once the all-reduce is done). */
+    double *gbar = st->reduce_buf + units + 1, ema_sq = 0.0;
+    for (size_t u = 0; u < units; u++) {
+        const mgpo_unit *un = &st->units[u];
+        double gamma = sqrt(sq[u]);
+        gbar[u] = un->gbar_set ? c->norm_ema * un->gbar + (1.0 - c->norm_ema) * gamma : gamma;
+        if (!isfinite(gbar[u])) return skip_step(st);
+        ema_sq += gbar[u] * gbar[u];
+    }
+    st->stats.clipped = clipped;
     for (size_t u = 0; u < units; u++) {
         mgpo_unit *un = &st->units[u];
         un->gamma = sqrt(sq[u]);
-        un->gbar = un->gbar_set ? c->norm_ema * un->gbar + (1.0 - c->norm_ema) * un->gamma
-                                : un->gamma;
+        un->gbar = gbar[u];
         un->gbar_set = true;
-        ema_sq += un->gbar * un->gbar;
     }
 
     uint64_t t = st->step + 1;
@@ -322,6 +389,19 @@ mgpo_status mgpo_step(mgpo_state *st)
     st->stats.grad_norm = grad_norm;
     st->stats.grad_norm_ema = sqrt(ema_sq);
     return MGPO_OK;
+}
+
+mgpo_status mgpo_step(mgpo_state *st)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    if (st->item_count == 0) return MGPO_ERR_NO_TENSORS;
+    for (size_t i = 0; i < st->slot_count; i++)
+        if (!st->slots[i].grads) return MGPO_ERR_NO_GRADIENT;
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    mgpo_status s = step(st);
+    mgpo_fp_leave(&caller);
+    return s;
 }
 
 mgpo_restore_census mgpo_internal_restore_census(const mgpo_state *st)

@@ -8,7 +8,9 @@
  *
  * A tail shorter than eight runs the same vector code with masked loads and
  * stores; the masked-off elements are zeros, which add +0.0 to their lanes
- * and so leave the sums' bits unchanged.
+ * and so leave the sums' bits unchanged.  A value summed that is computed
+ * from them by a constant that may be huge (SGD's wd*p) is masked to +0.0
+ * before it is summed, so the tail lanes stay neutral for every constant.
  *
  * The exact-mode kernels (perturb_exact, restore_exact and the step's
  * exception reader) keep a tensor's restore information as an exception list
@@ -342,6 +344,8 @@ static AVX2 inline void sgd8(float *params, const float *src, const float *grads
     __m256 dir = k->plain ? d : k->nesterov ? _mm256_add_ps(d, _mm256_mul_ps(k->momentum, b)) : b;
     store_out(params, _mm256_add_ps(p, _mm256_mul_ps(k->neg_lr, dir)), mask, stream);
     store(m, b, mask);
+    /* Masked-off lanes: 0 * wd is NaN when wd is Inf in float. */
+    if (mask) b = _mm256_and_ps(b, _mm256_castsi256_ps(*mask));
     add_squares(lo, hi, b);
 }
 

@@ -282,8 +282,10 @@ static mgpo_status validate_pair(const mgpo_state *st, const mgpo_lora_pair *p,
     if (p->mode == MGPO_LORA_ADAPTER && p->base_weight) return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_status s = pair_sizes(p, z);
     if (s != MGPO_OK) return s;
-    if (!isfinite(p->scaling) || !(p->scaling > 0.0)) return MGPO_ERR_INVALID_ARGUMENT;
-    s = mgpo_check_options(o);
+    /* The weight-space norms multiply by scaling^2 (MGPO_LORA_SCALING_MAX). */
+    if (!isfinite(p->scaling) || !(p->scaling > 0.0) || p->scaling > MGPO_LORA_SCALING_MAX)
+        return MGPO_ERR_INVALID_ARGUMENT;
+    s = mgpo_check_options(&st->config, o);
     if (s != MGPO_OK) return s;
     if (st->step > 0 || st->perturbed) return MGPO_ERR_WRONG_PHASE;
     return check_pair_buffers(st, p, z);

@@ -7,12 +7,29 @@
  * most two) slots it shares with neighbours leave their exact partials in
  * st->partials, merged afterwards.  Exact addition is associative, so every
  * slot's total has the same bits for any number of threads, and the state
- * needs two partials per thread instead of one value per block. */
+ * needs two partials per thread instead of one value per block.
+ *
+ * Workers do not inherit the caller's floating-point environment in every
+ * OpenMP runtime (libgomp's keep the MXCSR they started with, libomp's copy
+ * the caller's), so each one sets the library's own for the region and puts
+ * its previous one back after it. */
 #include "internal.h"
+
+#include <fenv.h>
 
 #ifdef MGPO_WITH_OPENMP
 #include <omp.h>
 #endif
+
+void mgpo_fp_enter(fenv_t *caller)
+{
+    fegetenv(caller);
+    fesetenv(FE_DFL_ENV);
+}
+
+/* fesetenv, not feupdateenv: re-raising the flags of the library's own
+ * arithmetic would trap in a caller that enabled floating-point traps. */
+void mgpo_fp_leave(const fenv_t *caller) { fesetenv(caller); }
 
 int mgpo_parallel_max_threads(const mgpo_config *config)
 {
@@ -94,7 +111,10 @@ void mgpo_parallel_blocks(mgpo_state *st, mgpo_block_fn fn, void *arg, bool sums
 #pragma omp parallel num_threads(threads)
         {
             size_t t = (size_t)omp_get_thread_num(), team = (size_t)omp_get_num_threads();
+            fenv_t worker;
+            mgpo_fp_enter(&worker);
             run_range(st, fn, arg, sums, n * t / team, n * (t + 1) / team, partials + 2 * t);
+            mgpo_fp_leave(&worker);
         }
         if (!sums) return;
         /* Shared slots appear in thread order; merge each one's partials. */

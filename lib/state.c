@@ -281,7 +281,7 @@ mgpo_status mgpo_add_tensor(mgpo_state *st, float *params, const float *grads, s
     if (!st || !params) return MGPO_ERR_NULL_ARGUMENT;
     if (count == 0 || count > SIZE_MAX / 4 / sizeof(float)) return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_tensor_options o = options ? *options : mgpo_tensor_options_default();
-    mgpo_status s = mgpo_check_options(&o);
+    mgpo_status s = mgpo_check_options(&st->config, &o);
     if (s == MGPO_OK) s = check_registration(st);
     if (s != MGPO_OK) return s;
     size_t bytes = count * sizeof(float);
@@ -318,12 +318,23 @@ mgpo_status mgpo_set_grad(mgpo_state *st, size_t index, const float *grads)
 
 /* ---- Setters and getters ------------------------------------------------- */
 
+mgpo_status mgpo_check_slot_rates(const mgpo_state *st, const mgpo_config *c)
+{
+    for (size_t i = 0; i < st->slot_count; i++) {
+        mgpo_status s = mgpo_check_rates(c, st->slots[i].lr_scale, st->slots[i].weight_decay_scale);
+        if (s != MGPO_OK) return s;
+    }
+    return MGPO_OK;
+}
+
 mgpo_status mgpo_set_lr(mgpo_state *st, double lr)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     mgpo_config c = st->config;
     c.lr = lr;
     mgpo_status s = mgpo_config_validate(&c);
+    /* Too large for some registered buffer's scales. */
+    if (s == MGPO_OK && mgpo_check_slot_rates(st, &c) != MGPO_OK) s = MGPO_ERR_BAD_LR;
     if (s != MGPO_OK) return s;
     st->lr = lr;
     st->config.lr = lr;

@@ -187,6 +187,114 @@ START_TEST(test_kernel_bitwise)
 }
 END_TEST
 
+/* ---- Extreme values (issue 15, section 4) ----------------------------------
+ * The same comparison for the largest constants and the most extreme
+ * elements the step can meet: weight decay and lr at the float limits (and
+ * wd = +Inf, which the bounds now refuse, but whose tail lanes must stay
+ * neutral anyway), subnormals, Inf and NaN in the caller's parameters.  Every
+ * length 1..17 covers each length mod 8 with and without a full chunk.
+ * NaN results compare equal whatever their payload; everything else by bits. */
+
+static bool same_or_both_nan(float a, float b)
+{
+    return mgpo_float_bits(a) == mgpo_float_bits(b) || (isnan(a) && isnan(b));
+}
+
+static void assert_same_extreme(const float *a, const float *b, size_t n, const char *what,
+                                int which)
+{
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(same_or_both_nan(a[i], b[i]), "case %d: %s[%zu] of %zu: %a vs %a", which,
+                      what, i, n, (double)a[i], (double)b[i]);
+}
+
+#define EXTREME_CASES 6
+
+/* Case `which`: kernel, constants and inputs (n elements, seeded). */
+static double run_extreme(const mgpo_kernels *k, int which, size_t n, buffers *b)
+{
+    fill(b, n, 1, 40 + n);
+    mgpo_slot s = slot_constants();
+    mgpo_step_constants c;
+    update_constants(4, &s, &c); /* SGD, Nesterov, decay */
+    switch (which) {
+    case 0: /* the issue's example: 0.01 * weight_decay_scale 1e300 -> +Inf */
+        s.k_decay = INFINITY;
+        for (size_t i = 0; i < n; i++) {
+            b->params[i] = 1.0f + fabsf(b->params[i]);
+            b->grads[i] = fabsf(b->grads[i]);
+        }
+        break;
+    case 1: /* the largest accepted SGD constants, subnormal inputs */
+        s.k_decay = FLT_MAX;
+        s.k_lr = -FLT_MAX;
+        c.nesterov = false;
+        tu_fill_wide(b->params, n, 3 + n, -149, -126);
+        tu_fill_wide(b->grads, n, 4 + n, -149, -126);
+        tu_fill_wide(b->m, n, 5 + n, -149, -126);
+        break;
+    case 2: /* SGD with Inf/NaN parameters (the caller's) and huge values */
+        c.first = true;
+        s.k_decay = 1.0f;
+        tu_fill_wide(b->params, n, 6 + n, -149, 127);
+        tu_fill_wide(b->grads, n, 7 + n, -149, 50);
+        b->params[n / 2] = INFINITY;
+        if (n > 2) b->params[n - 1] = NAN;
+        break;
+    case 3: /* AdamW with the smallest eps and subnormal moments */
+        update_constants(3, &s, &c);
+        c.eps = FLT_MIN;
+        s.k_decay = 0.0f;
+        s.k_step = -FLT_MAX;
+        tu_fill_wide(b->grads, n, 8 + n, -149, -126);
+        tu_fill_wide(b->m, n, 9 + n, -149, -126);
+        for (size_t i = 0; i < n; i++) b->v[i] = fabsf(b->m[i]);
+        break;
+    case 4: /* AdamW with Inf/NaN and huge parameters, huge moments */
+        update_constants(3, &s, &c);
+        s.k_step = -1e30f;
+        tu_fill_wide(b->params, n, 10 + n, -149, 127);
+        tu_fill_wide(b->grads, n, 11 + n, -149, 50);
+        tu_fill_wide(b->m, n, 12 + n, -149, 127);
+        for (size_t i = 0; i < n; i++) b->v[i] = FLT_MAX;
+        b->params[0] = -INFINITY;
+        if (n > 3) b->params[n - 2] = NAN;
+        break;
+    default: /* perturb by the largest coefficient; subnormal momentum */
+        tu_fill_wide(b->m, n, 13 + n, -149, -100);
+        b->m[n - 1] = 0.0f;
+        k->perturb(b->params, b->src, b->m, FLT_MAX, n, false);
+        k->unperturb(b->params, b->m, -FLT_MAX, n);
+        return k->sum_squares(b->params, n);
+    }
+    return which >= 3 ? k->adamw(b->params, b->params, b->grads, b->m, b->v, &s, &c, n, 0.0f, NULL)
+                      : k->sgd(b->params, b->params, b->grads, b->m, &s, &c, n, 0.0f, NULL);
+}
+
+START_TEST(test_extreme_bitwise)
+{
+    const mgpo_kernels *fast = fast_table();
+    if (!fast) return;
+    const mgpo_kernels *ref = mgpo_kernels_portable();
+    for (size_t n = 1; n <= 17; n++) {
+        buffers a, b;
+        double ra = run_extreme(ref, _i, n, &a);
+        double rb = run_extreme(fast, _i, n, &b);
+        ck_assert_msg(memcmp(&ra, &rb, sizeof ra) == 0 || (isnan(ra) && isnan(rb)),
+                      "case %d n=%zu: sum %.17g vs %.17g", _i, n, ra, rb);
+        /* The sum is the portable norm of the new momentum (the params for
+         * the perturbation case), and case 0's momentum is +Inf, not NaN. */
+        if (_i == 0) ck_assert_msg(isinf(ra) && isinf(rb), "case 0 n=%zu: %g %g", n, ra, rb);
+        assert_same_extreme(a.params, b.params, n, "params", _i);
+        assert_same_extreme(a.m, b.m, n, "m", _i);
+        assert_same_extreme(a.v, b.v, n, "v", _i);
+        assert_same_extreme(a.src, b.src, n, "backup", _i);
+        free(a.mem);
+        free(b.mem);
+    }
+}
+END_TEST
+
 /* A padded tail must not write past the end. */
 START_TEST(test_kernel_tail_untouched)
 {
@@ -598,6 +706,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_kernel_bitwise, 0, 8);
     tcase_add_test(tc, test_kernel_tail_untouched);
+    tcase_add_loop_test(tc, test_extreme_bitwise, 0, EXTREME_CASES);
     tcase_add_test(tc, test_fused_undo_is_unperturb);
     tcase_add_test(tc, test_exact_round_trip);
     tcase_add_test(tc, test_exact_overflow_leaves_params);
