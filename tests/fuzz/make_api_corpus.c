@@ -3,8 +3,9 @@
  * `make_api_corpus tests/fuzz/corpus-api`).  Each seed is a short program in
  * fuzz_api's encoding (one opcode byte, then its arguments): ordinary
  * training loops in every configuration, LoRA pairs in both modes,
- * non-finite and extreme gradients, extreme configurations, saves into
- * buffers of odd sizes, edited loads, refused allocations, destroy. */
+ * non-finite and extreme gradients, extreme configurations, refused
+ * set_lr/set_rho, saves into buffers of odd sizes, edited loads, refused
+ * allocations, destroy. */
 #include <stdio.h>
 #include <string.h>
 
@@ -104,7 +105,8 @@ int main(int argc, char **argv)
     for (int field = 0; field < 12; field++) {
         prog p = {{0}, 0};
         unsigned char t = (unsigned char)(field * 2 + 12);
-        E(&p, CREATE, 0, (unsigned char)(1u << (field & 7)), (unsigned char)(field >> 3), t);
+        unsigned lo = field < 8 ? 1u << field : 0, hi = field < 8 ? 0 : 1u << (field - 8);
+        E(&p, CREATE, 0, (unsigned char)lo, (unsigned char)hi, t);
         tensor(&p, 10, 30, 10);
         grads(&p, 2);
         iterations(&p, 3);
@@ -120,8 +122,9 @@ int main(int argc, char **argv)
         E(&p, ADD, 0, 0, 20, 0, 0);    /* no gradient yet */
         E(&p, ADD, 1, 10, 20, 0, 0);   /* overlaps: refused */
         E(&p, REFUSE, 0, ADD, 1, 200, 5, 0, 0); /* out of memory */
-        E(&p, ADD, 1, 200, 5, 0, 7);   /* perturb off, lr scale extreme */
+        E(&p, ADD, 1, 200, 5, 0, 5, 14); /* perturb off, lr scale DBL_MAX */
         E(&p, STEP, SET_GRAD, 0, 1, 50, PERTURB, STEP, FILL_PARAM, 0, 60, 3, 1);
+        E(&p, SET, 0, 15, SET, 1, 15, SET, 0, 200, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0); /* -1, NaN */
         iterations(&p, 2);
         E(&p, DESTROY, STEP);
         create(&p, 14);
