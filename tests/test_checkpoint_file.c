@@ -142,7 +142,7 @@ static int file_holds(const char *path, const mgpo_state *st)
 
 /* ---- Loading never blocks ---------------------------------------------------- */
 
-/* mgpo_load_file on `path` in a child with a 5 s alarm: the child's exit
+/* mgpo_load_file on `path` in a child with a 20 s alarm (valgrind is slow): the child's exit
  * code is the status; a child that blocks is killed by the alarm. */
 static int load_in_child(const char *path)
 {
@@ -150,10 +150,12 @@ static int load_in_child(const char *path)
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         signal(SIGALRM, SIG_DFL); /* Check may have installed a handler */
-        alarm(5);
+        alarm(20);
         fx f;
         if (fx_prepare(&f, 0) != MGPO_OK) _exit(100);
-        _exit((int)mgpo_load_file(f.st, path));
+        int status = (int)mgpo_load_file(f.st, path);
+        fx_free(&f);
+        _exit(status);
     }
     int status = 0;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
