@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Fuzzes the checkpoint loader (mgpo_load) with libFuzzer, ASan and UBSan for
-# a bounded time and fails on any crash, sanitizer report or failed check.
+# Runs a libFuzzer target with ASan and UBSan for a bounded time and fails on
+# any crash, sanitizer report or failed check.
 #
-#   .ci/fuzz.sh [SECONDS]          default 60; works from any directory
+#   .ci/fuzz.sh [SECONDS] [TARGET]   default 60 s of fuzz_load (the checkpoint
+#                                    loader); TARGET fuzz_api fuzzes the whole
+#                                    API.  Works from any directory.
 #
 # Environment: CC (default clang-14, else clang), FUZZ_BUILD_DIR (default
 # <repo>/build-fuzz), FUZZ_JOBS (parallel fuzzing processes, default 1).
-# The committed seed corpus tests/fuzz/corpus is copied, never modified; new
+# The committed seed corpus (tests/fuzz/corpus for fuzz_load,
+# tests/fuzz/corpus-api for fuzz_api) is copied, never modified; new
 # inputs and any crash-* reproducer stay in the build directory.  See
 # docs/fuzzing.md for longer runs.
 set -euo pipefail
 
 seconds="${1:-60}"
+target="${2:-fuzz_load}"
+case "$target" in
+  fuzz_load) seeds=corpus ;;
+  fuzz_api) seeds=corpus-api ;;
+  *) echo "fuzz.sh: unknown target $target" >&2; exit 2 ;;
+esac
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${FUZZ_BUILD_DIR:-$repo/build-fuzz}"
 jobs="${FUZZ_JOBS:-1}"
@@ -22,12 +31,12 @@ fi
 cmake -S "$repo" -B "$build" -DCMAKE_C_COMPILER="$CC" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMGPO_BUILD_FUZZ=ON -DMGPO_SANITIZE=address,undefined -DMGPO_WITH_OPENMP=OFF \
   -DMGPO_BUILD_TESTS=OFF -DMGPO_BUILD_EXAMPLES=OFF -DMGPO_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" --target fuzz_load -j2 >/dev/null
+cmake --build "$build" --target "$target" -j2 >/dev/null
 
-work="$build/fuzz-run"
+work="$build/fuzz-run-$target"
 rm -rf "$work"
 mkdir -p "$work/corpus" "$work/artifacts"
-cp "$repo"/tests/fuzz/corpus/* "$work/corpus/"
+cp "$repo/tests/fuzz/$seeds"/* "$work/corpus/"
 
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
@@ -35,7 +44,7 @@ parallel=()
 if [[ "$jobs" -gt 1 ]]; then parallel=(-jobs="$jobs" -workers="$jobs"); fi
 status=0
 # libFuzzer writes fuzz-N.log files of parallel jobs into the current directory.
-(cd "$work" && "$build/tests/fuzz/fuzz_load" -max_total_time="$seconds" ${parallel[@]+"${parallel[@]}"} \
+(cd "$work" && "$build/tests/fuzz/$target" -max_total_time="$seconds" ${parallel[@]+"${parallel[@]}"} \
   -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
   -artifact_prefix="$work/artifacts/" "$work/corpus") >"$work/fuzz.log" 2>&1 || status=$?
 tail -n 12 "$work/fuzz.log"
@@ -46,4 +55,5 @@ if [[ $status -ne 0 ]] || compgen -G "$work/artifacts/*" >/dev/null; then
 fi
 runs=$(cat "$work"/fuzz*.log | grep -o 'stat::number_of_executed_units: *[0-9]*' |
   awk '{ n += $2 } END { print n + 0 }')
-echo "fuzz.sh: no crash in ${seconds}s, $runs inputs run, corpus $(ls "$work/corpus" | wc -l) files"
+echo "fuzz.sh: $target: no crash in ${seconds}s, $runs inputs run ($((runs / seconds)) per second)," \
+  "corpus $(ls "$work/corpus" | wc -l) files"

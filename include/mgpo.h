@@ -25,7 +25,9 @@
  * not be used by two threads at the same time (the caller serialises); the
  * read-only calls (mgpo_get_*, mgpo_checkpoint_size, mgpo_save,
  * mgpo_save_file) may run
- * concurrently with each other but not with a call that changes the state.
+ * concurrently with each other but not with a call that changes the state
+ * (none of them calls the allocator, so the allocator is never entered from
+ * two threads by one state).
  * With OpenMP enabled a state may use worker threads inside a call
  * (mgpo_config.num_threads); results are bitwise identical for any count.
  *
@@ -113,7 +115,7 @@ typedef enum mgpo_status {
     MGPO_ERR_IO = 20,                 /* file open/write/flush/rename failed */
     MGPO_ERR_CHECKPOINT_MAGIC = 21,   /* not a libmgpo checkpoint */
     MGPO_ERR_CHECKPOINT_VERSION = 22, /* unsupported format version */
-    MGPO_ERR_CHECKPOINT_ENDIAN = 23,  /* written on a machine of other byte order */
+    MGPO_ERR_CHECKPOINT_ENDIAN = 23,  /* version 1 from the other byte order */
     MGPO_ERR_CHECKPOINT_LAYOUT = 24,  /* tensors/config do not match this state, or values no run produces */
     MGPO_ERR_CHECKPOINT_CHECKSUM = 25,/* payload corrupted */
     MGPO_ERR_CHECKPOINT_TRUNCATED = 26,/* data ends early (or trailing bytes) */
@@ -235,9 +237,11 @@ MGPO_API mgpo_status mgpo_config_validate(const mgpo_config *config);
 /** Optional caller-supplied allocator.  `alloc` must return memory aligned to
  *  at least 16 bytes (the library aligns its large buffers to 64 itself) or
  *  NULL; `free` receives pointers from `alloc` with the same size, and never
- *  NULL.  Both get `ctx` as the first argument.  They are called only inside
- *  mgpo_create, mgpo_add_*, mgpo_destroy, and for temporary buffers inside
- *  mgpo_save_file and mgpo_load_file (never in perturb/restore/step). */
+ *  NULL.  Both get `ctx` as the first argument.  They are called only from
+ *  the calling thread (never from a worker), only inside mgpo_create,
+ *  mgpo_add_*, mgpo_destroy, and mgpo_load_file (one buffer of the file's
+ *  size, freed before it returns); never in perturb/restore/step, the
+ *  getters, mgpo_save or mgpo_save_file. */
 typedef struct mgpo_allocator {
     void *(*alloc)(void *ctx, size_t size);
     void (*free)(void *ctx, void *ptr, size_t size);
@@ -461,7 +465,8 @@ typedef struct mgpo_schedule {
 } mgpo_schedule;
 
 /** The paper's schedule: warm-up over the first 3 % of total_steps (rounded
- *  up), then cosine decay to 0.  Pure, thread-safe. */
+ *  up, exact for every uint64_t count), then cosine decay to 0.  Pure,
+ *  thread-safe. */
 MGPO_API mgpo_schedule mgpo_schedule_paper(double peak_lr, uint64_t total_steps);
 
 /** The learning rate for 0-based step `step` (the value to pass to
@@ -501,7 +506,10 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
 MGPO_API mgpo_status mgpo_checkpoint_size(const mgpo_state *state, size_t *size);
 
 /** Serialises the state into `buffer` (capacity bytes, any alignment) in
- *  the versioned format of docs/checkpoint-format.md, and writes its size to
+ *  the versioned format of docs/checkpoint-format.md (version 2: every
+ *  field little-endian, so a checkpoint moves between machines of either
+ *  byte order; mgpo_load still reads version 1, the writer's byte order, on
+ *  a machine of that order), and writes its size to
  *  *written.  Read-only on the state; while it is perturbed in exact mode it
  *  also reads your parameter buffers, from which it rebuilds the clean
  *  values the checkpoint holds (so do not write them concurrently: they must
@@ -522,7 +530,8 @@ MGPO_API mgpo_status mgpo_save(const mgpo_state *state, void *buffer,
  *  on any error the state is exactly as before.  Errors (the order of the
  *  checks is in docs/checkpoint-format.md): NULL_ARGUMENT; CHECKPOINT_MAGIC (not a libmgpo checkpoint);
  *  CHECKPOINT_TRUNCATED (shorter than the header, or size differs from the
- *  recorded size, or records run past the end); CHECKPOINT_ENDIAN (other
+ *  recorded size, or records run past the end); CHECKPOINT_ENDIAN (a
+ *  version-1 file from a machine of the other byte order, or a mark of no
  *  byte order); CHECKPOINT_VERSION (unsupported format version or flags);
  *  CHECKPOINT_CHECKSUM (header or payload CRC-32C mismatch);
  *  CHECKPOINT_LAYOUT (registrations or structural configuration differ from
@@ -534,23 +543,39 @@ MGPO_API mgpo_status mgpo_save(const mgpo_state *state, void *buffer,
  *  docs/api.md, "What the loader accepts"). */
 MGPO_API mgpo_status mgpo_load(mgpo_state *state, const void *buffer, size_t size);
 
-/** mgpo_save to the file `path`, atomically: writes "<path>.tmp.XXXXXX" in
- *  the same directory, fsyncs it, renames it over `path` and fsyncs the
+/** mgpo_save to the file `path`, atomically: writes a temporary
+ *  ".mgpo-XXXXXX" in the same directory (created with mode 0666, so the
+ *  umask applies), fsyncs it, renames it over `path` and fsyncs the
  *  directory, so `path` holds the old or the new checkpoint, never a torn
- *  one.  On failure the temporary is removed; a process killed mid-save may
- *  leave one behind, which is safe to delete.  A replaced file keeps its
- *  permission bits; a new one gets 0644.  Read-only on the state; allocates
- *  a small buffer through the state's allocator.  POSIX only (elsewhere
+ *  one.  Any file name the file system accepts works (the temporary's name
+ *  is short).  On failure the temporary is removed; a process killed
+ *  mid-save may leave one behind, which is safe to delete.  A replaced file
+ *  keeps its permission bits (not its owner); a new one gets 0666 & ~umask.
+ *  If `path` is a symbolic link, the link is followed to its final target
+ *  and kept: the target is replaced, in the target's directory; a dangling
+ *  link is an IO error.  An existing `path` that is not a regular file (a
+ *  directory, FIFO, device) is not replaced: IO.  Read-only on the state;
+ *  never calls the allocator (it uses a few kilobytes of stack: a PATH_MAX
+ *  buffer and a 4 KiB write buffer).  POSIX only (elsewhere
  *  MGPO_ERR_UNSUPPORTED).  Errors: NULL_ARGUMENT, INVALID_ARGUMENT (empty
- *  path), IO (create, write, fsync or rename failed; the old file is
- *  untouched), OUT_OF_MEMORY. */
+ *  path), IO: the directory cannot be opened, or the create, a write, the
+ *  fsync, the close or the rename failed (the old file is untouched, no
+ *  temporary is left), or the fsync of the directory after the rename
+ *  failed (then `path` already holds the new checkpoint, but its survival
+ *  of a crash is not confirmed). */
 MGPO_API mgpo_status mgpo_save_file(const mgpo_state *state, const char *path);
 
-/** mgpo_load from a file, read whole into a temporary buffer from the
- *  state's allocator (validation needs all of it).  Errors: as mgpo_load,
- *  IO (cannot open or read, or not a regular file), OUT_OF_MEMORY; the
- *  state is unchanged on every error.  POSIX only (elsewhere
- *  MGPO_ERR_UNSUPPORTED). */
+/** mgpo_load from a file.  Never blocks on a FIFO, device or socket: the
+ *  file is opened non-blocking and anything but a regular file is refused
+ *  (IO).  The 48-byte header is read and checked first (as mgpo_load's
+ *  steps 1-7), then its recorded size against the file's size (else
+ *  CHECKPOINT_TRUNCATED) and against the largest checkpoint this state's
+ *  registrations can produce (else CHECKPOINT_LAYOUT), so a huge or forged
+ *  file is refused before anything is allocated; then the whole checkpoint
+ *  is read into one buffer from the state's allocator (validation needs all
+ *  of it) and handed to mgpo_load.  Errors: as mgpo_load, IO (cannot open
+ *  or read, or not a regular file), OUT_OF_MEMORY; the state is unchanged
+ *  on every error.  POSIX only (elsewhere MGPO_ERR_UNSUPPORTED). */
 MGPO_API mgpo_status mgpo_load_file(mgpo_state *state, const char *path);
 
 /* ---- Distributed training ----------------------------------------------- */

@@ -32,12 +32,82 @@ static void put(writer *w, const void *p, size_t n)
     w->status = w->sink(w->ctx, p, n);
 }
 
-static void put_u32(writer *w, uint32_t x) { put(w, &x, sizeof x); }
-static void put_i32(writer *w, int32_t x) { put(w, &x, sizeof x); }
-static void put_u64(writer *w, uint64_t x) { put(w, &x, sizeof x); }
-static void put_f64(writer *w, double x) { put(w, &x, sizeof x); }
-static void put_f32(writer *w, float x) { put(w, &x, sizeof x); }
-static void put_floats(writer *w, const float *x, size_t n) { put(w, x, n * sizeof *x); }
+/* ---- Byte order ------------------------------------------------------------
+ * Version 2 stores every field little-endian on every machine; these helpers
+ * are the only code that knows it.  Version 1 (read only) used the writer's
+ * byte order, which the reader gets as `little`. */
+
+static bool host_is_little_endian(void)
+{
+    const uint32_t one = 1;
+    unsigned char first;
+    memcpy(&first, &one, 1);
+    return first == 1;
+}
+
+static void store_le32(unsigned char *at, uint32_t x)
+{
+    for (int i = 0; i < 4; i++) at[i] = (unsigned char)(x >> (8 * i));
+}
+
+static void store_le64(unsigned char *at, uint64_t x)
+{
+    for (int i = 0; i < 8; i++) at[i] = (unsigned char)(x >> (8 * i));
+}
+
+static uint32_t decode32(const unsigned char *at, bool little)
+{
+    uint32_t x = 0;
+    for (int i = 0; i < 4; i++) x |= (uint32_t)at[little ? i : 3 - i] << (8 * i);
+    return x;
+}
+
+static uint64_t decode64(const unsigned char *at, bool little)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++) x |= (uint64_t)at[little ? i : 7 - i] << (8 * i);
+    return x;
+}
+
+static uint32_t float_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
+static float bits_float(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
+static uint64_t double_bits(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
+static double bits_double(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
+
+static void put_u32(writer *w, uint32_t x)
+{
+    unsigned char b[4];
+    store_le32(b, x);
+    put(w, b, sizeof b);
+}
+
+static void put_u64(writer *w, uint64_t x)
+{
+    unsigned char b[8];
+    store_le64(b, x);
+    put(w, b, sizeof b);
+}
+
+static void put_i32(writer *w, int32_t x) { put_u32(w, (uint32_t)x); }
+static void put_f64(writer *w, double x) { put_u64(w, double_bits(x)); }
+static void put_f32(writer *w, float x) { put_u32(w, float_bits(x)); }
+
+/* A little-endian machine hands the array over as it is; another converts
+ * it piece by piece in a small buffer (saving allocates nothing). */
+static void put_floats(writer *w, const float *x, size_t n)
+{
+    if (host_is_little_endian()) {
+        put(w, x, n * sizeof *x);
+        return;
+    }
+    enum { PIECE = 256 };
+    unsigned char b[PIECE * 4];
+    for (size_t i = 0; i < n; i += PIECE) {
+        size_t k = n - i < PIECE ? n - i : PIECE;
+        for (size_t j = 0; j < k; j++) store_le32(b + 4 * j, float_bits(x[i + j]));
+        put(w, b, 4 * k);
+    }
+}
 
 /* ---- Reader -------------------------------------------------------------- */
 
@@ -45,6 +115,7 @@ typedef struct reader {
     const unsigned char *p;
     size_t left;
     bool short_read; /* a read went past the end: the payload is truncated */
+    bool little;     /* the checkpoint's byte order (version 2: always) */
 } reader;
 
 static const unsigned char *take(reader *r, size_t n)
@@ -59,21 +130,40 @@ static const unsigned char *take(reader *r, size_t n)
     return at;
 }
 
-#define MGPO_DEFINE_GET(name, type)                   \
-    static type name(reader *r)                       \
-    {                                                 \
-        type x;                                       \
-        memset(&x, 0, sizeof x);                      \
-        const unsigned char *at = take(r, sizeof x);  \
-        if (at) memcpy(&x, at, sizeof x);             \
-        return x;                                     \
+static uint32_t get_u32(reader *r)
+{
+    const unsigned char *at = take(r, 4);
+    return at ? decode32(at, r->little) : 0;
+}
+
+static uint64_t get_u64(reader *r)
+{
+    const unsigned char *at = take(r, 8);
+    return at ? decode64(at, r->little) : 0;
+}
+
+static int32_t get_i32(reader *r)
+{
+    uint32_t u = get_u32(r);
+    int32_t x;
+    memcpy(&x, &u, sizeof x); /* two's complement, as the writer's cast */
+    return x;
+}
+
+static double get_f64(reader *r) { return bits_double(get_u64(r)); }
+static float get_f32(reader *r) { return bits_float(get_u32(r)); }
+
+/* n floats into dst (pass 2 only); a copy when the byte orders agree. */
+static void get_floats(reader *r, float *dst, size_t n, bool apply)
+{
+    const unsigned char *at = take(r, n * sizeof(float));
+    if (!apply || !at) return;
+    if (r->little == host_is_little_endian()) {
+        memcpy(dst, at, n * sizeof(float));
+        return;
     }
-MGPO_DEFINE_GET(get_u32, uint32_t)
-MGPO_DEFINE_GET(get_i32, int32_t)
-MGPO_DEFINE_GET(get_u64, uint64_t)
-MGPO_DEFINE_GET(get_f64, double)
-MGPO_DEFINE_GET(get_f32, float)
-#undef MGPO_DEFINE_GET
+    for (size_t i = 0; i < n; i++) dst[i] = bits_float(decode32(at + 4 * i, r->little));
+}
 
 static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
 static bool is_flag(uint32_t x) { return x <= 1u; }
@@ -149,9 +239,7 @@ static void put_lora_base(writer *w, const mgpo_item *it)
 static void get_lora_base(reader *r, mgpo_item *it, bool present, bool apply)
 {
     if (!present || !it->lora || !it->lora->base_backup) return;
-    size_t n = it->lora->desc.n_out * it->lora->desc.n_in * sizeof(float);
-    const unsigned char *at = take(r, n);
-    if (apply && at) memcpy(it->lora->base_backup, at, n);
+    get_floats(r, it->lora->base_backup, it->lora->desc.n_out * it->lora->desc.n_in, apply);
 }
 
 /* ---- Sizes ----------------------------------------------------------------- */
@@ -162,14 +250,34 @@ static size_t slot_floats(const mgpo_slot *sl)
     return arrays * sl->count;
 }
 
+/* Header and records: everything but the float arrays. */
+static size_t records_size(const mgpo_state *st)
+{
+    return MGPO_CKPT_HEADER_SIZE + MGPO_CKPT_STATE_SIZE +
+           st->unit_count * MGPO_CKPT_UNIT_SIZE + st->item_count * MGPO_CKPT_ITEM_SIZE +
+           st->slot_count * MGPO_CKPT_SLOT_SIZE;
+}
+
+size_t mgpo_ckpt_max_size(const mgpo_state *st)
+{
+    size_t floats = 0;
+    for (size_t i = 0; i < st->slot_count; i++) {
+        const mgpo_slot *sl = &st->slots[i];
+        floats += (1 + (sl->v ? 1 : 0) + (sl->backup ? 1 : 0)) * sl->count;
+    }
+    for (size_t i = 0; i < st->item_count; i++) {
+        const mgpo_lora_item *l = st->items[i].lora;
+        if (l && l->base_backup) floats += l->desc.n_out * l->desc.n_in;
+    }
+    return records_size(st) + floats * sizeof(float);
+}
+
 size_t mgpo_ckpt_size(const mgpo_state *st)
 {
     size_t floats = 0;
     for (size_t i = 0; i < st->slot_count; i++) floats += slot_floats(&st->slots[i]);
     for (size_t i = 0; i < st->item_count; i++) floats += lora_base_floats(&st->items[i]);
-    return MGPO_CKPT_HEADER_SIZE + MGPO_CKPT_STATE_SIZE +
-           st->unit_count * MGPO_CKPT_UNIT_SIZE + st->item_count * MGPO_CKPT_ITEM_SIZE +
-           st->slot_count * MGPO_CKPT_SLOT_SIZE + floats * sizeof(float);
+    return records_size(st) + floats * sizeof(float);
 }
 
 /* ---- Saving ---------------------------------------------------------------- */
@@ -193,13 +301,15 @@ static void put_state(writer *w, const mgpo_state *st)
     put_u32(w, st->perturbed ? 1u : 0u);
     put_u32(w, 0);
 
+    /* The statistics as mgpo_get_stats reports them: its step, skipped and
+     * perturbed fields are the counters (version 1 wrote zeros there). */
     const mgpo_stats *s = &st->stats;
-    put_u64(w, s->step);
-    put_u64(w, s->skipped_steps);
+    put_u64(w, st->step);
+    put_u64(w, st->skipped_steps);
     const double sd[6] = {s->lr, s->grad_norm, s->grad_norm_ema, s->momentum_norm,
                           s->perturbation_norm, s->perturbation_scale};
     for (size_t i = 0; i < 6; i++) put_f64(w, sd[i]);
-    put_i32(w, s->perturbed);
+    put_i32(w, st->perturbed ? 1 : 0);
     put_i32(w, s->clipped);
 
     put_u64(w, st->item_count);
@@ -276,20 +386,18 @@ static void put_arrays(writer *w, const mgpo_state *st)
     for (size_t i = 0; i < st->item_count; i++) put_lora_base(w, &st->items[i]);
 }
 
-static void store_u32(unsigned char *at, uint32_t x) { memcpy(at, &x, sizeof x); }
-static uint32_t load_u32(const unsigned char *at) { uint32_t x; memcpy(&x, at, sizeof x); return x; }
 
 void mgpo_ckpt_header(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t total,
                       uint32_t payload_crc)
 {
     memset(header, 0, MGPO_CKPT_HEADER_SIZE);
     memcpy(header, MGPO_CKPT_MAGIC, MGPO_CKPT_MAGIC_SIZE);
-    store_u32(header + MGPO_CKPT_OFF_ENDIAN, MGPO_CKPT_ENDIAN_MARK);
-    store_u32(header + MGPO_CKPT_OFF_VERSION, MGPO_CKPT_VERSION);
-    store_u32(header + MGPO_CKPT_OFF_HEADER_SIZE, MGPO_CKPT_HEADER_SIZE);
-    memcpy(header + MGPO_CKPT_OFF_TOTAL_SIZE, &total, sizeof total);
-    store_u32(header + MGPO_CKPT_OFF_PAYLOAD_CRC, payload_crc);
-    store_u32(header + MGPO_CKPT_OFF_HEADER_CRC,
+    store_le32(header + MGPO_CKPT_OFF_ENDIAN, MGPO_CKPT_ENDIAN_MARK);
+    store_le32(header + MGPO_CKPT_OFF_VERSION, MGPO_CKPT_VERSION);
+    store_le32(header + MGPO_CKPT_OFF_HEADER_SIZE, MGPO_CKPT_HEADER_SIZE);
+    store_le64(header + MGPO_CKPT_OFF_TOTAL_SIZE, total);
+    store_le32(header + MGPO_CKPT_OFF_PAYLOAD_CRC, payload_crc);
+    store_le32(header + MGPO_CKPT_OFF_HEADER_CRC,
               mgpo_crc32c(0, header, MGPO_CKPT_OFF_HEADER_CRC));
 }
 
@@ -341,37 +449,61 @@ mgpo_status mgpo_save(const mgpo_state *st, void *buffer, size_t capacity, size_
 
 /* ---- Loading --------------------------------------------------------------- */
 
-static mgpo_status check_header(const unsigned char *b, size_t size)
+/* Steps 1-7 of docs/checkpoint-format.md's list: everything the 48 header
+ * bytes decide on their own (`size` may be smaller: then the checks stop
+ * where the bytes end).  On MGPO_OK *total is the recorded size, *version
+ * the format version and *little the byte order of every later field. */
+mgpo_status mgpo_ckpt_check_header(const unsigned char *b, size_t size, uint64_t *total,
+                                   uint32_t *version, bool *little)
 {
-    /* Bytes 0-15 (magic, endian mark, version) mean the same in every version. */
     size_t magic = size < MGPO_CKPT_MAGIC_SIZE ? size : MGPO_CKPT_MAGIC_SIZE;
     if (memcmp(b, MGPO_CKPT_MAGIC, magic) != 0) return MGPO_ERR_CHECKPOINT_MAGIC;
     if (size < MGPO_CKPT_OFF_VERSION + 4) return MGPO_ERR_CHECKPOINT_TRUNCATED;
-    if (load_u32(b + MGPO_CKPT_OFF_ENDIAN) != MGPO_CKPT_ENDIAN_MARK)
-        return MGPO_ERR_CHECKPOINT_ENDIAN;
-    if (load_u32(b + MGPO_CKPT_OFF_VERSION) != MGPO_CKPT_VERSION)
+    /* The mark gives the writer's byte order, in which the version is read
+     * (bytes 0-15 mean the same in every version). */
+    bool le;
+    if (decode32(b + MGPO_CKPT_OFF_ENDIAN, true) == MGPO_CKPT_ENDIAN_MARK) le = true;
+    else if (decode32(b + MGPO_CKPT_OFF_ENDIAN, false) == MGPO_CKPT_ENDIAN_MARK) le = false;
+    else return MGPO_ERR_CHECKPOINT_ENDIAN;
+    uint32_t v = decode32(b + MGPO_CKPT_OFF_VERSION, le);
+    if (v != MGPO_CKPT_VERSION && v != MGPO_CKPT_VERSION_NATIVE)
         return MGPO_ERR_CHECKPOINT_VERSION;
+    /* Version 2 is little-endian by definition; version 1 is read only on
+     * the byte order that wrote it. */
+    if (v == MGPO_CKPT_VERSION ? !le : le != host_is_little_endian())
+        return MGPO_ERR_CHECKPOINT_ENDIAN;
     if (size < MGPO_CKPT_HEADER_SIZE) return MGPO_ERR_CHECKPOINT_TRUNCATED;
-    if (mgpo_crc32c(0, b, MGPO_CKPT_OFF_HEADER_CRC) != load_u32(b + MGPO_CKPT_OFF_HEADER_CRC))
+    if (mgpo_crc32c(0, b, MGPO_CKPT_OFF_HEADER_CRC) != decode32(b + MGPO_CKPT_OFF_HEADER_CRC, le))
         return MGPO_ERR_CHECKPOINT_CHECKSUM;
     static const unsigned char zeros[8] = {0};
-    if (load_u32(b + MGPO_CKPT_OFF_HEADER_SIZE) != MGPO_CKPT_HEADER_SIZE ||
-        load_u32(b + MGPO_CKPT_OFF_FLAGS) != 0 ||
+    if (decode32(b + MGPO_CKPT_OFF_HEADER_SIZE, le) != MGPO_CKPT_HEADER_SIZE ||
+        decode32(b + MGPO_CKPT_OFF_FLAGS, le) != 0 ||
         memcmp(b + MGPO_CKPT_OFF_RESERVED, zeros, sizeof zeros) != 0)
         return MGPO_ERR_CHECKPOINT_VERSION;
-    uint64_t total;
-    memcpy(&total, b + MGPO_CKPT_OFF_TOTAL_SIZE, sizeof total);
+    *total = decode64(b + MGPO_CKPT_OFF_TOTAL_SIZE, le);
+    *version = v;
+    *little = le;
+    return MGPO_OK;
+}
+
+/* Steps 8 and 9: the size and the payload checksum. */
+static mgpo_status check_header(const unsigned char *b, size_t size, uint32_t *version,
+                                bool *little)
+{
+    uint64_t total = 0;
+    mgpo_status s = mgpo_ckpt_check_header(b, size, &total, version, little);
+    if (s != MGPO_OK) return s;
     if (total != size) return MGPO_ERR_CHECKPOINT_TRUNCATED;
     if (mgpo_crc32c(0, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE) !=
-        load_u32(b + MGPO_CKPT_OFF_PAYLOAD_CRC))
+        decode32(b + MGPO_CKPT_OFF_PAYLOAD_CRC, *little))
         return MGPO_ERR_CHECKPOINT_CHECKSUM;
     return MGPO_OK;
 }
 
-/* The fixed state record.  *perturbed and *step get the flag and the step
- * count for the later checks. */
-static mgpo_status get_state(reader *r, mgpo_state *st, bool apply, bool *perturbed,
-                             uint64_t *step_out, mgpo_config *config_out)
+/* The fixed state record.  *perturbed, *step_out and *config_out get the
+ * flag, the step count and the configuration for the later checks. */
+static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool apply,
+                             bool *perturbed, uint64_t *step_out, mgpo_config *config_out)
 {
     mgpo_config c = st->config; /* num_threads is the loading machine's */
     uint32_t optimizer = get_u32(r), scope, restore_mode, nesterov;
@@ -413,6 +545,15 @@ static mgpo_status get_state(reader *r, mgpo_state *st, bool apply, bool *pertur
     s.clipped = get_i32(r);
     CHECK(s.perturbed == 0 || s.perturbed == 1);
     CHECK(s.clipped == 0 || s.clipped == 1);
+    /* Version 2 stores the counters here as mgpo_get_stats reports them;
+     * version 1 wrote zeros (and a perturbed flag of 0). */
+    if (version == MGPO_CKPT_VERSION)
+        CHECK(s.step == step && s.skipped_steps == skipped && s.perturbed == (int)flag);
+    else
+        CHECK(s.step == 0 && s.skipped_steps == 0);
+    s.step = step;
+    s.skipped_steps = skipped;
+    s.perturbed = (int)flag;
 
     uint64_t items = get_u64(r), slots = get_u64(r), units = get_u64(r);
     CHECK(items == st->item_count && slots == st->slot_count && units == st->unit_count);
@@ -509,12 +650,6 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, bool perturbed,
     return MGPO_OK;
 }
 
-static void get_floats(reader *r, float *dst, size_t n, bool apply)
-{
-    const unsigned char *at = take(r, n * sizeof(float));
-    if (apply && at) memcpy(dst, at, n * sizeof(float));
-}
-
 /* What a run can leave in a moment array (m, or v when `second`): finite
  * values (AdamW's m and v cannot overflow: MGPO_GRAD_NORM_MAX), v >= +0.0,
  * all +0.0 before the first step; and the slot's recorded momentum_sq must
@@ -530,7 +665,8 @@ static bool moments_valid(const reader *r, const mgpo_slot *sl, uint64_t step, b
     mgpo_exact_clear(&sum);
     for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS) {
         size_t n = mgpo_block_length(sl, begin);
-        memcpy(piece, r->p + begin * sizeof(float), n * sizeof(float));
+        for (size_t k = 0; k < n; k++)
+            piece[k] = bits_float(decode32(r->p + (begin + k) * sizeof(float), r->little));
         for (size_t k = 0; k < n; k++) {
             float x = piece[k];
             if (!isfinite(x) || (second && signbit(x)) || (step == 0 && mgpo_float_bits(x) != 0))
@@ -541,9 +677,9 @@ static bool moments_valid(const reader *r, const mgpo_slot *sl, uint64_t step, b
     return second || same_bits(mgpo_exact_round(&sum), momentum_sq);
 }
 
-static double recorded_momentum_sq(const unsigned char *slot_record)
+static double recorded_momentum_sq(const unsigned char *slot_record, bool little)
 {
-    reader rec = {slot_record + MGPO_CKPT_SLOT_OFF_MOMENTUM_SQ, sizeof(double), false};
+    reader rec = {slot_record + MGPO_CKPT_SLOT_OFF_MOMENTUM_SQ, sizeof(double), false, little};
     return get_f64(&rec);
 }
 
@@ -560,8 +696,9 @@ static mgpo_status get_arrays(reader *r, mgpo_state *st, uint64_t step,
     for (size_t i = 0; i < st->slot_count; i++) {
         mgpo_slot *sl = &st->slots[i];
         const unsigned char *record = slots + i * MGPO_CKPT_SLOT_SIZE;
-        uint32_t arrays = load_u32(record + MGPO_CKPT_SLOT_OFF_ARRAYS);
-        CHECK(apply || moments_valid(r, sl, step, false, recorded_momentum_sq(record)));
+        uint32_t arrays = decode32(record + MGPO_CKPT_SLOT_OFF_ARRAYS, r->little);
+        CHECK(apply ||
+              moments_valid(r, sl, step, false, recorded_momentum_sq(record, r->little)));
         get_floats(r, sl->m, sl->count, apply);
         if (arrays & MGPO_CKPT_SLOT_HAS_V) {
             CHECK(apply || moments_valid(r, sl, step, true, 0.0));
@@ -574,9 +711,8 @@ static mgpo_status get_arrays(reader *r, mgpo_state *st, uint64_t step,
         }
     }
     for (size_t i = 0; i < st->item_count; i++) {
-        float base;
-        memcpy(&base, items + i * MGPO_CKPT_ITEM_SIZE + MGPO_CKPT_ITEM_OFF_BASE_APPLIED,
-               sizeof base);
+        float base = bits_float(
+            decode32(items + i * MGPO_CKPT_ITEM_SIZE + MGPO_CKPT_ITEM_OFF_BASE_APPLIED, r->little));
         get_lora_base(r, &st->items[i], base != 0.0f, apply);
     }
     return MGPO_OK;
@@ -585,14 +721,15 @@ static mgpo_status get_arrays(reader *r, mgpo_state *st, uint64_t step,
 /* Pass 1 (apply false) checks everything and writes nothing but scratch (the
  * units' coefficients, in reduce_buf); pass 2 (apply true) copies, and
  * cannot fail once pass 1 has succeeded. */
-static mgpo_status parse(mgpo_state *st, const unsigned char *payload, size_t size, bool apply)
+static mgpo_status parse(mgpo_state *st, const unsigned char *payload, size_t size,
+                         uint32_t version, bool little, bool apply)
 {
-    reader rd = {payload, size, false}, *r = &rd;
+    reader rd = {payload, size, false, little}, *r = &rd;
     bool perturbed = false;
     uint64_t step = 0;
     mgpo_config config;
     double *coefficient = st->reduce_buf;
-    mgpo_status s = get_state(r, st, apply, &perturbed, &step, &config);
+    mgpo_status s = get_state(r, st, version, apply, &perturbed, &step, &config);
     if (s == MGPO_OK) s = get_units(r, st, &config, step, coefficient, apply);
     const unsigned char *items = r->p;
     if (s == MGPO_OK) s = get_items(r, st, perturbed, coefficient, apply);
@@ -608,13 +745,16 @@ mgpo_status mgpo_load(mgpo_state *st, const void *buffer, size_t size)
 {
     if (!st || !buffer) return MGPO_ERR_NULL_ARGUMENT;
     const unsigned char *b = buffer;
-    mgpo_status s = check_header(b, size);
+    uint32_t version = 0;
+    bool little = true;
+    mgpo_status s = check_header(b, size, &version, &little);
     if (s != MGPO_OK) return s;
     /* Validation recomputes each momentum_sq as the step does. */
+    const unsigned char *payload = b + MGPO_CKPT_HEADER_SIZE;
     fenv_t caller;
     mgpo_fp_enter(&caller);
-    s = parse(st, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE, false);
-    if (s == MGPO_OK) s = parse(st, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE, true);
+    s = parse(st, payload, size - MGPO_CKPT_HEADER_SIZE, version, little, false);
+    if (s == MGPO_OK) s = parse(st, payload, size - MGPO_CKPT_HEADER_SIZE, version, little, true);
     mgpo_fp_leave(&caller);
     return s;
 }

@@ -1,14 +1,26 @@
-/* Checkpoint files: atomic save, load through a buffer.
+/* Checkpoint files: atomic save with no allocation, load that never blocks.
  *
  * A save streams into a new temporary file next to the target (same
  * directory, so the same file system), fsyncs it, renames it over the target
  * and fsyncs the directory.  rename() is atomic on POSIX: a reader, or a
  * process that starts after a crash, sees the old file or the new one, never
- * a mixture.  A crash may leave a stray "<path>.tmp.XXXXXX"; it is never
- * mistaken for the checkpoint and may be deleted.  POSIX only: on other
- * systems both calls return MGPO_ERR_UNSUPPORTED. */
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L
+ * a mixture.  A crash may leave a stray ".mgpo-XXXXXX"; it is never mistaken
+ * for the checkpoint and may be deleted.  The directory is opened once and
+ * the temporary named relative to it, so the temporary's name is short
+ * whatever the target's (a 255-byte name still works), and the save needs no
+ * buffer but a few on the stack: it never calls the allocator, so every
+ * failure is an I/O error and concurrent saves of one state are safe.
+ *
+ * A load opens without blocking (a FIFO or a terminal would otherwise wait
+ * for a writer), refuses anything but a regular file, and judges the 48-byte
+ * header before it allocates the buffer the rest is read into.
+ *
+ * POSIX only: on other systems both calls return MGPO_ERR_UNSUPPORTED. */
+#if !defined(_WIN32) && !defined(_XOPEN_SOURCE)
+#define _XOPEN_SOURCE 700 /* POSIX 2008 with XSI, for realpath */
+#endif
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64 /* files over 2 GiB on 32-bit systems */
 #endif
 #include "internal.h"
 #include "checkpoint_format.h"
@@ -18,13 +30,19 @@
 #ifndef _WIN32
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-/* Small records are gathered here; float arrays bypass it. */
-#define MGPO_FILE_STAGE 16384u
+#ifndef PATH_MAX
+#define PATH_MAX 4096
+#endif
+
+/* Small records are gathered here; long float arrays bypass it. */
+#define MGPO_FILE_STAGE 4096u
 
 typedef struct file_sink {
     int fd;
@@ -68,96 +86,164 @@ static mgpo_status file_put(void *ctx, const void *data, size_t n)
  * payload, then write it in place. */
 static mgpo_status write_checkpoint(const mgpo_state *st, int fd)
 {
-    file_sink *f = mgpo_alloc(st, sizeof *f);
-    if (!f) return MGPO_ERR_OUT_OF_MEMORY;
-    f->fd = fd;
-    memset(f->stage, 0, MGPO_CKPT_HEADER_SIZE);
-    f->used = MGPO_CKPT_HEADER_SIZE;
+    file_sink f;
+    f.fd = fd;
+    memset(f.stage, 0, MGPO_CKPT_HEADER_SIZE);
+    f.used = MGPO_CKPT_HEADER_SIZE;
     unsigned char header[MGPO_CKPT_HEADER_SIZE];
-    mgpo_status s = mgpo_ckpt_stream(st, file_put, f, header);
-    if (s == MGPO_OK) s = flush_stage(f);
-    mgpo_free(st, f, sizeof *f);
+    mgpo_status s = mgpo_ckpt_stream(st, file_put, &f, header);
+    if (s == MGPO_OK) s = flush_stage(&f);
     if (s == MGPO_OK && pwrite(fd, header, sizeof header, 0) != (ssize_t)sizeof header)
         s = MGPO_ERR_IO;
     if (s == MGPO_OK && fsync(fd) != 0) s = MGPO_ERR_IO;
     return s;
 }
 
-/* Makes the rename durable.  Best effort: some file systems refuse fsync on
- * a directory, and the rename itself has already succeeded. */
-static void sync_directory(const mgpo_state *st, const char *path)
+/* Where the checkpoint goes: the directory (into dir, PATH_MAX + 1 bytes) and
+ * the name in it (*name points into path or dir).  A symbolic link is
+ * followed to its final target, so the link stays and the file it names is
+ * replaced; a dangling link or a loop is an error. */
+static mgpo_status locate_target(const char *path, char dir[PATH_MAX + 1], const char **name)
 {
-    const char *slash = strrchr(path, '/');
-    size_t len = slash ? (size_t)(slash - path) + 1 : 1;
-    char *dir = mgpo_alloc(st, len + 1);
-    if (!dir) return;
-    if (slash) memcpy(dir, path, len);
-    else dir[0] = '.';
-    dir[len] = '\0';
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        (void)close(fd);
+    struct stat info;
+    const char *full = path;
+    if (lstat(path, &info) == 0 && S_ISLNK(info.st_mode)) {
+        if (!realpath(path, dir)) return MGPO_ERR_IO;
+        full = dir; /* absolute, so it has a slash */
     }
-    mgpo_free(st, dir, len + 1);
+    const char *slash = strrchr(full, '/');
+    if (!slash) {
+        *name = full;
+        strcpy(dir, ".");
+    } else if (slash == full) {
+        if (full == dir) { /* "/name": move the name to make room for "/" */
+            memmove(dir + 2, dir + 1, strlen(dir + 1) + 1);
+            *name = dir + 2;
+            dir[1] = '\0';
+        } else {
+            *name = slash + 1;
+            strcpy(dir, "/");
+        }
+    } else {
+        size_t len = (size_t)(slash - full);
+        if (len >= PATH_MAX) return MGPO_ERR_IO; /* open() would refuse it */
+        *name = slash + 1;                        /* before dir[len] is cut */
+        if (full != dir) memcpy(dir, full, len);
+        dir[len] = '\0';
+    }
+    return **name ? MGPO_OK : MGPO_ERR_IO; /* "dir/" names no file */
+}
+
+/* Creates ".mgpo-XXXXXX" in the directory with mode 0666, so the umask
+ * decides the permissions of a new checkpoint.  The letters mix the
+ * process id, the clock and a stack address (no global state); a name that
+ * exists is retried with new letters. */
+static int create_temporary(int dirfd, char name[16])
+{
+    static const char letters[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    struct timespec now;
+    (void)clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t x = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)now.tv_nsec ^
+                 ((uint64_t)now.tv_sec << 30) ^ (uint64_t)(uintptr_t)&now;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        memcpy(name, ".mgpo-", 6);
+        for (int i = 0; i < 6; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            name[6 + i] = letters[(x >> 33) % (sizeof letters - 1)];
+        }
+        name[12] = '\0';
+        int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+        if (fd >= 0 || errno != EEXIST) return fd;
+    }
+    return -1;
 }
 
 mgpo_status mgpo_save_file(const mgpo_state *st, const char *path)
 {
     if (!st || !path) return MGPO_ERR_NULL_ARGUMENT;
     if (!*path) return MGPO_ERR_INVALID_ARGUMENT;
-    static const char suffix[] = ".tmp.XXXXXX";
-    size_t len = strlen(path), bytes = len + sizeof suffix;
-    char *tmp = mgpo_alloc(st, bytes);
-    if (!tmp) return MGPO_ERR_OUT_OF_MEMORY;
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, suffix, sizeof suffix);
+    char dir[PATH_MAX + 1];
+    const char *name = NULL;
+    mgpo_status s = locate_target(path, dir, &name);
+    if (s != MGPO_OK) return s;
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) return MGPO_ERR_IO;
 
-    mgpo_status s = MGPO_ERR_IO;
-    int fd = mkstemp(tmp);
+    /* A file being replaced keeps its permission bits; anything else by
+     * that name (a directory, a FIFO, a device) is not replaced. */
+    struct stat old;
+    bool replacing = fstatat(dirfd, name, &old, 0) == 0;
+    char tmp[16];
+    int fd = -1;
+    if (replacing && !S_ISREG(old.st_mode)) s = MGPO_ERR_IO;
+    if (s == MGPO_OK && (fd = create_temporary(dirfd, tmp)) < 0) s = MGPO_ERR_IO;
     if (fd >= 0) {
-        /* mkstemp makes 0600; keep the mode of the file being replaced, or
-         * use the usual 0644 for a new one. */
-        struct stat old;
-        (void)fchmod(fd, stat(path, &old) == 0 ? (old.st_mode & 07777) : 0644);
-        s = write_checkpoint(st, fd);
+        if (replacing && fchmod(fd, old.st_mode & 07777) != 0) s = MGPO_ERR_IO;
+        if (s == MGPO_OK) s = write_checkpoint(st, fd);
         if (close(fd) != 0 && s == MGPO_OK) s = MGPO_ERR_IO;
-        if (s == MGPO_OK && rename(tmp, path) != 0) s = MGPO_ERR_IO;
-        if (s == MGPO_OK) sync_directory(st, path);
-        else (void)unlink(tmp);
+        if (s == MGPO_OK && renameat(dirfd, tmp, dirfd, name) != 0) s = MGPO_ERR_IO;
+        if (s != MGPO_OK) (void)unlinkat(dirfd, tmp, 0);
+        /* The rename is durable only once the directory is: a failure here
+         * is reported although the new file is already in place. */
+        else if (fsync(dirfd) != 0) s = MGPO_ERR_IO;
     }
-    mgpo_free(st, tmp, bytes);
+    if (close(dirfd) != 0 && s == MGPO_OK) s = MGPO_ERR_IO;
+    return s;
+}
+
+static mgpo_status read_exact(int fd, unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = read(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return MGPO_ERR_IO; /* a file that shrank while read */
+        p += k;
+        n -= (size_t)k;
+    }
+    return MGPO_OK;
+}
+
+/* After the file is open: its header decides, before anything is
+ * allocated, whether the rest is worth reading. */
+static mgpo_status load_open_file(mgpo_state *st, int fd)
+{
+    struct stat info;
+    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_size < 0)
+        return MGPO_ERR_IO;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) return MGPO_ERR_IO;
+
+    unsigned char head[MGPO_CKPT_HEADER_SIZE];
+    uintmax_t file_size = (uintmax_t)info.st_size;
+    size_t have = file_size < sizeof head ? (size_t)file_size : sizeof head;
+    mgpo_status s = read_exact(fd, head, have);
+    uint64_t total = 0;
+    uint32_t version = 0;
+    bool little = true;
+    if (s == MGPO_OK) s = mgpo_ckpt_check_header(head, have, &total, &version, &little);
+    if (s != MGPO_OK) return s;
+    if (total != file_size) return MGPO_ERR_CHECKPOINT_TRUNCATED;
+    /* More than any checkpoint of this state's registrations can hold: the
+     * file was written for other tensors (or forged). */
+    if (total > mgpo_ckpt_max_size(st)) return MGPO_ERR_CHECKPOINT_LAYOUT;
+
+    size_t size = (size_t)total;
+    unsigned char *buf = mgpo_alloc(st, size);
+    if (!buf) return MGPO_ERR_OUT_OF_MEMORY;
+    memcpy(buf, head, sizeof head);
+    s = read_exact(fd, buf + sizeof head, size - sizeof head);
+    if (s == MGPO_OK) s = mgpo_load(st, buf, size);
+    mgpo_free(st, buf, size);
     return s;
 }
 
 mgpo_status mgpo_load_file(mgpo_state *st, const char *path)
 {
     if (!st || !path) return MGPO_ERR_NULL_ARGUMENT;
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) return MGPO_ERR_IO;
-    struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_size < 0 ||
-        (uintmax_t)info.st_size > (uintmax_t)SIZE_MAX) {
-        (void)close(fd);
-        return MGPO_ERR_IO;
-    }
-    /* The whole file is read first: validation needs all of it, and a second
-     * read after validating could see a file that changed meanwhile. */
-    size_t size = (size_t)info.st_size, got = 0;
-    unsigned char *buf = size ? mgpo_alloc(st, size) : NULL;
-    mgpo_status s = (size && !buf) ? MGPO_ERR_OUT_OF_MEMORY : MGPO_OK;
-    while (s == MGPO_OK && got < size) {
-        ssize_t k = read(fd, buf + got, size - got);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) s = MGPO_ERR_IO; /* a file that shrank while read */
-        else got += (size_t)k;
-    }
-    (void)close(fd);
-    if (s == MGPO_OK) {
-        static const unsigned char empty[1] = {0};
-        s = mgpo_load(st, size ? (const void *)buf : (const void *)empty, size);
-    }
-    mgpo_free(st, buf, size);
+    mgpo_status s = load_open_file(st, fd);
+    (void)close(fd); /* read-only: nothing a failed close could lose */
     return s;
 }
 

@@ -1,15 +1,18 @@
 /* The checkpoint format's constants (docs/checkpoint-format.md is the
  * specification; this header and lib/checkpoint.c must agree with it).
  * Private: shared by lib/checkpoint.c and the tests that craft or reseal
- * checkpoints.  Every field is in the writer's byte order, which the endian
- * mark records. */
+ * checkpoints.  Version 2 stores every field little-endian on every machine
+ * (lib/checkpoint.c's put/get helpers are the only code that knows it); the
+ * endian mark is then the bytes 04 03 02 01. */
 #ifndef MGPO_CHECKPOINT_FORMAT_H
 #define MGPO_CHECKPOINT_FORMAT_H
 
 #define MGPO_CKPT_MAGIC "MGPOCKPT" /* 8 bytes, no terminator */
 #define MGPO_CKPT_MAGIC_SIZE 8u
 #define MGPO_CKPT_ENDIAN_MARK 0x01020304u
-#define MGPO_CKPT_VERSION 1u
+#define MGPO_CKPT_VERSION 2u        /* the version written */
+#define MGPO_CKPT_VERSION_NATIVE 1u /* read only: the same layout in the writer's
+                                       byte order, statistics step fields 0 */
 
 /* Header: 48 bytes at offset 0. */
 #define MGPO_CKPT_OFF_ENDIAN 8u       /* u32 MGPO_CKPT_ENDIAN_MARK */
@@ -45,6 +48,15 @@ size_t mgpo_ckpt_size(const mgpo_state *st);
  * before it (its checksum covers the payload just streamed). */
 mgpo_status mgpo_ckpt_stream(const mgpo_state *st, mgpo_ckpt_sink sink, void *ctx,
                              unsigned char header[MGPO_CKPT_HEADER_SIZE]);
+/* The largest checkpoint `st` can produce with its registrations (every
+ * backup present): a bound for a file's size before it is read. */
+size_t mgpo_ckpt_max_size(const mgpo_state *st);
+/* Checks what the first `size` bytes of a header decide alone (magic, byte
+ * order, version, header checksum, header fields; steps 1-7 of the format's
+ * list), so that a file's header can be judged before the rest is read.  On
+ * MGPO_OK: *total the recorded size, *version, *little the byte order. */
+mgpo_status mgpo_ckpt_check_header(const unsigned char *b, size_t size, uint64_t *total,
+                                   uint32_t *version, bool *little);
 /* Writes a valid header for a payload of total-48 bytes with that CRC. */
 void mgpo_ckpt_header(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t total,
                       uint32_t payload_crc);

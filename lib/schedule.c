@@ -11,8 +11,9 @@ mgpo_schedule mgpo_schedule_paper(double peak_lr, uint64_t total_steps)
     s.peak_lr = peak_lr;
     s.min_lr = 0.0;
     /* 3 % of the steps, rounded up, computed in integers to avoid 0.03's
-     * binary rounding deciding the count. */
-    s.warmup_steps = (total_steps * 3 + 99) / 100;
+     * binary rounding deciding the count: with total = 100q + r,
+     * ceil(3 total / 100) = 3q + ceil(3r / 100), which cannot overflow. */
+    s.warmup_steps = total_steps / 100 * 3 + (total_steps % 100 * 3 + 99) / 100;
     s.total_steps = total_steps;
     return s;
 }

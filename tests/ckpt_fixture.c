@@ -115,12 +115,28 @@ unsigned char *fx_save(const mgpo_state *st, size_t *size)
     return buf;
 }
 
+void fx_store_le(unsigned char *at, const void *value, size_t n)
+{
+    uint64_t x = 0;
+    if (n == 4) {
+        uint32_t v;
+        memcpy(&v, value, 4);
+        x = v;
+    } else if (n == 8) {
+        memcpy(&x, value, 8);
+    } else {
+        memcpy(at, value, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) at[i] = (unsigned char)(x >> (8 * i));
+}
+
 void fx_reseal(unsigned char *buf, size_t size)
 {
     uint32_t crc = mgpo_crc32c(0, buf + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE);
-    memcpy(buf + MGPO_CKPT_OFF_PAYLOAD_CRC, &crc, sizeof crc);
+    fx_store_le(buf + MGPO_CKPT_OFF_PAYLOAD_CRC, &crc, sizeof crc);
     crc = mgpo_crc32c(0, buf, MGPO_CKPT_OFF_HEADER_CRC);
-    memcpy(buf + MGPO_CKPT_OFF_HEADER_CRC, &crc, sizeof crc);
+    fx_store_le(buf + MGPO_CKPT_OFF_HEADER_CRC, &crc, sizeof crc);
 }
 
 int fx_state_is(const mgpo_state *st, const unsigned char *bytes, size_t size)
@@ -169,13 +185,14 @@ size_t fx_mutate(unsigned char *buf, size_t size, uint64_t *rng)
         n = MGPO_CKPT_HEADER_SIZE + below(rng, size - MGPO_CKPT_HEADER_SIZE);
         {
             uint64_t total = n;
-            memcpy(buf + MGPO_CKPT_OFF_TOTAL_SIZE, &total, sizeof total);
+            fx_store_le(buf + MGPO_CKPT_OFF_TOTAL_SIZE, &total, sizeof total);
         }
         break;
     default: { /* an aligned field set to an interesting value */
         size_t width = below(rng, 2) ? 8 : 4, at = below(rng, size / width) * width;
         uint64_t v = interesting[below(rng, sizeof interesting / sizeof interesting[0])];
-        memcpy(buf + at, &v, width); /* the low half on little-endian */
+        uint32_t low = (uint32_t)v;
+        fx_store_le(buf + at, width == 8 ? (const void *)&v : (const void *)&low, width);
         break;
     }
     }

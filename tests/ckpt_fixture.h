@@ -42,6 +42,10 @@ mgpo_status fx_prepare(fx *f, int layout);
 mgpo_status fx_iterate(fx *f, uint64_t t);
 /* A malloc'd checkpoint of the state (NULL on failure); *size gets its size. */
 unsigned char *fx_save(const mgpo_state *st, size_t *size);
+/* Stores a native uint32_t/float (n 4) or uint64_t/double (n 8) at `at` in
+ * the checkpoint byte order (little-endian); other n copies bytes as they
+ * are.  Edits of checkpoint fields go through it, so tests run on any host. */
+void fx_store_le(unsigned char *at, const void *value, size_t n);
 /* Recomputes both checksums of a checkpoint of `size` bytes (>= 48) so that
  * a deliberately edited one passes the checksum tests. */
 void fx_reseal(unsigned char *buf, size_t size);

@@ -336,7 +336,7 @@ static unsigned char *edited(const bad_fixture *b, size_t at, const void *value,
 {
     unsigned char *c = malloc(b->size);
     memcpy(c, b->ck, b->size);
-    memcpy(c + at, value, n);
+    fx_store_le(c + at, value, n);
     if (reseal) fx_reseal(c, b->size);
     return c;
 }
@@ -369,11 +369,21 @@ START_TEST(test_refuses_header_errors)
     expect_refused(&b, st, b.ck, 0, MGPO_ERR_CHECKPOINT_TRUNCATED);
     expect_refused(&b, st, b.ck, MGPO_CKPT_HEADER_SIZE - 1, MGPO_ERR_CHECKPOINT_TRUNCATED);
 
+    /* Version 2 is little-endian: big-endian marks (with the version in
+     * that order, as such a writer would put it) are refused, as are marks
+     * of no byte order. */
     uint32_t swapped = __builtin_bswap32(MGPO_CKPT_ENDIAN_MARK), other = 0x04010203u;
-    expect_edit_refused(&b, MGPO_CKPT_OFF_ENDIAN, &swapped, 4, 1, MGPO_ERR_CHECKPOINT_ENDIAN);
+    uint32_t v2_big = __builtin_bswap32(2u);
+    unsigned char *big = edited(&b, MGPO_CKPT_OFF_ENDIAN, &swapped, 4, 0);
+    fx_store_le(big + MGPO_CKPT_OFF_VERSION, &v2_big, 4);
+    fx_reseal(big, b.size);
+    expect_refused(&b, st, big, b.size, MGPO_ERR_CHECKPOINT_ENDIAN);
+    free(big);
     expect_edit_refused(&b, MGPO_CKPT_OFF_ENDIAN, &other, 4, 1, MGPO_ERR_CHECKPOINT_ENDIAN);
-    uint32_t v2 = 2, v0 = 0, one = 1, big_header = 64;
-    expect_edit_refused(&b, MGPO_CKPT_OFF_VERSION, &v2, 4, 1, MGPO_ERR_CHECKPOINT_VERSION);
+    /* The swapped mark alone makes the version read 0x02000000. */
+    expect_edit_refused(&b, MGPO_CKPT_OFF_ENDIAN, &swapped, 4, 1, MGPO_ERR_CHECKPOINT_VERSION);
+    uint32_t v3 = 3, v0 = 0, one = 1, big_header = 64;
+    expect_edit_refused(&b, MGPO_CKPT_OFF_VERSION, &v3, 4, 1, MGPO_ERR_CHECKPOINT_VERSION);
     expect_edit_refused(&b, MGPO_CKPT_OFF_VERSION, &v0, 4, 0, MGPO_ERR_CHECKPOINT_VERSION);
     expect_edit_refused(&b, MGPO_CKPT_OFF_FLAGS, &one, 4, 1, MGPO_ERR_CHECKPOINT_VERSION);
     expect_edit_refused(&b, MGPO_CKPT_OFF_HEADER_SIZE, &big_header, 4, 1,
@@ -401,7 +411,7 @@ START_TEST(test_refuses_header_errors)
     unsigned char *cut = malloc(b.size);
     memcpy(cut, b.ck, b.size);
     uint64_t total = b.size - 4;
-    memcpy(cut + MGPO_CKPT_OFF_TOTAL_SIZE, &total, sizeof total);
+    fx_store_le(cut + MGPO_CKPT_OFF_TOTAL_SIZE, &total, sizeof total);
     fx_reseal(cut, b.size - 4);
     expect_refused(&b, st, cut, b.size - 4, MGPO_ERR_CHECKPOINT_TRUNCATED);
     free(cut);
@@ -440,6 +450,9 @@ START_TEST(test_refuses_bad_records)
     expect_edit_refused(&b, P(136), &two, 4, 1, L);         /* perturbed flag */
     expect_edit_refused(&b, P(136), &zero32, 4, 1, L);      /* clean, with applied c */
     expect_edit_refused(&b, P(140), &one, 4, 1, L);         /* reserved */
+    expect_edit_refused(&b, P(144), &u64_two, 8, 1, L);     /* stats.step != step (3) */
+    expect_edit_refused(&b, P(152), &u64_one, 8, 1, L);     /* stats.skipped != skipped (0) */
+    expect_edit_refused(&b, P(208), &zero32, 4, 1, L);      /* stats.perturbed != flag */
     expect_edit_refused(&b, P(208), &two, 4, 1, L);         /* stats.perturbed */
     expect_edit_refused(&b, P(212), &two, 4, 1, L);         /* stats.clipped */
     expect_edit_refused(&b, P(216), &u64_one, 8, 1, L);     /* item count */
@@ -537,7 +550,7 @@ static int temp_files(const char *dir)
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (strstr(e->d_name, ".tmp.")) n++;
+        if (strncmp(e->d_name, ".mgpo-", 6) == 0) n++;
     closedir(d);
     return n;
 }

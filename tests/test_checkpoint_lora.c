@@ -220,7 +220,7 @@ START_TEST(test_lora_layout)
     unsigned char *bad = malloc(size);
     memcpy(bad, ck, size);
     float one = 1.0f;
-    memcpy(bad + item1, &one, sizeof one);
+    fx_store_le(bad + item1, &one, sizeof one);
     fx_reseal(bad, size);
     size_t n = 0;
     unsigned char *snap = fx_save(a.st, &n);

@@ -149,6 +149,28 @@ START_TEST(bad_input)
 }
 END_TEST
 
+/* Where total * 3 does not fit in 64 bits; expected values are exact
+ * integers ceil(3 T / 100) computed in Python (arbitrary precision). */
+START_TEST(paper_schedule_huge_step_counts)
+{
+    static const uint64_t totals[][2] = {
+        {18446744073709551615ull, 553402322211286549ull}, /* UINT64_MAX */
+        {18446744073709551614ull, 553402322211286549ull},
+        {18446744073709551516ull, 553402322211286546ull},
+        {9223372036854775808ull, 276701161105643275ull},  /* 2^63 */
+        {6148914691236517206ull, 184467440737095517ull},  /* first T with 3T > UINT64_MAX */
+        {6148914691236517205ull, 184467440737095517ull},
+    };
+    for (size_t k = 0; k < sizeof totals / sizeof totals[0]; k++) {
+        mgpo_schedule s = mgpo_schedule_paper(1.0, totals[k][0]);
+        ck_assert_uint_eq(s.warmup_steps, totals[k][1]);
+        double lr;
+        ck_assert_int_eq(mgpo_schedule_lr(&s, totals[k][0] - 1, &lr), MGPO_OK);
+        ck_assert(lr >= 0.0 && lr < 1e-9); /* the end of the cosine */
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("schedule");
@@ -156,6 +178,7 @@ int main(void)
     tcase_add_loop_test(tc, matches_closed_form, 0, 15);
     tcase_add_test(tc, exact_spot_values);
     tcase_add_test(tc, paper_schedule_warms_up_over_3_percent_rounded_up);
+    tcase_add_test(tc, paper_schedule_huge_step_counts);
     tcase_add_test(tc, bad_input);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

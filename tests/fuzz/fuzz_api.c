@@ -1,0 +1,536 @@
+/* Stateful libFuzzer target over the whole public API (issue 15, section
+ * 5; built with -DMGPO_BUILD_FUZZ=ON and clang, run by .ci/fuzz.sh; also
+ * compiled without libFuzzer into fuzz_api_replay, which runs the committed
+ * corpus tests/fuzz/corpus-api in every build).
+ *
+ * The input is a program: one opcode byte, then that call's arguments taken
+ * from the following bytes (zeros once the input ends).  Configurations get
+ * extreme doubles, registrations take offsets into one parameter pool (so
+ * buffers may overlap or be odd), gradients are filled with NaN, Inf,
+ * subnormals or huge values, and perturb, restore, step, set_lr/set_rho,
+ * save and load, the getters and destroy come in any order.  The allocator
+ * can be told to refuse its next requests.
+ *
+ * After every call the target aborts unless what mgpo.h promises holds:
+ *   - an error (other than NONFINITE_GRADIENT) changed nothing: the caller's
+ *     parameters and the saved state bytes are as before;
+ *   - NONFINITE_GRADIENT leaves the state clean and, in exact mode, the
+ *     parameters bit for bit as before the perturbation;
+ *   - an exact restore (mgpo_restore, or the step's own) gives back the
+ *     parameters bit for bit;
+ *   - a save into a buffer too small writes nothing; save -> load into a
+ *     fresh state registered the same way -> save gives the same bytes
+ *     (FUZZ_CHECK_RELOAD 2; the default 1 lets the load refuse with
+ *     CHECKPOINT_LAYOUT, leaving the fresh state unchanged, because main
+ *     reaches states whose values its loader refuses: docs/fuzzing.md);
+ *   - an OK step from finite gradients and finite parameters leaves finite
+ *     parameters (FUZZ_CHECK_FINITE, off by default: main fails it, see
+ *     docs/fuzzing.md);
+ *   - every status is one the call documents (no unknown code).
+ * Crashes, leaks and sanitizer reports fail it too. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mgpo.h"
+
+#ifndef FUZZ_CHECK_RELOAD
+#define FUZZ_CHECK_RELOAD 1
+#endif
+#ifndef FUZZ_CHECK_FINITE
+#define FUZZ_CHECK_FINITE 0
+#endif
+
+#define POOL 512   /* parameter floats shared by every registration */
+#define GPOOL 512  /* gradient floats */
+#define MAX_REGS 8
+
+/* ---- Input ---------------------------------------------------------------- */
+
+typedef struct input {
+    const uint8_t *p;
+    size_t left;
+} input;
+
+static uint8_t byte(input *in)
+{
+    if (!in->left) return 0;
+    in->left--;
+    return *in->p++;
+}
+
+static size_t below(input *in, size_t n) { return n ? byte(in) % n : 0; }
+
+/* A double from a table of extremes, or 8 raw bytes. */
+static double dbl(input *in)
+{
+    static const double table[] = {0.0,     -0.0,   1.0,     0.5,     0.9,    0.999,
+                                   1e-8,    1e-12,  1e-35,   1e-300,  4.9e-324, 1e10,
+                                   1e160,   1e300,  1.7976931348623157e308, -1.0,
+                                   0.05,    0.01,   1e-3,    2.0,     10.0,   100.0,
+                                   0.999999999, 1e-45, 3.4e38, 1e39};
+    uint8_t k = byte(in);
+    if (k < 2 * (sizeof table / sizeof table[0])) return table[k % (sizeof table / sizeof table[0])];
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++) u = u << 8 | byte(in);
+    double x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static float value(input *in)
+{
+    static const float table[] = {0.0f,  -0.0f, 1.0f,   -1.0f, 0.5f, 1e-3f, 1e-20f,
+                                  1e-40f /* subnormal */,  1e-45f, 1e20f, 3e38f, -3e38f,
+                                  NAN,   INFINITY, -INFINITY, 0.25f};
+    uint8_t k = byte(in);
+    if (k < 128) return table[k % (sizeof table / sizeof table[0])];
+    return (float)((int)k - 192) / 16.0f;
+}
+
+/* ---- The allocator (can be told to refuse) ----------------------------------- */
+
+typedef struct budget {
+    int refuse; /* refuse this many next requests */
+} budget;
+
+static void *budget_alloc(void *ctx, size_t size)
+{
+    budget *b = ctx;
+    if (b->refuse > 0) {
+        b->refuse--;
+        return NULL;
+    }
+    return malloc(size);
+}
+
+static void budget_free(void *ctx, void *ptr, size_t size)
+{
+    (void)ctx;
+    (void)size;
+    free(ptr);
+}
+
+/* ---- The world: one state, its registrations, the caller's buffers ------------ */
+
+typedef struct reg {
+    int lora;
+    size_t p, count, g; /* tensor: params at pool+p, grads at gpool+g (count) */
+    int has_grad;
+    mgpo_tensor_options o;
+    mgpo_lora_pair pair; /* offsets in a/b/base_weight, as pool indices */
+    size_t a, b, w, ga, gb;
+} reg;
+
+typedef struct world {
+    mgpo_state *st;
+    mgpo_config cfg;
+    budget alloc;
+    float pool[POOL], gpool[GPOOL];
+    reg regs[MAX_REGS];
+    size_t nregs;
+    float clean[POOL]; /* the pool before the perturbation now applied */
+} world;
+
+static void fail(const char *what, int status)
+{
+    fprintf(stderr, "fuzz_api: %s (status %d)\n", what, status);
+    abort();
+}
+
+static void check_known(mgpo_status s)
+{
+    if ((int)s < 0 || (int)s > MGPO_ERR_UNSUPPORTED) fail("unknown status", (int)s);
+}
+
+static unsigned char *save(const mgpo_state *st, size_t *n)
+{
+    if (mgpo_checkpoint_size(st, n) != MGPO_OK) fail("checkpoint_size", -1);
+    unsigned char *b = malloc(*n);
+    size_t written = 0;
+    if (!b) abort();
+    mgpo_status s = mgpo_save(st, b, *n, &written);
+    if (s != MGPO_OK || written != *n) fail("save of a live state", (int)s);
+    return b;
+}
+
+typedef struct snapshot {
+    float pool[POOL];
+    unsigned char *state;
+    size_t size;
+} snapshot;
+
+static void take(const world *w, snapshot *s)
+{
+    memcpy(s->pool, w->pool, sizeof s->pool);
+    s->state = w->st ? save(w->st, &s->size) : NULL;
+}
+
+static int same_as(const world *w, const snapshot *s)
+{
+    if (memcmp(s->pool, w->pool, sizeof s->pool) != 0) return 0;
+    if (!w->st) return 1;
+    size_t n = 0;
+    unsigned char *now = save(w->st, &n);
+    int same = n == s->size && memcmp(now, s->state, n) == 0;
+    free(now);
+    return same;
+}
+
+static void drop(snapshot *s) { free(s->state); }
+
+static int perturbed(const world *w)
+{
+    int p = 0;
+    if (mgpo_is_perturbed(w->st, &p) != MGPO_OK) fail("is_perturbed", -1);
+    return p;
+}
+
+/* Registers reg r on st with the buffers of pool/gpool. */
+static mgpo_status add_reg(mgpo_state *st, const reg *r, float *pool, float *gpool)
+{
+    if (!r->lora)
+        return mgpo_add_tensor(st, pool + r->p, r->has_grad ? gpool + r->g : NULL, r->count,
+                               &r->o, NULL);
+    mgpo_lora_pair pr = r->pair;
+    pr.a = pool + r->a;
+    pr.b = pool + r->b;
+    pr.base_weight = pr.mode == MGPO_LORA_BASE ? pool + r->w : NULL;
+    pr.grad_a = r->has_grad ? gpool + r->ga : NULL;
+    pr.grad_b = r->has_grad ? gpool + r->gb : NULL;
+    return mgpo_add_lora_pair(st, &pr, &r->o, NULL);
+}
+
+/* save -> load into a fresh state registered the same way -> save. */
+static void check_reload(const world *w)
+{
+    if (!FUZZ_CHECK_RELOAD || !w->st) return;
+    mgpo_state *twin = NULL;
+    mgpo_config cfg = w->cfg;
+    if (mgpo_create(&twin, &cfg, NULL) != MGPO_OK) fail("twin create", -1);
+    float *pool = calloc(POOL, sizeof(float)), *gpool = calloc(GPOOL, sizeof(float));
+    if (!pool || !gpool) abort();
+    for (size_t i = 0; i < w->nregs; i++)
+        if (add_reg(twin, &w->regs[i], pool, gpool) != MGPO_OK) fail("twin registration", -1);
+    size_t n = 0, m = 0;
+    unsigned char *a = save(w->st, &n);
+    size_t n0 = 0;
+    unsigned char *fresh = save(twin, &n0);
+    mgpo_status s = mgpo_load(twin, a, n);
+    if (s != MGPO_OK && (FUZZ_CHECK_RELOAD > 1 || s != MGPO_ERR_CHECKPOINT_LAYOUT))
+        fail("a saved state does not load", (int)s);
+    unsigned char *b = save(twin, &m);
+    if (s == MGPO_OK && (m != n || memcmp(a, b, n) != 0)) fail("save -> load -> save differs", -1);
+    if (s != MGPO_OK && (m != n0 || memcmp(fresh, b, m) != 0)) fail("a refused load changed", s);
+    free(fresh);
+    free(a);
+    free(b);
+    free(pool);
+    free(gpool);
+    mgpo_destroy(twin);
+}
+
+static int all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* The gradients of every registration that has them are finite. */
+static int grads_finite(const world *w)
+{
+    for (size_t i = 0; i < w->nregs; i++) {
+        const reg *r = &w->regs[i];
+        if (!r->has_grad) return 0;
+        if (!r->lora && !all_finite(w->gpool + r->g, r->count)) return 0;
+        if (r->lora && (!all_finite(w->gpool + r->ga, r->pair.rank * r->pair.n_in) ||
+                        !all_finite(w->gpool + r->gb, r->pair.n_out * r->pair.rank)))
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- Operations -------------------------------------------------------------- */
+
+static void op_create(world *w, input *in)
+{
+    mgpo_destroy(w->st);
+    w->st = NULL;
+    w->nregs = 0;
+    uint8_t f = byte(in);
+    mgpo_config c = f & 1 ? mgpo_config_nlg() : mgpo_config_default();
+    c.optimizer = (f >> 1) & 1 ? MGPO_OPTIMIZER_SGD : MGPO_OPTIMIZER_ADAMW;
+    c.scope = (f >> 2) & 1 ? MGPO_SCOPE_TENSOR : MGPO_SCOPE_GLOBAL;
+    c.restore_mode = (f >> 3) & 1 ? MGPO_RESTORE_LOW_MEMORY : MGPO_RESTORE_EXACT;
+    c.sign = (f >> 4) & 1 ? MGPO_SIGN_ASCENT : MGPO_SIGN_LOOKAHEAD;
+    c.nesterov = (f >> 5) & 1;
+    c.lr = 1e-2;
+    /* Bit mask of fields replaced by extreme values. */
+    uint16_t which = (uint16_t)(byte(in) | byte(in) << 8);
+    double *fields[12] = {&c.lr,       &c.beta1,     &c.beta2,    &c.eps,
+                          &c.weight_decay, &c.momentum, &c.dampening, &c.rho,
+                          &c.norm_ema, &c.scale_max, &c.norm_eps, &c.max_grad_norm};
+    for (int i = 0; i < 12; i++)
+        if (which >> i & 1) *fields[i] = dbl(in);
+    c.num_threads = 1;
+    w->alloc.refuse = 0;
+    mgpo_allocator a = {budget_alloc, budget_free, &w->alloc};
+    mgpo_status s = mgpo_create(&w->st, &c, &a);
+    check_known(s);
+    if (s != MGPO_OK && w->st) fail("create failed but *out not NULL", (int)s);
+    if (s == MGPO_OK && mgpo_config_validate(&c) != MGPO_OK) fail("create accepted invalid", -1);
+    w->cfg = c;
+}
+
+static mgpo_tensor_options options(input *in)
+{
+    mgpo_tensor_options o = mgpo_tensor_options_default();
+    uint8_t f = byte(in);
+    if (f & 1) o.lr_scale = dbl(in);
+    if (f & 2) o.weight_decay_scale = dbl(in);
+    o.perturb = (f & 4) ? 0 : 1;
+    return o;
+}
+
+static void op_add(world *w, input *in, int lora)
+{
+    if (w->nregs == MAX_REGS) return;
+    reg r;
+    memset(&r, 0, sizeof r);
+    r.lora = lora;
+    r.has_grad = byte(in) & 1;
+    if (!lora) {
+        r.p = below(in, POOL);
+        r.count = 1 + below(in, 64);
+        if (r.p + r.count > POOL) r.count = POOL - r.p;
+        r.g = below(in, GPOOL - r.count + 1);
+    } else {
+        r.pair.rank = 1 + below(in, 3);
+        r.pair.n_in = 1 + below(in, 6);
+        r.pair.n_out = 1 + below(in, 6);
+        r.pair.scaling = byte(in) & 1 ? dbl(in) : 2.0;
+        r.pair.mode = byte(in) & 1 ? MGPO_LORA_BASE : MGPO_LORA_ADAPTER;
+        size_t na = r.pair.rank * r.pair.n_in, nb = r.pair.n_out * r.pair.rank,
+               nw = r.pair.n_out * r.pair.n_in;
+        r.a = below(in, POOL - na + 1);
+        r.b = below(in, POOL - nb + 1);
+        r.w = below(in, POOL - nw + 1);
+        r.ga = below(in, GPOOL - na + 1);
+        r.gb = below(in, GPOOL - nb + 1);
+    }
+    r.o = options(in);
+    snapshot before;
+    take(w, &before);
+    mgpo_status s = add_reg(w->st, &r, w->pool, w->gpool);
+    check_known(s);
+    if (s == MGPO_OK) {
+        w->regs[w->nregs++] = r;
+    } else if (!same_as(w, &before)) {
+        fail("a refused registration changed something", (int)s);
+    }
+    drop(&before);
+}
+
+static void op_set_grad(world *w, input *in)
+{
+    if (!w->nregs) return;
+    size_t i = below(in, w->nregs);
+    reg *r = &w->regs[i];
+    int set = byte(in) & 1;
+    snapshot before;
+    take(w, &before);
+    mgpo_status s;
+    size_t g = 0, ga = 0, gb = 0;
+    if (!r->lora) {
+        g = below(in, GPOOL - r->count + 1);
+        s = mgpo_set_grad(w->st, i, set ? w->gpool + g : NULL);
+    } else {
+        ga = below(in, GPOOL - r->pair.rank * r->pair.n_in + 1);
+        gb = below(in, GPOOL - r->pair.n_out * r->pair.rank + 1);
+        s = mgpo_set_lora_grads(w->st, i, set ? w->gpool + ga : NULL, set ? w->gpool + gb : NULL);
+    }
+    check_known(s);
+    if (s == MGPO_OK) {
+        r->has_grad = set;
+        r->g = g;
+        r->ga = ga;
+        r->gb = gb;
+    } else if (!same_as(w, &before)) {
+        fail("a refused set_grad changed something", (int)s);
+    }
+    drop(&before);
+}
+
+/* perturb, restore or step, with the restore and error promises. */
+static void op_iterate(world *w, int which)
+{
+    int was = perturbed(w);
+    int exact = w->cfg.restore_mode == MGPO_RESTORE_EXACT;
+    int finite_in = grads_finite(w) && all_finite(w->pool, POOL);
+    snapshot before;
+    take(w, &before);
+    mgpo_status s = which == 0 ? mgpo_perturb(w->st)
+                    : which == 1 ? mgpo_restore(w->st)
+                                 : mgpo_step(w->st);
+    check_known(s);
+    if (s == MGPO_OK && which == 0 && !was && perturbed(w))
+        memcpy(w->clean, before.pool, sizeof w->clean);
+    if (s == MGPO_ERR_NONFINITE_GRADIENT) {
+        if (which != 2 || perturbed(w)) fail("NONFINITE_GRADIENT left the state perturbed", s);
+        if (exact && was && memcmp(w->pool, w->clean, sizeof w->clean) != 0)
+            fail("NONFINITE_GRADIENT: parameters not restored bit for bit", s);
+        if (!was && memcmp(w->pool, before.pool, sizeof w->pool) != 0)
+            fail("NONFINITE_GRADIENT changed clean parameters", s);
+    } else if (s != MGPO_OK) {
+        if (!same_as(w, &before)) fail("an iteration error changed something", (int)s);
+    } else if (which == 1 && was && exact && memcmp(w->pool, w->clean, sizeof w->clean) != 0) {
+        fail("exact restore is not bit-exact", s);
+    }
+    if (FUZZ_CHECK_FINITE && which == 2 && s == MGPO_OK && finite_in &&
+        !all_finite(w->pool, POOL))
+        fail("an OK step from finite gradients left a non-finite parameter", s);
+    drop(&before);
+}
+
+static void op_set(world *w, input *in, int rho)
+{
+    double x = dbl(in);
+    snapshot before;
+    take(w, &before);
+    mgpo_status s = rho ? mgpo_set_rho(w->st, x) : mgpo_set_lr(w->st, x);
+    check_known(s);
+    if (s != MGPO_OK && !same_as(w, &before)) fail("a refused set_lr/rho changed something", s);
+    if (s == MGPO_OK) {
+        if (rho) w->cfg.rho = x;
+        else w->cfg.lr = x;
+    }
+    drop(&before);
+}
+
+static void op_fill(world *w, input *in, int params)
+{
+    /* The caller may write its parameters only while clean. */
+    if (params && w->st && perturbed(w)) return;
+    float *dst = params ? w->pool : w->gpool;
+    size_t at = below(in, POOL), n = 1 + below(in, 128);
+    float x = value(in);
+    int ramp = byte(in) & 1;
+    for (size_t i = at; i < at + n && i < POOL; i++)
+        dst[i] = ramp ? x * (float)(i - at + 1) : x;
+    if (params)
+        for (size_t i = 0; i < POOL; i++)
+            if (!isfinite(dst[i])) dst[i] = 0.5f; /* parameters stay finite */
+}
+
+static void op_save(world *w, input *in)
+{
+    size_t need = 0;
+    if (mgpo_checkpoint_size(w->st, &need) != MGPO_OK) fail("checkpoint_size", -1);
+    size_t delta = below(in, 64), cap = byte(in) & 1 ? need + delta : (need > delta ? need - delta : 0);
+    unsigned char *buf = malloc(cap + 1);
+    if (!buf) abort();
+    memset(buf, 0xA5, cap + 1);
+    size_t written = 12345;
+    mgpo_status s = mgpo_save(w->st, buf, cap, &written);
+    check_known(s);
+    if (cap < need) {
+        if (s != MGPO_ERR_BUFFER_TOO_SMALL || written != 12345) fail("small buffer", s);
+        for (size_t i = 0; i <= cap; i++)
+            if (buf[i] != 0xA5) fail("a refused save wrote into the buffer", s);
+    } else {
+        if (s != MGPO_OK || written != need) fail("save", s);
+        if (buf[need] != 0xA5) fail("save wrote past its size", s);
+    }
+    free(buf);
+}
+
+/* Loads the state's own checkpoint edited at one byte (resealed or not): an
+ * accepted load must give exactly those bytes back, a refused one change
+ * nothing. */
+static void op_load(world *w, input *in)
+{
+    size_t n = 0;
+    unsigned char *ck = save(w->st, &n);
+    size_t at = (size_t)(byte(in) | byte(in) << 8) % n, cut = below(in, 4) == 0 ? below(in, n) : n;
+    ck[at] ^= byte(in);
+    snapshot before;
+    take(w, &before);
+    mgpo_status s = mgpo_load(w->st, ck, cut);
+    check_known(s);
+    if (s == MGPO_OK) {
+        size_t m = 0;
+        unsigned char *now = save(w->st, &m);
+        if (m != cut || memcmp(now, ck, m) != 0) fail("an accepted load does not save back", s);
+        free(now);
+        /* The caller's part of the resume rule is not known here: go back. */
+        if (mgpo_load(w->st, before.state, before.size) != MGPO_OK) fail("reload", -1);
+    } else if (s < MGPO_ERR_CHECKPOINT_MAGIC || s > MGPO_ERR_CHECKPOINT_TRUNCATED ||
+               !same_as(w, &before)) {
+        fail("a refused load changed something or used a wrong code", s);
+    }
+    drop(&before);
+    free(ck);
+}
+
+static void op_getters(const world *w, input *in)
+{
+    mgpo_stats s;
+    mgpo_config c;
+    mgpo_unit_stats u;
+    size_t units = 0, count = 0;
+    int p = 0;
+    if (mgpo_get_stats(w->st, &s) != MGPO_OK || mgpo_get_config(w->st, &c) != MGPO_OK ||
+        mgpo_get_unit_count(w->st, &units) != MGPO_OK ||
+        mgpo_get_tensor_count(w->st, &count) != MGPO_OK || mgpo_is_perturbed(w->st, &p) != MGPO_OK)
+        fail("a getter failed", -1);
+    if (count != w->nregs || s.perturbed != p) fail("getters disagree", -1);
+    size_t unit = below(in, units + 2);
+    mgpo_status st = mgpo_get_unit_stats(w->st, unit, &u);
+    if ((unit < units) != (st == MGPO_OK)) fail("get_unit_stats index", st);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    world *w = calloc(1, sizeof *w);
+    if (!w) abort();
+    input in = {data, size};
+    for (size_t i = 0; i < POOL; i++) w->pool[i] = (float)((int)(i % 17) - 8) / 8.0f;
+    for (size_t i = 0; i < GPOOL; i++) w->gpool[i] = (float)((int)(i % 13) - 6) / 16.0f;
+    for (int ops = 0; in.left && ops < 256; ops++) {
+        uint8_t op = byte(&in) % 16;
+        if (op == 0) {
+            op_create(w, &in);
+            continue;
+        }
+        if (!w->st) continue;
+        switch (op) {
+        case 1: case 2: op_add(w, &in, 0); break;
+        case 3: op_add(w, &in, 1); break;
+        case 4: op_set_grad(w, &in); break;
+        case 5: op_iterate(w, 0); break;
+        case 6: op_iterate(w, 1); break;
+        case 7: op_iterate(w, 2); break;
+        case 8: op_set(w, &in, byte(&in) & 1); break;
+        case 9: op_fill(w, &in, 0); break;
+        case 10: op_fill(w, &in, 1); break;
+        case 11: op_save(w, &in); break;
+        case 12: op_load(w, &in); break;
+        case 13: op_getters(w, &in); break;
+        case 14: w->alloc.refuse = 1 + (int)below(&in, 3); break;
+        default: /* 15: destroy (the parameters keep whatever they hold) */
+            mgpo_destroy(w->st);
+            w->st = NULL;
+            w->nregs = 0;
+            break;
+        }
+        check_reload(w);
+    }
+    mgpo_destroy(w->st);
+    free(w);
+    return 0;
+}
