@@ -146,7 +146,7 @@ static void get_lora_base(reader *r, mgpo_item *it, bool present, bool apply)
 
 static size_t slot_floats(const mgpo_slot *sl)
 {
-    size_t arrays = 1 + (sl->v ? 1 : 0) + (sl->backup && sl->applied != 0.0f ? 1 : 0);
+    size_t arrays = (sl->m ? 1 : 0) + (sl->v ? 1 : 0) + (sl->backup && sl->applied != 0.0f ? 1 : 0);
     return arrays * sl->count;
 }
 
@@ -195,6 +195,13 @@ static void put_state(writer *w, const mgpo_state *st)
     put_u64(w, st->unit_count);
 }
 
+/* The slot record's `arrays` bits: which float arrays follow the record. */
+static uint32_t slot_arrays(const mgpo_slot *sl, bool backup)
+{
+    return (sl->v ? MGPO_CKPT_SLOT_HAS_V : 0u) | (backup ? MGPO_CKPT_SLOT_HAS_BACKUP : 0u) |
+           (sl->m ? 0u : MGPO_CKPT_SLOT_EXTERNAL);
+}
+
 static void put_records(writer *w, const mgpo_state *st)
 {
     for (size_t u = 0; u < st->unit_count; u++) {
@@ -223,7 +230,7 @@ static void put_records(writer *w, const mgpo_state *st)
         put_f64(w, sl->lr_scale);
         put_f64(w, sl->weight_decay_scale);
         put_u32(w, sl->perturb ? 1u : 0u);
-        put_u32(w, (sl->v ? MGPO_CKPT_SLOT_HAS_V : 0u) | (backup ? MGPO_CKPT_SLOT_HAS_BACKUP : 0u));
+        put_u32(w, slot_arrays(sl, backup));
         put_f32(w, sl->applied);
         put_u32(w, 0);
         put_f64(w, sl->momentum_sq);
@@ -247,7 +254,7 @@ static void put_clean_params(writer *w, const mgpo_slot *sl)
         mgpo_exception_reader list = mgpo_exceptions_of(sl->backup + begin, count);
         for (size_t i = 0; i < count; i += PIECE) {
             size_t n = count - i < PIECE ? count - i : PIECE;
-            mgpo_restore_range(clean, sl->params + begin, sl->m + begin, sl->applied, &list, i, n);
+            mgpo_restore_range(clean, sl->params + begin, sl->dir + begin, sl->applied, &list, i, n);
             put_floats(w, clean, n);
         }
     }
@@ -257,7 +264,7 @@ static void put_arrays(writer *w, const mgpo_state *st)
 {
     for (size_t i = 0; i < st->slot_count; i++) {
         const mgpo_slot *sl = &st->slots[i];
-        put_floats(w, sl->m, sl->count);
+        if (sl->m) put_floats(w, sl->m, sl->count);
         if (sl->v) put_floats(w, sl->v, sl->count);
         if (sl->backup && sl->applied != 0.0f) put_clean_params(w, sl);
     }
@@ -451,9 +458,10 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, bool perturbed, bool app
               same_bits(wd_scale, sl->weight_decay_scale) &&
               perturb == (sl->perturb ? 1u : 0u) && reserved == 0);
         CHECK(isfinite(applied) && (applied == 0.0f || (perturbed && sl->perturb)));
-        uint32_t want = (sl->v ? MGPO_CKPT_SLOT_HAS_V : 0u) |
-                        (sl->backup && applied != 0.0f ? MGPO_CKPT_SLOT_HAS_BACKUP : 0u);
-        CHECK(arrays == want);
+        CHECK(arrays == slot_arrays(sl, sl->backup && applied != 0.0f));
+        /* A perturbation is undone along the momentum it followed: in
+         * external mode the caller must have attached it before loading. */
+        CHECK(applied == 0.0f || sl->dir);
         if (apply) {
             sl->applied = applied;
             sl->momentum_sq = momentum_sq;
@@ -478,7 +486,7 @@ static void get_arrays(reader *r, mgpo_state *st, const unsigned char *items,
     for (size_t i = 0; i < st->slot_count; i++) {
         mgpo_slot *sl = &st->slots[i];
         uint32_t arrays = load_u32(slots + i * MGPO_CKPT_SLOT_SIZE + MGPO_CKPT_SLOT_OFF_ARRAYS);
-        get_floats(r, sl->m, sl->count, apply);
+        if (!(arrays & MGPO_CKPT_SLOT_EXTERNAL)) get_floats(r, sl->m, sl->count, apply);
         if (arrays & MGPO_CKPT_SLOT_HAS_V) get_floats(r, sl->v, sl->count, apply);
         if (arrays & MGPO_CKPT_SLOT_HAS_BACKUP) {
             get_floats(r, sl->backup, sl->count, apply);

@@ -53,7 +53,7 @@ static double perturb_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
     (void)arg;
     if (sl->applied == 0.0f) return 0.0;
     float *p = sl->params + begin;
-    const float *m = sl->m + begin;
+    const float *m = sl->dir + begin;
     if (!sl->backup) {
         st->kernels->perturb(p, NULL, m, sl->applied, count, false);
         return 0.0;
@@ -74,7 +74,7 @@ static double perturb_copy_block(mgpo_state *st, mgpo_slot *sl, size_t begin, si
     (void)arg;
     if (sl->applied == 0.0f || !sl->full_copy || sl->copy_backup) return 0.0;
     float *p = sl->params + begin, *backup = sl->backup + begin;
-    const float *m = sl->m + begin;
+    const float *m = sl->dir + begin;
     uint32_t listed;
     memcpy(&listed, backup, sizeof listed);
     if (listed != MGPO_FULL_BACKUP) st->kernels->restore_exact(p, backup, m, sl->applied, count);
@@ -95,19 +95,39 @@ static void perturb_slots(mgpo_state *st)
     if (any_copy) mgpo_parallel_blocks(st, perturb_copy_block, NULL, false);
 }
 
-/* Squared momentum norm of an item, in the space its unit measures. */
+/* Squared momentum norm of an item, in the space its unit measures; an
+ * item whose external momentum is not attached yet has none. */
 static double item_momentum_sq(const mgpo_state *st, const mgpo_item *it)
 {
+    if (!mgpo_item_attached(st, it)) return 0.0;
     if (it->kind == MGPO_ITEM_LORA) return mgpo_lora_momentum_sq(st, it);
     return st->slots[it->first_slot].momentum_sq;
+}
+
+/* External mode: the caller's optimizer has changed m since the last
+ * perturb, so its norm is measured here (the integrated step caches it). */
+static double momentum_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                                void *arg)
+{
+    (void)arg;
+    if (!sl->dir || !sl->perturb || st->items[sl->item].kind != MGPO_ITEM_TENSOR) return 0.0;
+    return st->kernels->sum_squares(sl->dir + begin, count);
 }
 
 mgpo_status mgpo_perturb(mgpo_state *st)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     if (st->item_count == 0) return MGPO_ERR_NO_TENSORS;
-    if (st->perturbed || st->step == 0 || st->config.rho == 0.0) return MGPO_OK;
+    /* Integrated: no momentum before the first step.  External: the
+     * authors' rule, perturb whenever the momentum exists (attached). */
+    bool external = mgpo_external(st);
+    if (st->perturbed || (!external && st->step == 0) || st->config.rho == 0.0) return MGPO_OK;
 
+    if (external) {
+        mgpo_parallel_blocks(st, momentum_sq_block, NULL, true);
+        for (size_t i = 0; i < st->slot_count; i++)
+            st->slots[i].momentum_sq = st->slots[i].block_total;
+    }
     double *sq = st->reduce_buf;
     memset(sq, 0, st->unit_count * sizeof *sq);
     for (size_t i = 0; i < st->item_count; i++)
@@ -137,7 +157,9 @@ mgpo_status mgpo_perturb(mgpo_state *st)
 
     for (size_t i = 0; i < st->item_count; i++) {
         mgpo_item *it = &st->items[i];
-        float cf = it->perturb ? (float)st->units[it->unit].coefficient : 0.0f;
+        float cf = it->perturb && mgpo_item_attached(st, it)
+                       ? (float)st->units[it->unit].coefficient
+                       : 0.0f;
         if (it->lora && it->lora->desc.mode == MGPO_LORA_BASE) {
             if (cf != 0.0f) mgpo_lora_base_perturb(st, it, cf);
             continue;
@@ -161,7 +183,7 @@ static double restore_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
     (void)arg;
     if (sl->applied == 0.0f) return 0.0;
     float *p = sl->params + begin;
-    const float *m = sl->m + begin;
+    const float *m = sl->dir + begin;
     if (!sl->backup) st->kernels->unperturb(p, m, sl->applied, count);
     else if (sl->full_copy) st->kernels->copy(p, sl->backup + begin, count, sl->stream);
     else st->kernels->restore_exact(p, sl->backup + begin, m, sl->applied, count);
@@ -249,6 +271,30 @@ static void set_slot_constants(mgpo_state *st, uint64_t t)
     }
 }
 
+/* gamma_U from the (all-reduced) squared gradient norms, and gbar_U's
+ * update, once per step; returns the sum of gbar_U^2 for the statistics. */
+static double update_gbar(mgpo_state *st, const double *sq)
+{
+    const double beta = st->config.norm_ema;
+    double ema_sq = 0.0;
+    for (size_t u = 0; u < st->unit_count; u++) {
+        mgpo_unit *un = &st->units[u];
+        un->gamma = sqrt(sq[u]);
+        un->gbar = un->gbar_set ? beta * un->gbar + (1.0 - beta) * un->gamma : un->gamma;
+        un->gbar_set = true;
+        ema_sq += un->gbar * un->gbar;
+    }
+    return ema_sq;
+}
+
+static void finish_step(mgpo_state *st, uint64_t t, double grad_norm, double ema_sq)
+{
+    st->step = t;
+    st->stats.lr = st->lr;
+    st->stats.grad_norm = grad_norm;
+    st->stats.grad_norm_ema = sqrt(ema_sq);
+}
+
 mgpo_status mgpo_step(mgpo_state *st)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
@@ -275,10 +321,19 @@ mgpo_status mgpo_step(mgpo_state *st)
 
     const mgpo_config *c = &st->config;
     double grad_norm = sqrt(sq[units]);
+    double ema_sq = update_gbar(st, sq);
+    st->stats.clipped = 0;
+    uint64_t t = st->step + 1;
+    if (mgpo_external(st)) {
+        /* The caller's optimizer steps next, from the clean parameters. */
+        mgpo_restore(st);
+        finish_step(st, t, grad_norm, ema_sq);
+        return MGPO_OK;
+    }
+
     mgpo_step_constants k;
     memset(&k, 0, sizeof k);
     k.grad_scale = 1.0f;
-    st->stats.clipped = 0;
     if (c->max_grad_norm > 0.0) {
         /* torch.nn.utils.clip_grad_norm_: scale by max/(norm+1e-6) if below 1. */
         double coef = c->max_grad_norm / (grad_norm + 1e-6);
@@ -288,17 +343,6 @@ mgpo_status mgpo_step(mgpo_state *st)
         }
     }
 
-    double ema_sq = 0.0;
-    for (size_t u = 0; u < units; u++) {
-        mgpo_unit *un = &st->units[u];
-        un->gamma = sqrt(sq[u]);
-        un->gbar = un->gbar_set ? c->norm_ema * un->gbar + (1.0 - c->norm_ema) * un->gamma
-                                : un->gamma;
-        un->gbar_set = true;
-        ema_sq += un->gbar * un->gbar;
-    }
-
-    uint64_t t = st->step + 1;
     set_slot_constants(st, t);
     k.first = t == 1;
     k.beta1 = (float)c->beta1;
@@ -316,11 +360,7 @@ mgpo_status mgpo_step(mgpo_state *st)
     for (size_t i = 0; i < st->slot_count; i++)
         st->slots[i].momentum_sq = st->slots[i].block_total;
     clear_perturbation(st);
-
-    st->step = t;
-    st->stats.lr = st->lr;
-    st->stats.grad_norm = grad_norm;
-    st->stats.grad_norm_ema = sqrt(ema_sq);
+    finish_step(st, t, grad_norm, ema_sq);
     return MGPO_OK;
 }
 
