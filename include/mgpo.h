@@ -549,7 +549,8 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
 /* ---- Checkpoints (docs/checkpoint-format.md) ---------------------------- */
 
 /* A checkpoint holds the whole optimizer state: configuration, per-tensor
- * moments (m, and v for AdamW), step counts, the gradient-norm EMAs, the
+ * moments (m, and v for AdamW; none in external mode, where the caller's
+ * optimizer saves its own, to be attached again before mgpo_load), step counts, the gradient-norm EMAs, the
  * statistics, the perturbed flag and the coefficients applied, and, when
  * saved while perturbed in exact mode, the clean copy of every perturbed
  * parameter (and of W for a LoRA pair in base mode).  It does not hold the
@@ -569,8 +570,9 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
 /** Bytes that mgpo_save would write for the state as it is now: 48 bytes of
  *  header, 240 of configuration and counters, 48 per unit, 64 per tensor or
  *  pair, 56 per stepped buffer (a pair has two); then 4 bytes per parameter
- *  for m, 4 more for v (AdamW), and while perturbed in exact mode 4 more
- *  per perturbed parameter (and per element of W for a base-mode pair).
+ *  for m, 4 more for v (AdamW) (neither in external mode), and while
+ *  perturbed in exact mode 4 more per perturbed parameter (and per element
+ *  of W for a base-mode pair).
  *  Read-only.  Errors: NULL_ARGUMENT. */
 MGPO_API mgpo_status mgpo_checkpoint_size(const mgpo_state *state, size_t *size);
 
