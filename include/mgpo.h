@@ -650,7 +650,9 @@ typedef int (*mgpo_allreduce_fn)(double *values, size_t count, void *ctx);
  *    values, values[u] = this rank's squared momentum norm of unit u (in
  *    weight space for a LoRA pair; 0 for a unit with no perturbed tensors),
  *    only when a perturbation is computed:
- *    not before the first step, not with rho 0, not when already perturbed.
+ *    not before the first step (integrated mode; in external mode whatever
+ *    the step count, so every rank must attach its momenta at the same
+ *    iteration), not with rho 0, not when already perturbed.
  *    Per-unit skip decisions (norm <= norm_eps or not finite) are made after
  *    the sum, so they agree on every rank.
  *  - mgpo_step: exactly once, with U + 1 values: values[u] = squared norm of

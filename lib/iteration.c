@@ -8,7 +8,10 @@
  *            makes the sum non-finite, which is the finite check);
  *            pass 2 reads theta, the list, g, m, v; writes theta, m, v and
  *            sums the new m's squares for the next perturb.
- * Only per-unit scalars cross between phases. */
+ * Only per-unit scalars cross between phases.
+ * External optimizer mode (the caller's optimizer owns m and steps): perturb
+ * first reads m for its norm; step runs pass 1, then a plain restore, and
+ * updates only the per-unit scalars. */
 #include "internal.h"
 
 #include <math.h>

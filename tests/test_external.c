@@ -331,6 +331,19 @@ static size_t record_bytes(const mgpo_state *st)
            items * MGPO_CKPT_ITEM_SIZE + (items + 1) * MGPO_CKPT_SLOT_SIZE;
 }
 
+/* What the caller saves: both states and its parameter buffers (into
+ * `saved`).  Returns the external state's checkpoint. */
+static unsigned char *save_run(const run *a, run *saved, size_t *size, unsigned char **inner_ck,
+                               size_t *inner_size)
+{
+    unsigned char *ck = fx_save(a->st, size);
+    *inner_ck = fx_save(a->inner, inner_size);
+    for (size_t t = 0; t < NT; t++)
+        memcpy(saved->md.params[t], a->md.params[t], tensor_sizes[t] * sizeof(float));
+    saved->l = a->l;
+    return ck;
+}
+
 /* Saved at iteration 5, perturbed (_i & 1: clean, after the step), then
  * resumed into fresh states: the caller restores its parameters and its
  * optimizer (here the inner state's checkpoint, whose moments are then
@@ -352,11 +365,7 @@ START_TEST(test_external_resume_bitwise)
     for (uint64_t k = 0; k < steps; k++) {
         iterate_front(&a, k);
         if (k == save_at && !clean) {
-            ck = fx_save(a.st, &size);
-            inner_ck = fx_save(a.inner, &inner_size);
-            for (size_t t = 0; t < NT; t++)
-                memcpy(saved.md.params[t], a.md.params[t], tensor_sizes[t] * sizeof(float));
-            saved.l = a.l;
+            ck = save_run(&a, &saved, &size, &inner_ck, &inner_size);
             /* Perturbed in exact mode: the clean values of every perturbed
              * parameter travel in the checkpoint, and no m or v. */
             size_t perturbed_floats = tensor_sizes[0] + tensor_sizes[2] +
@@ -365,11 +374,7 @@ START_TEST(test_external_resume_bitwise)
         }
         iterate_back(&a, k);
         if (k == save_at && clean) {
-            ck = fx_save(a.st, &size);
-            inner_ck = fx_save(a.inner, &inner_size);
-            for (size_t t = 0; t < NT; t++)
-                memcpy(saved.md.params[t], a.md.params[t], tensor_sizes[t] * sizeof(float));
-            saved.l = a.l;
+            ck = save_run(&a, &saved, &size, &inner_ck, &inner_size);
             ck_assert_uint_eq(size, record_bytes(a.st));
         }
     }
