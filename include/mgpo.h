@@ -123,7 +123,7 @@ typedef enum mgpo_status {
     MGPO_ERR_BAD_RHO = 8,             /* rho negative or not finite */
     MGPO_ERR_BAD_SCALE_MAX = 9,       /* scale_max <= 0 or not finite */
     MGPO_ERR_BAD_ENUM = 10,           /* unknown optimizer, sign, scope, mode */
-    MGPO_ERR_BAD_CLIP = 11,           /* max_grad_norm negative or not finite */
+    MGPO_ERR_BAD_CLIP = 11,           /* max_grad_norm negative, not finite, or > 0 in external mode */
     MGPO_ERR_BAD_THREADS = 12,        /* num_threads negative */
     MGPO_ERR_OVERLAP = 13,            /* a registered buffer overlaps another */
     MGPO_ERR_NO_TENSORS = 14,         /* perturb/step with nothing registered */
