@@ -320,6 +320,31 @@ START_TEST(test_external_step_touches_nothing)
 }
 END_TEST
 
+/* The authors' rule: a momentum that exists is followed, also at t = 0
+ * (e.g. a torch optimizer resumed into a fresh state); gbar unset gives
+ * s = 1, so c = sign * rho / (||m|| + eps_n). */
+START_TEST(test_external_perturbs_at_step_zero)
+{
+    mgpo_config base = mgpo_config_default();
+    mgpo_config cfg = external_config(&base);
+    float p[5] = {1, 2, 3, 4, 5}, g[5] = {0}, m[5] = {3, 0, 0, 4, 0};
+    mgpo_state *st = NULL;
+    ck_assert_int_eq(mgpo_create(&st, &cfg, NULL), MGPO_OK);
+    ck_assert_int_eq(mgpo_add_tensor(st, p, g, 5, NULL, NULL), MGPO_OK);
+    ck_assert_int_eq(mgpo_set_momentum(st, 0, m), MGPO_OK);
+    ck_assert_int_eq(mgpo_perturb(st), MGPO_OK);
+    mgpo_unit_stats u;
+    ck_assert_int_eq(mgpo_get_unit_stats(st, 0, &u), MGPO_OK);
+    ck_assert(u.momentum_norm == 5.0 && u.scale == 1.0);
+    ck_assert(u.coefficient == -0.05 / (5.0 + 1e-12));
+    float c = (float)u.coefficient;
+    ck_assert(p[0] == 1.0f + c * 3.0f && p[3] == 4.0f + c * 4.0f && p[1] == 2.0f);
+    ck_assert_int_eq(mgpo_restore(st), MGPO_OK);
+    ck_assert(p[0] == 1.0f && p[3] == 4.0f);
+    mgpo_destroy(st);
+}
+END_TEST
+
 /* ---- Checkpoints ------------------------------------------------------------ */
 
 static size_t record_bytes(const mgpo_state *st)
@@ -420,11 +445,12 @@ START_TEST(test_external_resume_bitwise)
 }
 END_TEST
 
-/* External and integrated checkpoints do not load into each other, and a
- * perturbed checkpoint needs the momentum attached before the load. */
+/* External and integrated checkpoints do not load into each other (for
+ * SGD, _i = 1, only the slot records' external bit tells them apart), and
+ * a perturbed checkpoint needs the momentum attached before the load. */
 START_TEST(test_external_checkpoint_layout)
 {
-    mgpo_config cfg = combo_config(0);
+    mgpo_config cfg = combo_config(_i);
     run e, m, fresh;
     run_init(&e, &cfg, true, MGPO_LORA_ADAPTER, false);
     run_init(&m, &cfg, false, MGPO_LORA_ADAPTER, false);
@@ -558,8 +584,9 @@ int main(void)
     tcase_add_loop_test(tc, test_external_equals_integrated, 0, 64);
     tcase_add_test(tc, test_external_perturbation_matters);
     tcase_add_test(tc, test_external_step_touches_nothing);
+    tcase_add_test(tc, test_external_perturbs_at_step_zero);
     tcase_add_loop_test(tc, test_external_resume_bitwise, 0, 8);
-    tcase_add_test(tc, test_external_checkpoint_layout);
+    tcase_add_loop_test(tc, test_external_checkpoint_layout, 0, 2);
     tcase_add_loop_test(tc, test_get_moments, 0, 2);
     tcase_add_test(tc, test_external_errors);
     suite_add_tcase(s, tc);
