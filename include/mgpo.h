@@ -59,6 +59,37 @@ extern "C" {
     (MGPO_VERSION_MAJOR * 10000 + MGPO_VERSION_MINOR * 100 + MGPO_VERSION_PATCH)
 #define MGPO_VERSION_STRING "0.1.0"
 
+/* ---- How this API grows (the ABI rule) ------------------------------------
+ *
+ * Within one SONAME (libmgpo.so.MAJOR.MINOR) a program built against an
+ * older header keeps working with a newer library:
+ *
+ * 1. No public struct changes size or layout, no function changes its
+ *    signature, no enum value or error code changes its number.
+ * 2. A new capability is a new function.  A property of one tensor or pair
+ *    is a setter taking the item's index (like mgpo_set_grad and
+ *    mgpo_set_momentum), allowed until the first step if it changes what the
+ *    state allocates; a per-state scalar is a setter like mgpo_set_lr.  New
+ *    element types need a new pointer type, so they get new registration
+ *    functions taking `void *` buffers and an element-type enum whose value
+ *    0 is float32; the float registration functions stay as they are.
+ *    (Mixed precision, planned: mgpo_add_tensor_typed, a typed LoRA pair and
+ *    mgpo_set_momentum_typed for a bf16/fp16 exp_avg; mgpo_set_grad_scale(
+ *    state, scale) every step for loss scaling; none of them changes an
+ *    existing struct.)
+ * 3. New error codes take the next free number; callers must treat an
+ *    unknown code as a failure.
+ * 4. Only at a SONAME change may a struct grow.  New fields then go at the
+ *    end, and the value 0 (or the value the *_default() function gives)
+ *    means "as before", so a caller that starts from mgpo_config_default(),
+ *    mgpo_tensor_options_default() or a zero-filled struct and sets only the
+ *    fields it knows gets the old behaviour.  Always start from those.
+ *
+ * Changes from 0.1 to 0.2 (one SONAME change): mgpo_config gained
+ * optimizer_mode at its end (0 = the integrated optimizer, as in 0.1); new
+ * functions mgpo_set_momentum, mgpo_set_lora_momentum, mgpo_get_moments;
+ * new enums mgpo_optimizer_mode, mgpo_moment. */
+
 /* ---- Symbol visibility -------------------------------------------------- */
 
 #if defined(MGPO_STATIC_DEFINE)
@@ -103,7 +134,7 @@ typedef enum mgpo_status {
     MGPO_ERR_BAD_RHO = 8,             /* rho negative or not finite, or rho*scale_max > 2^100 */
     MGPO_ERR_BAD_SCALE_MAX = 9,       /* scale_max <= 0 or not finite */
     MGPO_ERR_BAD_ENUM = 10,           /* unknown optimizer, sign, scope, mode */
-    MGPO_ERR_BAD_CLIP = 11,           /* max_grad_norm negative or not finite */
+    MGPO_ERR_BAD_CLIP = 11,           /* max_grad_norm negative, not finite, or > 0 in external mode */
     MGPO_ERR_BAD_THREADS = 12,        /* num_threads negative */
     MGPO_ERR_OVERLAP = 13,            /* a registered buffer overlaps another */
     MGPO_ERR_NO_TENSORS = 14,         /* perturb/step with nothing registered */
@@ -181,6 +212,15 @@ typedef enum mgpo_restore_mode {
     MGPO_RESTORE_LOW_MEMORY = 1 /* nothing kept: theta -= c*m; NOT bit-exact */
 } mgpo_restore_mode;
 
+/** Who steps the parameters (docs/integration.md, "Your own optimizer").
+ *  Chosen per state: every tensor and pair of a state follows it. */
+typedef enum mgpo_optimizer_mode {
+    MGPO_OPTIMIZER_INTEGRATED = 0, /* the library owns m, v and steps AdamW/SGD (default) */
+    MGPO_OPTIMIZER_EXTERNAL = 1    /* the caller's optimizer owns the momentum and steps;
+                                      the library perturbs along that momentum, restores,
+                                      and keeps the gradient-norm EMA (mgpo_set_momentum) */
+} mgpo_optimizer_mode;
+
 /** Optimizer configuration.  Obtain one from mgpo_config_default() or
  *  mgpo_config_nlg() and change fields; every field is validated by
  *  mgpo_create().  Hyper-parameters are doubles, as Python floats in torch. */
@@ -207,13 +247,16 @@ typedef struct mgpo_config {
     double max_grad_norm;      /* > 0 enables global-norm clipping; 0 = off */
     int num_threads;           /* worker threads per call; 0 = OpenMP default (as at
                                   creation, at most), 1 = none; capped at 1024 */
+    mgpo_optimizer_mode optimizer_mode; /* integrated (default) or external; external
+                                  needs max_grad_norm 0 (the caller clips) */
 } mgpo_config;
 
 /** The paper's `nlu` profile (T5-base on GLUE), the library default:
  *  AdamW, lr 1e-4, beta1 0.9, beta2 0.999, eps 1e-8, weight decay 0,
  *  rho 0.05, norm_ema 0.9, scale_max 10, norm_eps 1e-12, lookahead, global
- *  scope, exact restore, no clipping, num_threads 1; SGD fields: momentum 0.9,
- *  dampening 0, nesterov 0.  Pure function, thread-safe. */
+ *  scope, exact restore, no clipping, num_threads 1, integrated optimizer;
+ *  SGD fields: momentum 0.9, dampening 0, nesterov 0.  Pure function,
+ *  thread-safe. */
 MGPO_API mgpo_config mgpo_config_default(void);
 
 /** The paper's `nlg` profile (LLaMA-2-7B): as the default but lr 2e-5,
@@ -222,13 +265,14 @@ MGPO_API mgpo_config mgpo_config_nlg(void);
 
 /** Validates a configuration without creating a state.  Returns MGPO_OK or
  *  the specific MGPO_ERR_BAD_* code of the first failing check, in this
- *  order: enums (optimizer, sign, scope, restore_mode, nesterov), lr, betas
- *  (beta1, beta2, momentum, dampening, norm_ema, then the nesterov rule),
- *  eps and norm_eps, weight_decay, rho, scale_max, rho * scale_max
- *  (BAD_RHO), max_grad_norm, num_threads, then the rate bounds for a tensor
- *  with the default options (MGPO_LR_EPS_RATIO and the rest of
- *  docs/api.md, "Numeric bounds": BAD_LR, BAD_WEIGHT_DECAY).  Fields of the
- *  optimizer not selected are checked too.
+ *  order: enums (optimizer, sign, scope, restore_mode, nesterov,
+ *  optimizer_mode), lr, betas (beta1, beta2, momentum, dampening, norm_ema,
+ *  then the nesterov rule), eps and norm_eps, weight_decay, rho, scale_max,
+ *  rho * scale_max (BAD_RHO), max_grad_norm (also BAD_CLIP: > 0 in external
+ *  mode), num_threads, then the rate bounds for a tensor with the default
+ *  options (MGPO_LR_EPS_RATIO and the rest of docs/api.md, "Numeric bounds":
+ *  BAD_LR, BAD_WEIGHT_DECAY).  Fields of the optimizer not selected are
+ *  checked too.
  *  NULL gives MGPO_ERR_NULL_ARGUMENT.  Thread-safe. */
 MGPO_API mgpo_status mgpo_config_validate(const mgpo_config *config);
 
@@ -371,18 +415,96 @@ MGPO_API mgpo_status mgpo_set_lora_grads(mgpo_state *state, size_t index,
                                          const float *grad_a,
                                          const float *grad_b);
 
+/* ---- External optimizer mode (docs/integration.md) ---------------------- */
+
+/* With config.optimizer_mode = MGPO_OPTIMIZER_EXTERNAL the caller's own
+ * optimizer (torch::optim::AdamW, ggml-opt, a hand-written update) owns the
+ * moments and steps the parameters; the library perturbs along the momentum
+ * buffer that optimizer keeps (AdamW exp_avg, SGD momentum_buffer), restores,
+ * and keeps the gradient-norm EMA.  One iteration:
+ *
+ *     mgpo_perturb(st);       // theta += c * m_caller  (before the forward pass)
+ *     forward(); backward();  // caller fills the gradient buffers
+ *     s = mgpo_step(st);      // restores theta, checks g, updates gbar; no update
+ *     if (s == MGPO_OK) caller_optimizer_step();   // right after mgpo_step
+ *     else if (s == MGPO_ERR_NONFINITE_GRADIENT) skip it (theta is clean)
+ *
+ * The state owns only the per-unit scalars and the restore data (exact mode:
+ * 4 bytes per perturbed parameter; low-memory mode: none): no m, no v.
+ * Every perturbation rule holds as in the integrated mode (units, the EMA
+ * scale and its clamp, sign, LoRA weight-space norms, degenerate units,
+ * exact or low-memory restore), computed from the caller's momentum, whose
+ * norm perturb measures itself (one read of it).  The rule for when to
+ * perturb follows the authors' code, which perturbs whenever exp_avg
+ * exists: an item is perturbed once its momentum is attached (both buffers
+ * for a pair) and its unit's momentum norm exceeds norm_eps; the step count
+ * plays no part.  Items without attached momentum count as zero momentum.
+ * mgpo_step counts t (completed steps, mgpo_stats.step) as in the
+ * integrated mode.  gamma, and so gbar, is the raw gradient norm: clip,
+ * unscale or accumulate in your own step as you like, after mgpo_step; if
+ * your gradients are loss-scaled, unscale them before mgpo_step (gamma
+ * would be scaled otherwise).  lr, lr_scale, weight decay, betas, eps,
+ * momentum, dampening and nesterov are unused in this mode; clipping must be
+ * off (max_grad_norm 0).  Checkpoints hold gbar and the restore data, not
+ * the caller's moments (save those with your optimizer). */
+
+/** Attaches (or with NULL detaches) the momentum buffer that the caller's
+ *  optimizer keeps for tensor `index`: `count` floats, read-only for the
+ *  library (perturb and restore read it, never write it; in exact mode
+ *  mgpo_save reads it too while perturbed).  Attach late if the optimizer
+ *  creates it late (torch creates exp_avg at its first step), and again
+ *  whenever it moves.  The caller owns it; keep it valid and at its address
+ *  until replaced or mgpo_destroy, and do not change its values between
+ *  mgpo_perturb and the restore (the restore subtracts c*m with it).
+ *  Errors: NULL_ARGUMENT (state), INVALID_ARGUMENT (bad index, the index
+ *  names a LoRA pair, or the state is not in external mode), WRONG_PHASE
+ *  (the state is perturbed), OVERLAP (m overlaps a buffer the library
+ *  writes).  Nothing changes on error. */
+MGPO_API mgpo_status mgpo_set_momentum(mgpo_state *state, size_t index, const float *m);
+
+/** mgpo_set_momentum for LoRA pair `index`: m_a (rank*n_in floats) and m_b
+ *  (n_out*rank floats), the momentum buffers of A and B.  The pair is
+ *  perturbed only while both are attached.  Errors: as mgpo_set_momentum,
+ *  INVALID_ARGUMENT also when `index` is not a pair; both are checked
+ *  before either is set. */
+MGPO_API mgpo_status mgpo_set_lora_momentum(mgpo_state *state, size_t index,
+                                            const float *m_a, const float *m_b);
+
+/* ---- Reading the library's own moments ---------------------------------- */
+
+/** Which moment mgpo_get_moments copies. */
+typedef enum mgpo_moment {
+    MGPO_MOMENT_FIRST = 0, /* m: AdamW exp_avg, SGD momentum_buffer */
+    MGPO_MOMENT_SECOND = 1 /* v: AdamW exp_avg_sq (SGD has none) */
+} mgpo_moment;
+
+/** Copies moment `which` of item `index` (integrated mode) into dst, which
+ *  must hold exactly `count` floats: the tensor's element count, or for a
+ *  LoRA pair rank*n_in + n_out*rank, A's moment first, then B's (each
+ *  row-major like A and B).  The values are the optimizer's exactly (torch's
+ *  state_dict layout: exp_avg, exp_avg_sq, momentum_buffer); a
+ *  perturbation does not change them.  Before the first step they are zero.
+ *  Read-only: may run concurrently with other read-only calls.  Errors:
+ *  NULL_ARGUMENT (state or dst), INVALID_ARGUMENT (bad index, count not
+ *  the item's, MGPO_MOMENT_SECOND with SGD, or an external-mode state,
+ *  which holds no moments), BAD_ENUM (unknown which); dst is untouched on
+ *  error. */
+MGPO_API mgpo_status mgpo_get_moments(const mgpo_state *state, size_t index,
+                                      mgpo_moment which, float *dst, size_t count);
+
 /* ---- The iteration ------------------------------------------------------ */
 
 /** Nudges the perturbed tensors along their momentum: theta += c_U * m for
  *  every unit U, c_U = sign*rho*min(1/(gbar_U+norm_eps), scale_max) /
  *  (||m_U|| + norm_eps).  Does nothing (returns MGPO_OK) before the first
- *  step, when rho is 0, for units whose momentum norm is <= norm_eps or not
- *  finite or whose c_U is Inf or 0 as a float, and when already perturbed;
- *  a LoRA pair in adapter mode is left alone when |c_U| * ||m_A|| or
- *  ||m_B|| would exceed MGPO_PERTURBATION_MAX.  Remembers c_U for restore
- *  and stats.  Until the restore (or the step), do not write the
- *  parameters: the restore starts from the perturbed values (changing the
- *  floating-point environment is fine).  Errors: NULL_ARGUMENT,
+ *  step (integrated mode; in external mode: for items whose momentum is not
+ *  attached), when rho is 0, for units whose momentum norm is <= norm_eps
+ *  or not finite or whose c_U is Inf or 0 as a float, and when already
+ *  perturbed; a LoRA pair in adapter mode is left alone when |c_U| *
+ *  ||m_A|| or ||m_B|| would exceed MGPO_PERTURBATION_MAX.  Remembers c_U
+ *  for restore and stats.  Until the restore (or the step), do not write
+ *  the parameters: the restore starts from the perturbed values (changing
+ *  the floating-point environment is fine).  Errors: NULL_ARGUMENT,
  *  NO_TENSORS, ALLREDUCE (nothing changed). */
 MGPO_API mgpo_status mgpo_perturb(mgpo_state *state);
 
@@ -395,12 +517,17 @@ MGPO_API mgpo_status mgpo_restore(mgpo_state *state);
  *  perturbed (fused into the update).  Updates the gradient-norm EMA once,
  *  clips if configured (without writing the caller's gradients), and applies
  *  AdamW or SGD to the clean parameters.
+ *  In external mode it restores, checks the gradients for NaN/Inf, measures
+ *  gamma (the raw gradient norm) and updates gbar once, and counts the step;
+ *  it writes neither parameters nor moments: call your optimizer's step right
+ *  after it returns MGPO_OK, and skip it on NONFINITE_GRADIENT.
  *  Errors: NULL_ARGUMENT, NO_TENSORS, NO_GRADIENT, ALLREDUCE (nothing
  *  changed), NONFINITE_GRADIENT (parameters restored, skipped-step count +1,
- *  nothing else changed) when a gradient holds NaN or Inf, a unit's norm
- *  (a LoRA pair's, in weight space) or new EMA is not finite, the gradient
- *  norm after clipping is >= MGPO_GRAD_NORM_MAX, or, for SGD with weight
- *  decay, a decayed parameter is NaN or Inf. */
+ *  nothing else changed: gbar and t stay; in external mode the caller must
+ *  not step) when a gradient holds NaN or Inf, a unit's norm (a LoRA
+ *  pair's, in weight space) or new EMA is not finite, the gradient norm
+ *  after clipping is >= MGPO_GRAD_NORM_MAX, or, for SGD with weight decay
+ *  in integrated mode, a decayed parameter is NaN or Inf. */
 MGPO_API mgpo_status mgpo_step(mgpo_state *state);
 
 /** Whether the parameters currently hold a perturbation (1) or not (0).
@@ -480,7 +607,8 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
 /* ---- Checkpoints (docs/checkpoint-format.md) ---------------------------- */
 
 /* A checkpoint holds the whole optimizer state: configuration, per-tensor
- * moments (m, and v for AdamW), step counts, the gradient-norm EMAs, the
+ * moments (m, and v for AdamW; none in external mode, where the caller's
+ * optimizer saves its own, to be attached again before mgpo_load), step counts, the gradient-norm EMAs, the
  * statistics, the perturbed flag and the coefficients applied, and, when
  * saved while perturbed in exact mode, the clean copy of every perturbed
  * parameter (and of W for a LoRA pair in base mode).  It does not hold the
@@ -500,8 +628,9 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
 /** Bytes that mgpo_save would write for the state as it is now: 48 bytes of
  *  header, 240 of configuration and counters, 48 per unit, 64 per tensor or
  *  pair, 56 per stepped buffer (a pair has two); then 4 bytes per parameter
- *  for m, 4 more for v (AdamW), and while perturbed in exact mode 4 more
- *  per perturbed parameter (and per element of W for a base-mode pair).
+ *  for m, 4 more for v (AdamW) (neither in external mode), and while
+ *  perturbed in exact mode 4 more per perturbed parameter (and per element
+ *  of W for a base-mode pair).
  *  Read-only.  Errors: NULL_ARGUMENT. */
 MGPO_API mgpo_status mgpo_checkpoint_size(const mgpo_state *state, size_t *size);
 
@@ -603,7 +732,9 @@ typedef int (*mgpo_allreduce_fn)(double *values, size_t count, void *ctx);
  *    values, values[u] = this rank's squared momentum norm of unit u (in
  *    weight space for a LoRA pair; 0 for a unit with no perturbed tensors),
  *    only when a perturbation is computed:
- *    not before the first step, not with rho 0, not when already perturbed.
+ *    not before the first step (integrated mode; in external mode whatever
+ *    the step count, so every rank must attach its momenta at the same
+ *    iteration), not with rho 0, not when already perturbed.
  *    Per-unit skip decisions (norm <= norm_eps or not finite) are made after
  *    the sum, so they agree on every rank.
  *  - mgpo_step: exactly once, with U + 1 values: values[u] = squared norm of

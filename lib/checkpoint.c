@@ -246,7 +246,7 @@ static void get_lora_base(reader *r, mgpo_item *it, bool present, bool apply)
 
 static size_t slot_floats(const mgpo_slot *sl)
 {
-    size_t arrays = 1 + (sl->v ? 1 : 0) + (sl->backup && sl->applied != 0.0f ? 1 : 0);
+    size_t arrays = (sl->m ? 1 : 0) + (sl->v ? 1 : 0) + (sl->backup && sl->applied != 0.0f ? 1 : 0);
     return arrays * sl->count;
 }
 
@@ -317,6 +317,13 @@ static void put_state(writer *w, const mgpo_state *st)
     put_u64(w, st->unit_count);
 }
 
+/* The slot record's `arrays` bits: which float arrays follow the record. */
+static uint32_t slot_arrays(const mgpo_slot *sl, bool backup)
+{
+    return (sl->v ? MGPO_CKPT_SLOT_HAS_V : 0u) | (backup ? MGPO_CKPT_SLOT_HAS_BACKUP : 0u) |
+           (sl->m ? 0u : MGPO_CKPT_SLOT_EXTERNAL);
+}
+
 static void put_records(writer *w, const mgpo_state *st)
 {
     for (size_t u = 0; u < st->unit_count; u++) {
@@ -345,7 +352,7 @@ static void put_records(writer *w, const mgpo_state *st)
         put_f64(w, sl->lr_scale);
         put_f64(w, sl->weight_decay_scale);
         put_u32(w, sl->perturb ? 1u : 0u);
-        put_u32(w, (sl->v ? MGPO_CKPT_SLOT_HAS_V : 0u) | (backup ? MGPO_CKPT_SLOT_HAS_BACKUP : 0u));
+        put_u32(w, slot_arrays(sl, backup));
         put_f32(w, sl->applied);
         put_u32(w, 0);
         put_f64(w, sl->momentum_sq);
@@ -369,7 +376,7 @@ static void put_clean_params(writer *w, const mgpo_slot *sl)
         mgpo_exception_reader list = mgpo_exceptions_of(sl->backup + begin, count);
         for (size_t i = 0; i < count; i += PIECE) {
             size_t n = count - i < PIECE ? count - i : PIECE;
-            mgpo_restore_range(clean, sl->params + begin, sl->m + begin, sl->applied, &list, i, n);
+            mgpo_restore_range(clean, sl->params + begin, sl->dir + begin, sl->applied, &list, i, n);
             put_floats(w, clean, n);
         }
     }
@@ -379,7 +386,7 @@ static void put_arrays(writer *w, const mgpo_state *st)
 {
     for (size_t i = 0; i < st->slot_count; i++) {
         const mgpo_slot *sl = &st->slots[i];
-        put_floats(w, sl->m, sl->count);
+        if (sl->m) put_floats(w, sl->m, sl->count);
         if (sl->v) put_floats(w, sl->v, sl->count);
         if (sl->backup && sl->applied != 0.0f) put_clean_params(w, sl);
     }
@@ -639,9 +646,10 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, bool perturbed,
         bool first = sl->item == 0 || st->slots[i - 1].item != sl->item;
         CHECK(first || same_bits(applied, item_applied));
         item_applied = applied;
-        uint32_t want = (sl->v ? MGPO_CKPT_SLOT_HAS_V : 0u) |
-                        (sl->backup && applied != 0.0f ? MGPO_CKPT_SLOT_HAS_BACKUP : 0u);
-        CHECK(arrays == want);
+        CHECK(arrays == slot_arrays(sl, sl->backup && applied != 0.0f));
+        /* A perturbation is undone along the momentum it followed: in
+         * external mode the caller must have attached it before loading. */
+        CHECK(applied == 0.0f || sl->dir);
         if (apply) {
             sl->applied = applied;
             sl->momentum_sq = momentum_sq;
@@ -697,9 +705,11 @@ static mgpo_status get_arrays(reader *r, mgpo_state *st, uint64_t step,
         mgpo_slot *sl = &st->slots[i];
         const unsigned char *record = slots + i * MGPO_CKPT_SLOT_SIZE;
         uint32_t arrays = decode32(record + MGPO_CKPT_SLOT_OFF_ARRAYS, r->little);
-        CHECK(apply ||
-              moments_valid(r, sl, step, false, recorded_momentum_sq(record, r->little)));
-        get_floats(r, sl->m, sl->count, apply);
+        if (!(arrays & MGPO_CKPT_SLOT_EXTERNAL)) {
+            CHECK(apply ||
+                  moments_valid(r, sl, step, false, recorded_momentum_sq(record, r->little)));
+            get_floats(r, sl->m, sl->count, apply);
+        }
         if (arrays & MGPO_CKPT_SLOT_HAS_V) {
             CHECK(apply || moments_valid(r, sl, step, true, 0.0));
             get_floats(r, sl->v, sl->count, apply);

@@ -37,6 +37,8 @@
 /* Bits of a slot record's `arrays` field: which float arrays follow m. */
 #define MGPO_CKPT_SLOT_HAS_V 1u
 #define MGPO_CKPT_SLOT_HAS_BACKUP 2u
+/* The momentum is the caller's (external optimizer mode): no m array. */
+#define MGPO_CKPT_SLOT_EXTERNAL 4u
 
 /* Between lib/checkpoint.c and lib/checkpoint_file.c (need internal.h). */
 #ifdef MGPO_INTERNAL_H

@@ -65,6 +65,7 @@ mgpo_config mgpo_config_default(void)
     c.restore_mode = MGPO_RESTORE_EXACT;
     c.max_grad_norm = 0.0;
     c.num_threads = 1;
+    c.optimizer_mode = MGPO_OPTIMIZER_INTEGRATED;
     return c;
 }
 
@@ -132,7 +133,9 @@ mgpo_status mgpo_config_validate(const mgpo_config *c)
         (c->scope != MGPO_SCOPE_GLOBAL && c->scope != MGPO_SCOPE_TENSOR) ||
         (c->restore_mode != MGPO_RESTORE_EXACT &&
          c->restore_mode != MGPO_RESTORE_LOW_MEMORY) ||
-        (c->nesterov != 0 && c->nesterov != 1))
+        (c->nesterov != 0 && c->nesterov != 1) ||
+        (c->optimizer_mode != MGPO_OPTIMIZER_INTEGRATED &&
+         c->optimizer_mode != MGPO_OPTIMIZER_EXTERNAL))
         return MGPO_ERR_BAD_ENUM;
     if (!non_negative(c->lr)) return MGPO_ERR_BAD_LR;
     if (!unit_interval(c->beta1) || !unit_interval(c->beta2) ||
@@ -151,6 +154,9 @@ mgpo_status mgpo_config_validate(const mgpo_config *c)
     if (!positive(c->scale_max)) return MGPO_ERR_BAD_SCALE_MAX;
     if (c->rho * c->scale_max > MGPO_PERTURBATION_MAX) return MGPO_ERR_BAD_RHO;
     if (!non_negative(c->max_grad_norm)) return MGPO_ERR_BAD_CLIP;
+    /* In external mode the caller's optimizer clips, after mgpo_step. */
+    if (c->optimizer_mode == MGPO_OPTIMIZER_EXTERNAL && c->max_grad_norm != 0.0)
+        return MGPO_ERR_BAD_CLIP;
     if (c->num_threads < 0) return MGPO_ERR_BAD_THREADS;
     /* The rates of a tensor with the default options. */
     return mgpo_check_rates(c, 1.0, 1.0);

@@ -34,7 +34,10 @@ typedef struct mgpo_slot {
     float *params;          /* caller's */
     const float *grads;     /* caller's, may be NULL until set */
     size_t count;
-    float *m;               /* AdamW exp_avg or SGD momentum buffer */
+    float *m;               /* AdamW exp_avg or SGD momentum buffer; NULL in
+                               external mode */
+    const float *dir;       /* the momentum perturb follows: m, or in external
+                               mode the caller's buffer (NULL until attached) */
     float *v;               /* AdamW exp_avg_sq; NULL for SGD */
     float *backup;          /* exact mode: while perturbed, each block's range
                                holds its exception list or a plain copy (see
@@ -133,6 +136,20 @@ struct mgpo_state {
     const struct mgpo_kernels *kernels; /* chosen at creation; tests may swap it */
     mgpo_stats stats;
 };
+
+/* The caller's optimizer steps; the state keeps no moments (mgpo_set_momentum). */
+static inline bool mgpo_external(const mgpo_state *st)
+{
+    return st->config.optimizer_mode == MGPO_OPTIMIZER_EXTERNAL;
+}
+
+/* Every slot of the item has a momentum to follow (always in integrated mode). */
+static inline bool mgpo_item_attached(const mgpo_state *st, const mgpo_item *it)
+{
+    for (size_t k = 0; k < it->slot_count; k++)
+        if (!st->slots[it->first_slot + k].dir) return false;
+    return true;
+}
 
 /* state.c: allocation through the caller's allocator, aligned. */
 void *mgpo_alloc(const mgpo_state *st, size_t size);

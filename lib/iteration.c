@@ -8,7 +8,10 @@
  *            makes the sum non-finite, which is the finite check);
  *            pass 2 reads theta, the list, g, m, v; writes theta, m, v and
  *            sums the new m's squares for the next perturb.
- * Only per-unit scalars cross between phases. */
+ * Only per-unit scalars cross between phases.
+ * External optimizer mode (the caller's optimizer owns m and steps): perturb
+ * first reads m for its norm; step runs pass 1, then a plain restore, and
+ * updates only the per-unit scalars. */
 #include "internal.h"
 
 #include <float.h>
@@ -54,7 +57,7 @@ static double perturb_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
     (void)arg;
     if (sl->applied == 0.0f) return 0.0;
     float *p = sl->params + begin;
-    const float *m = sl->m + begin;
+    const float *m = sl->dir + begin;
     if (!sl->backup) {
         st->kernels->perturb(p, NULL, m, sl->applied, count, false);
         return 0.0;
@@ -75,7 +78,7 @@ static double perturb_copy_block(mgpo_state *st, mgpo_slot *sl, size_t begin, si
     (void)arg;
     if (sl->applied == 0.0f || !sl->full_copy || sl->copy_backup) return 0.0;
     float *p = sl->params + begin, *backup = sl->backup + begin;
-    const float *m = sl->m + begin;
+    const float *m = sl->dir + begin;
     uint32_t listed;
     memcpy(&listed, backup, sizeof listed);
     if (listed != MGPO_FULL_BACKUP) st->kernels->restore_exact(p, backup, m, sl->applied, count);
@@ -96,9 +99,11 @@ static void perturb_slots(mgpo_state *st)
     if (any_copy) mgpo_parallel_blocks(st, perturb_copy_block, NULL, false);
 }
 
-/* Squared momentum norm of an item, in the space its unit measures. */
+/* Squared momentum norm of an item, in the space its unit measures; an
+ * item whose external momentum is not attached yet has none. */
 static double item_momentum_sq(const mgpo_state *st, const mgpo_item *it)
 {
+    if (!mgpo_item_attached(st, it)) return 0.0;
     if (it->kind == MGPO_ITEM_LORA) return mgpo_lora_momentum_sq(st, it);
     return st->slots[it->first_slot].momentum_sq;
 }
@@ -117,9 +122,32 @@ static bool adapter_move_fits(const mgpo_state *st, const mgpo_item *it, float c
     return true;
 }
 
+/* External mode: the caller's optimizer has changed m since the last
+ * perturb, so its norm is measured here (the integrated step caches it).
+ * Every attached buffer's norm is kept: adapter_move_fits reads A's and B's. */
+static double momentum_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                                void *arg)
+{
+    (void)arg;
+    if (!sl->dir || !sl->perturb) return 0.0;
+    return st->kernels->sum_squares(sl->dir + begin, count);
+}
+
+/* Integrated: no momentum before the first step.  External: the authors'
+ * rule, perturb whenever the momentum exists (attached). */
+static bool perturb_is_noop(const mgpo_state *st)
+{
+    return st->perturbed || (!mgpo_external(st) && st->step == 0) || st->config.rho == 0.0;
+}
+
 static mgpo_status perturb(mgpo_state *st)
 {
-    if (st->perturbed || st->step == 0 || st->config.rho == 0.0) return MGPO_OK;
+    if (perturb_is_noop(st)) return MGPO_OK;
+    if (mgpo_external(st)) {
+        mgpo_parallel_blocks(st, momentum_sq_block, NULL, true);
+        for (size_t i = 0; i < st->slot_count; i++)
+            st->slots[i].momentum_sq = st->slots[i].block_total;
+    }
 
     double *sq = st->reduce_buf;
     memset(sq, 0, st->unit_count * sizeof *sq);
@@ -155,7 +183,9 @@ static mgpo_status perturb(mgpo_state *st)
 
     for (size_t i = 0; i < st->item_count; i++) {
         mgpo_item *it = &st->items[i];
-        float cf = it->perturb ? (float)st->units[it->unit].coefficient : 0.0f;
+        float cf = it->perturb && mgpo_item_attached(st, it)
+                       ? (float)st->units[it->unit].coefficient
+                       : 0.0f;
         if (it->lora && it->lora->desc.mode == MGPO_LORA_BASE) {
             if (cf != 0.0f) mgpo_lora_base_perturb(st, it, cf);
             continue;
@@ -179,7 +209,7 @@ mgpo_status mgpo_perturb(mgpo_state *st)
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     if (st->item_count == 0) return MGPO_ERR_NO_TENSORS;
     /* The calls that do nothing skip the environment switch (~0.4 us). */
-    if (st->perturbed || st->step == 0 || st->config.rho == 0.0) return MGPO_OK;
+    if (perturb_is_noop(st)) return MGPO_OK;
     fenv_t caller;
     mgpo_fp_enter(&caller);
     mgpo_status s = perturb(st);
@@ -195,7 +225,7 @@ static double restore_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
     (void)arg;
     if (sl->applied == 0.0f) return 0.0;
     float *p = sl->params + begin;
-    const float *m = sl->m + begin;
+    const float *m = sl->dir + begin;
     if (!sl->backup) st->kernels->unperturb(p, m, sl->applied, count);
     else if (sl->full_copy) st->kernels->copy(p, sl->backup + begin, count, sl->stream);
     else st->kernels->restore_exact(p, sl->backup + begin, m, sl->applied, count);
@@ -242,7 +272,7 @@ static double grad_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
      * a finite sum of squares adds +0.0 and leaves the norm's bits alone;
      * a perturbed value is finite exactly when its clean value is
      * (MGPO_PERTURBATION_MAX). */
-    if (st->config.optimizer == MGPO_OPTIMIZER_SGD &&
+    if (!mgpo_external(st) && st->config.optimizer == MGPO_OPTIMIZER_SGD &&
         st->config.weight_decay * sl->weight_decay_scale != 0.0)
         sq += 0.0 * st->kernels->sum_squares(sl->params + begin, count);
     return sq;
@@ -299,6 +329,14 @@ static void set_slot_constants(mgpo_state *st, uint64_t t)
             sl->k_lr = (float)(-lr);
         }
     }
+}
+
+static void finish_step(mgpo_state *st, uint64_t t, double grad_norm, double ema_sq)
+{
+    st->step = t;
+    st->stats.lr = st->lr;
+    st->stats.grad_norm = grad_norm;
+    st->stats.grad_norm_ema = sqrt(ema_sq);
 }
 
 /* A refused step: the parameters clean again, one more skipped step,
@@ -366,6 +404,12 @@ static mgpo_status step(mgpo_state *st)
     }
 
     uint64_t t = st->step + 1;
+    if (mgpo_external(st)) {
+        /* The caller's optimizer steps next, from the clean parameters. */
+        if (st->perturbed) restore(st);
+        finish_step(st, t, grad_norm, ema_sq);
+        return MGPO_OK;
+    }
     set_slot_constants(st, t);
     k.first = t == 1;
     k.beta1 = (float)c->beta1;
@@ -383,11 +427,7 @@ static mgpo_status step(mgpo_state *st)
     for (size_t i = 0; i < st->slot_count; i++)
         st->slots[i].momentum_sq = st->slots[i].block_total;
     clear_perturbation(st);
-
-    st->step = t;
-    st->stats.lr = st->lr;
-    st->stats.grad_norm = grad_norm;
-    st->stats.grad_norm_ema = sqrt(ema_sq);
+    finish_step(st, t, grad_norm, ema_sq);
     return MGPO_OK;
 }
 

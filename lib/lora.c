@@ -48,7 +48,7 @@ static lora_view clean_params(const mgpo_slot *sl)
     if (sl->applied != 0.0f) {
         if (sl->backup) v.x = sl->backup;
         else {
-            v.m = sl->m;
+            v.m = sl->dir;
             v.c = sl->applied;
         }
     }
@@ -150,8 +150,8 @@ double mgpo_lora_momentum_sq(const mgpo_state *st, const mgpo_item *item)
     const mgpo_slot *sa = &st->slots[item->first_slot], *sb = sa + 1;
     /* Perturb only runs on a clean state, but the views also cover a caller
      * (stats, tests) asking while perturbed. */
-    return weight_space_sq(item->lora, clean_params(sa), clean_params(sb), plain_view(sa->m),
-                           plain_view(sb->m));
+    return weight_space_sq(item->lora, clean_params(sa), clean_params(sb), plain_view(sa->dir),
+                           plain_view(sb->dir));
 }
 
 double mgpo_lora_grad_sq(const mgpo_state *st, const mgpo_item *item)
@@ -170,7 +170,7 @@ void mgpo_lora_base_perturb(mgpo_state *st, mgpo_item *item, float coefficient)
     mgpo_lora_item *l = item->lora;
     const mgpo_slot *sa = &st->slots[item->first_slot], *sb = sa + 1;
     const size_t r = l->desc.rank, n_in = l->desc.n_in, n_out = l->desc.n_out;
-    const float *a = sa->params, *ma = sa->m, *b = sb->params, *mb = sb->m;
+    const float *a = sa->params, *ma = sa->dir, *b = sb->params, *mb = sb->dir;
     float *w = l->desc.base_weight;
     const double cs = (double)coefficient * l->desc.scaling;
     double acc[LORA_CHUNK];

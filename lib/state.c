@@ -155,7 +155,8 @@ mgpo_status mgpo_check_writable(const mgpo_state *st, const float *p, size_t cou
         const mgpo_slot *sl = &st->slots[i];
         size_t sb = sl->count * sizeof(float);
         if (mgpo_ranges_overlap(p, bytes, sl->params, sb) ||
-            (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, sb)))
+            (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, sb)) ||
+            (sl->dir && sl->dir != sl->m && mgpo_ranges_overlap(p, bytes, sl->dir, sb)))
             return MGPO_ERR_OVERLAP;
     }
     return overlaps_lora_base(st, p, count) ? MGPO_ERR_OVERLAP : MGPO_OK;
@@ -219,18 +220,20 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
     if (s != MGPO_OK) return s;
 
     size_t bytes = count * sizeof(float);
-    bool adamw = st->config.optimizer == MGPO_OPTIMIZER_ADAMW;
+    /* In external mode the moments are the caller's optimizer's. */
+    bool own = !mgpo_external(st);
+    bool adamw = own && st->config.optimizer == MGPO_OPTIMIZER_ADAMW;
     bool backup = perturb && st->config.restore_mode == MGPO_RESTORE_EXACT;
-    float *m = mgpo_alloc(st, bytes);
+    float *m = own ? mgpo_alloc(st, bytes) : NULL;
     float *v = adamw ? mgpo_alloc(st, bytes) : NULL;
     float *b = backup ? mgpo_alloc(st, bytes) : NULL;
-    if (!m || (adamw && !v) || (backup && !b)) {
+    if ((own && !m) || (adamw && !v) || (backup && !b)) {
         mgpo_free(st, m, bytes);
         mgpo_free(st, v, bytes);
         mgpo_free(st, b, bytes);
         return MGPO_ERR_OUT_OF_MEMORY;
     }
-    memset(m, 0, bytes);
+    if (m) memset(m, 0, bytes);
     if (v) memset(v, 0, bytes);
 
     mgpo_slot *sl = &st->slots[st->slot_count];
@@ -239,6 +242,7 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
     sl->grads = grads;
     sl->count = count;
     sl->m = m;
+    sl->dir = m;
     sl->v = v;
     sl->backup = b;
     sl->item = item;
@@ -313,6 +317,69 @@ mgpo_status mgpo_set_grad(mgpo_state *st, size_t index, const float *grads)
         if (s != MGPO_OK) return s;
     }
     sl->grads = grads;
+    return MGPO_OK;
+}
+
+/* ---- External momentum ---------------------------------------------------- */
+
+/* The caller's momentum of a slot: read-only, so it may overlap gradients
+ * and other momenta but nothing the library writes.  The perturbation
+ * being applied was computed from (and is undone with) the buffers now
+ * attached, so they cannot change while perturbed. */
+static mgpo_status check_momentum_target(const mgpo_state *st, size_t index,
+                                         mgpo_item_kind kind)
+{
+    if (index >= st->item_count || st->items[index].kind != kind || !mgpo_external(st))
+        return MGPO_ERR_INVALID_ARGUMENT;
+    return st->perturbed ? MGPO_ERR_WRONG_PHASE : MGPO_OK;
+}
+
+mgpo_status mgpo_set_momentum(mgpo_state *st, size_t index, const float *m)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    mgpo_status s = check_momentum_target(st, index, MGPO_ITEM_TENSOR);
+    if (s != MGPO_OK) return s;
+    mgpo_slot *sl = &st->slots[st->items[index].first_slot];
+    if (m) {
+        s = mgpo_check_readable(st, m, sl->count);
+        if (s != MGPO_OK) return s;
+    }
+    sl->dir = m;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_set_lora_momentum(mgpo_state *st, size_t index, const float *m_a,
+                                   const float *m_b)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    mgpo_status s = check_momentum_target(st, index, MGPO_ITEM_LORA);
+    if (s != MGPO_OK) return s;
+    mgpo_slot *sa = &st->slots[st->items[index].first_slot], *sb = sa + 1;
+    if (m_a) s = mgpo_check_readable(st, m_a, sa->count);
+    if (s == MGPO_OK && m_b) s = mgpo_check_readable(st, m_b, sb->count);
+    if (s != MGPO_OK) return s;
+    sa->dir = m_a;
+    sb->dir = m_b;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_get_moments(const mgpo_state *st, size_t index, mgpo_moment which, float *dst,
+                             size_t count)
+{
+    if (!st || !dst) return MGPO_ERR_NULL_ARGUMENT;
+    if (which != MGPO_MOMENT_FIRST && which != MGPO_MOMENT_SECOND) return MGPO_ERR_BAD_ENUM;
+    if (index >= st->item_count || mgpo_external(st)) return MGPO_ERR_INVALID_ARGUMENT;
+    if (which == MGPO_MOMENT_SECOND && st->config.optimizer != MGPO_OPTIMIZER_ADAMW)
+        return MGPO_ERR_INVALID_ARGUMENT;
+    const mgpo_item *it = &st->items[index];
+    size_t total = 0;
+    for (size_t k = 0; k < it->slot_count; k++) total += st->slots[it->first_slot + k].count;
+    if (count != total) return MGPO_ERR_INVALID_ARGUMENT;
+    for (size_t k = 0; k < it->slot_count; k++) {
+        const mgpo_slot *sl = &st->slots[it->first_slot + k];
+        memcpy(dst, which == MGPO_MOMENT_FIRST ? sl->m : sl->v, sl->count * sizeof *dst);
+        dst += sl->count;
+    }
     return MGPO_OK;
 }
 

@@ -62,24 +62,26 @@ static mgpo_config edited_config(int which)
     case 18: k.max_grad_norm = -1.0; break;
     case 19: k.num_threads = -1; break;
     case 20: k.rho = -0.5; break;
+    case 21: k.optimizer_mode = (mgpo_optimizer_mode)2; break;
+    case 22: k.optimizer_mode = MGPO_OPTIMIZER_EXTERNAL; k.max_grad_norm = 1.0; break;
     default: break;
     }
     return k;
 }
 
-static const mgpo_status config_codes[21] = {
+static const mgpo_status config_codes[23] = {
     MGPO_ERR_BAD_LR,      MGPO_ERR_BAD_LR,           MGPO_ERR_BAD_BETA,    MGPO_ERR_BAD_BETA,
     MGPO_ERR_BAD_BETA,    MGPO_ERR_BAD_BETA,         MGPO_ERR_BAD_BETA,    MGPO_ERR_BAD_BETA,
     MGPO_ERR_BAD_EPSILON, MGPO_ERR_BAD_EPSILON,      MGPO_ERR_BAD_WEIGHT_DECAY, MGPO_ERR_BAD_RHO,
     MGPO_ERR_BAD_SCALE_MAX, MGPO_ERR_BAD_ENUM,       MGPO_ERR_BAD_ENUM,    MGPO_ERR_BAD_ENUM,
     MGPO_ERR_BAD_ENUM,    MGPO_ERR_BAD_ENUM,         MGPO_ERR_BAD_CLIP,    MGPO_ERR_BAD_THREADS,
-    MGPO_ERR_BAD_RHO};
+    MGPO_ERR_BAD_RHO,     MGPO_ERR_BAD_ENUM,         MGPO_ERR_BAD_CLIP};
 
 /* Every bad field gives its own code from validation and from create; create
  * also leaves *out NULL.  Returns MGPO_OK when all of that holds. */
 static mgpo_status every_bad_config(void)
 {
-    for (int i = 0; i < 21; i++) {
+    for (int i = 0; i < 23; i++) {
         mgpo_config k = edited_config(i);
         if (mgpo_config_validate(&k) != config_codes[i]) return (mgpo_status)-1;
         mgpo_state *st = (mgpo_state *)&k;
@@ -295,6 +297,24 @@ enum { PLAIN = 0, LORA = 1 };
       mgpo_set_lora_grads(c->f.st, 0, c->lora_a, c->lora_b))                                \
     X(lora_grads_index, "mgpo_set_lora_grads", MGPO_ERR_INVALID_ARGUMENT, PLAIN,            \
       mgpo_set_lora_grads(c->f.st, SIZE_MAX, NULL, NULL))                                   \
+    X(momentum_null, "mgpo_set_momentum", MGPO_ERR_NULL_ARGUMENT, PLAIN,                    \
+      mgpo_set_momentum(NULL, 0, c->lora_w))                                                \
+    X(momentum_integrated, "mgpo_set_momentum", MGPO_ERR_INVALID_ARGUMENT, PLAIN,           \
+      mgpo_set_momentum(c->f.st, 0, c->lora_w))                                             \
+    X(lora_momentum_null, "mgpo_set_lora_momentum", MGPO_ERR_NULL_ARGUMENT, PLAIN,          \
+      mgpo_set_lora_momentum(NULL, 0, c->lora_a, c->lora_b))                                \
+    X(lora_momentum_tensor, "mgpo_set_lora_momentum", MGPO_ERR_INVALID_ARGUMENT, PLAIN,     \
+      mgpo_set_lora_momentum(c->f.st, 0, c->lora_a, c->lora_b))                             \
+    X(moments_null, "mgpo_get_moments", MGPO_ERR_NULL_ARGUMENT, PLAIN,                      \
+      mgpo_get_moments(NULL, 0, MGPO_MOMENT_FIRST, OUT(float), 64))                         \
+    X(moments_dst, "mgpo_get_moments", MGPO_ERR_NULL_ARGUMENT, PLAIN,                       \
+      mgpo_get_moments(c->fresh, 0, MGPO_MOMENT_FIRST, NULL, 64))                           \
+    X(moments_which, "mgpo_get_moments", MGPO_ERR_BAD_ENUM, PLAIN,                          \
+      mgpo_get_moments(c->fresh, 0, (mgpo_moment)2, OUT(float), 64))                        \
+    X(moments_count, "mgpo_get_moments", MGPO_ERR_INVALID_ARGUMENT, PLAIN,                  \
+      mgpo_get_moments(c->fresh, 0, MGPO_MOMENT_SECOND, OUT(float), 63))                    \
+    X(moments_index, "mgpo_get_moments", MGPO_ERR_INVALID_ARGUMENT, PLAIN,                  \
+      mgpo_get_moments(c->fresh, 1, MGPO_MOMENT_FIRST, OUT(float), 64))                     \
     X(perturb_null, "mgpo_perturb", MGPO_ERR_NULL_ARGUMENT, PLAIN, mgpo_perturb(NULL))      \
     X(perturb_empty, "mgpo_perturb", MGPO_ERR_NO_TENSORS, PLAIN, mgpo_perturb(c->empty))    \
     X(restore_null, "mgpo_restore", MGPO_ERR_NULL_ARGUMENT, PLAIN, mgpo_restore(NULL))      \
@@ -447,7 +467,8 @@ static int same_config(const mgpo_config *a, const mgpo_config *b)
            a->nesterov == b->nesterov && a->rho == b->rho && a->norm_ema == b->norm_ema &&
            a->scale_max == b->scale_max && a->norm_eps == b->norm_eps && a->sign == b->sign &&
            a->scope == b->scope && a->restore_mode == b->restore_mode &&
-           a->max_grad_norm == b->max_grad_norm && a->num_threads == b->num_threads;
+           a->max_grad_norm == b->max_grad_norm && a->num_threads == b->num_threads &&
+           a->optimizer_mode == b->optimizer_mode;
 }
 
 static void assert_unchanged(api_ctx *c, snapshot *s, const char *id)

@@ -42,8 +42,8 @@ static void count_free(void *ctx, void *ptr, size_t size)
  * nothing is allocated after setup). */
 static const size_t base_sizes[] = {60000, 1000, 40003};
 
-static size_t state_bytes(mgpo_optimizer opt, mgpo_restore_mode mode, size_t scale,
-                          size_t *params, size_t *extra_calls)
+static size_t state_bytes(mgpo_optimizer opt, mgpo_restore_mode mode, mgpo_optimizer_mode owner,
+                          size_t scale, size_t *params, size_t *extra_calls)
 {
     /* Tensor 1 stays small (and is not perturbed, so it has no backup). */
     const size_t sizes[] = {base_sizes[0] * scale, base_sizes[1], base_sizes[2] * scale};
@@ -54,6 +54,7 @@ static size_t state_bytes(mgpo_optimizer opt, mgpo_restore_mode mode, size_t sca
     mgpo_config cfg = mgpo_config_default();
     cfg.optimizer = opt;
     cfg.restore_mode = mode;
+    cfg.optimizer_mode = owner;
     cfg.num_threads = 2; /* the per-thread partial sums are counted too */
     mgpo_state *st = NULL;
     ck_assert_int_eq(mgpo_create(&st, &cfg, &a), MGPO_OK);
@@ -74,19 +75,27 @@ START_TEST(test_bytes_per_parameter)
     struct {
         mgpo_optimizer opt;
         mgpo_restore_mode mode;
+        mgpo_optimizer_mode owner;
         size_t floats; /* state floats per parameter of a perturbed tensor */
-        const char *name;
+        const char *name, *parts;
     } cases[] = {
-        {MGPO_OPTIMIZER_ADAMW, MGPO_RESTORE_EXACT, 3, "AdamW exact"},
-        {MGPO_OPTIMIZER_ADAMW, MGPO_RESTORE_LOW_MEMORY, 2, "AdamW low-memory"},
-        {MGPO_OPTIMIZER_SGD, MGPO_RESTORE_EXACT, 2, "SGD exact"},
-        {MGPO_OPTIMIZER_SGD, MGPO_RESTORE_LOW_MEMORY, 1, "SGD low-memory"},
+        {MGPO_OPTIMIZER_ADAMW, MGPO_RESTORE_EXACT, MGPO_OPTIMIZER_INTEGRATED, 3, "AdamW exact", "m, v, backup"},
+        {MGPO_OPTIMIZER_ADAMW, MGPO_RESTORE_LOW_MEMORY, MGPO_OPTIMIZER_INTEGRATED, 2,
+         "AdamW low-memory", "m, v"},
+        {MGPO_OPTIMIZER_SGD, MGPO_RESTORE_EXACT, MGPO_OPTIMIZER_INTEGRATED, 2, "SGD exact", "m, backup"},
+        {MGPO_OPTIMIZER_SGD, MGPO_RESTORE_LOW_MEMORY, MGPO_OPTIMIZER_INTEGRATED, 1,
+         "SGD low-memory", "m"},
+        /* The caller's optimizer owns m and v: only the restore data. */
+        {MGPO_OPTIMIZER_ADAMW, MGPO_RESTORE_EXACT, MGPO_OPTIMIZER_EXTERNAL, 1, "external exact", "backup"},
+        {MGPO_OPTIMIZER_ADAMW, MGPO_RESTORE_LOW_MEMORY, MGPO_OPTIMIZER_EXTERNAL, 0,
+         "external low-memory", "nothing"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t fixed[2], params = 0;
         for (size_t k = 0; k < 2; k++) {
             size_t calls, scale = k ? 10 : 1;
-            size_t bytes = state_bytes(cases[i].opt, cases[i].mode, scale, &params, &calls);
+            size_t bytes = state_bytes(cases[i].opt, cases[i].mode, cases[i].owner, scale,
+                                       &params, &calls);
             ck_assert_uint_eq(calls, 0);
             /* The unperturbed tensor has no backup in exact mode. */
             size_t floats = cases[i].floats * params;
@@ -94,10 +103,10 @@ START_TEST(test_bytes_per_parameter)
             ck_assert_uint_ge(bytes, 4 * floats);
             fixed[k] = bytes - 4 * floats;
             if (k)
-                printf("memory: %-17s %.4f bytes of library state per parameter "
-                       "(%zu parameters: %zu B of m, v%s, plus %zu B fixed)\n",
+                printf("memory: %-19s %.4f bytes of library state per parameter "
+                       "(%zu parameters: %zu B of %s, plus %zu B fixed)\n",
                        cases[i].name, (double)bytes / (double)params, params, 4 * floats,
-                       cases[i].mode == MGPO_RESTORE_EXACT ? ", backup" : "", fixed[k]);
+                       cases[i].parts, fixed[k]);
         }
         /* Beyond the per-parameter buffers the state holds only bookkeeping
          * per state, tensor and thread: the same bytes for a model 10 times
