@@ -37,7 +37,7 @@
 #include "mgpo.h"
 
 #ifndef FUZZ_CHECK_RELOAD
-#define FUZZ_CHECK_RELOAD 1
+#define FUZZ_CHECK_RELOAD 2
 #endif
 #ifndef FUZZ_CHECK_FINITE
 #define FUZZ_CHECK_FINITE 0
