@@ -329,18 +329,29 @@ static AVX2 double adamw(float *params, const float *src, const float *grads, fl
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
     lanes l = no_lanes();
     size_t i = 0, listed_at = exact ? mgpo_next_listed(exact) : SIZE_MAX;
-    /* Two chunks per turn, each with its own pair of lane vectors. */
-    for (; i + 8 <= n; i += 8) {
-        __m256d *acc2 = &l.acc[i & 8 ? 2 : 0];
-        mgpo_exception_reader *patch = listed_at < i + 8 ? exact : NULL;
-        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, acc2, NULL, stream, patch, i, 8);
-        if (patch) listed_at = mgpo_next_listed(exact);
+    /* Two chunks per turn, each with its own pair of lane vectors: constant
+     * indices, so that the lanes stay in registers. */
+#define ADAMW_AT(at, pair, mask, stream, count)                                           \
+    do {                                                                                  \
+        mgpo_exception_reader *patch = listed_at < (at) + 8 ? exact : NULL;               \
+        adamw8(params + (at), src + (at), grads + (at), m + (at), v + (at), &k,           \
+               &l.acc[pair], mask, stream, patch, at, count);                             \
+        if (patch) listed_at = mgpo_next_listed(exact);                                   \
+    } while (0)
+    for (; i + 16 <= n; i += 16) {
+        ADAMW_AT(i, 0, NULL, stream, 8);
+        ADAMW_AT(i + 8, 2, NULL, stream, 8);
+    }
+    if (i + 8 <= n) {
+        ADAMW_AT(i, 0, NULL, stream, 8);
+        i += 8;
     }
     if (i < n) {
         __m256i mask = tail_mask(n - i);
-        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &l.acc[i & 8 ? 2 : 0], &mask, 0,
-               exact, i, n - i);
+        if (i & 8) ADAMW_AT(i, 2, &mask, 0, n - i);
+        else ADAMW_AT(i, 0, &mask, 0, n - i);
     }
+#undef ADAMW_AT
     if (stream) _mm_sfence();
     return combine(&l);
 }
@@ -389,17 +400,27 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
     lanes l = no_lanes();
     size_t i = 0, listed_at = exact ? mgpo_next_listed(exact) : SIZE_MAX;
-    for (; i + 8 <= n; i += 8) {
-        __m256d *acc2 = &l.acc[i & 8 ? 2 : 0];
-        mgpo_exception_reader *patch = listed_at < i + 8 ? exact : NULL;
-        sgd8(params + i, src + i, grads + i, m + i, &k, acc2, NULL, stream, patch, i, 8);
-        if (patch) listed_at = mgpo_next_listed(exact);
+#define SGD_AT(at, pair, mask, stream, count)                                             \
+    do {                                                                                  \
+        mgpo_exception_reader *patch = listed_at < (at) + 8 ? exact : NULL;               \
+        sgd8(params + (at), src + (at), grads + (at), m + (at), &k, &l.acc[pair], mask,   \
+             stream, patch, at, count);                                                   \
+        if (patch) listed_at = mgpo_next_listed(exact);                                   \
+    } while (0)
+    for (; i + 16 <= n; i += 16) {
+        SGD_AT(i, 0, NULL, stream, 8);
+        SGD_AT(i + 8, 2, NULL, stream, 8);
+    }
+    if (i + 8 <= n) {
+        SGD_AT(i, 0, NULL, stream, 8);
+        i += 8;
     }
     if (i < n) {
         __m256i mask = tail_mask(n - i);
-        sgd8(params + i, src + i, grads + i, m + i, &k, &l.acc[i & 8 ? 2 : 0], &mask, 0, exact, i,
-             n - i);
+        if (i & 8) SGD_AT(i, 2, &mask, 0, n - i);
+        else SGD_AT(i, 0, &mask, 0, n - i);
     }
+#undef SGD_AT
     if (stream) _mm_sfence();
     return combine(&l);
 }
