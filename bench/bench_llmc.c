@@ -3,7 +3,7 @@
  * flags), in one process, on the same data.
  *
  *   bench_llmc [--sizes 100k,1M,4M,16M,64M] [--threads 1,2] [--reps 7]
- *              [--rounds 1] [--short]
+ *              [--rounds 1] [--small 1000] [--portable] [--short]
  *
  * Cases, each on one tensor of N floats unless said otherwise:
  *   llmc_adamw       llm.c's gpt2_update loop (serial, as llm.c runs it)
@@ -21,6 +21,10 @@
  *   small_llmc_adamw    the llm.c loop over the N floats (one array)
  *   small_mgpo_adamw    mgpo_step over 1,000 registered tensors
  *   small_mgpo_iter     the MGPO iteration over them
+ *
+ * --portable runs libmgpo with its portable C kernels instead of the best
+ * table for this CPU (an internal hook, as in the tests): what a CPU
+ * without AVX2 and FMA gets.
  *
  * A timing calls the case enough times in a row for about 20 ms of work
  * and divides; a figure is the best of --reps timings after warm-up calls,
@@ -41,6 +45,7 @@
 #include <omp.h>
 #endif
 
+#include "internal.h" /* --portable: mgpo_state.kernels */
 #include "llmc_loops.h"
 #include "mgpo.h"
 
@@ -61,7 +66,7 @@ static const int case_floats[CASES] = {7, 7, 8, 11, 14, 5, 5, 6, 11};
 typedef struct options {
     size_t sizes[MAX_LIST];
     int size_count, threads[MAX_LIST], thread_count, reps, rounds, small;
-    bool short_mode;
+    bool short_mode, portable;
 } options;
 
 static const float LR = 1e-3f, BETA1 = 0.9f, BETA2 = 0.999f, EPS = 1e-8f, MOMENTUM = 0.9f;
@@ -136,9 +141,10 @@ static bool parse_args(int argc, char **argv, options *o)
         else if (!strcmp(argv[i], "--reps") && more) o->reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--rounds") && more) o->rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--small") && more) o->small = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--portable")) o->portable = true;
         else {
             fprintf(stderr, "usage: %s [--sizes 100k,1M,...] [--threads 1,2] [--reps 7] "
-                            "[--rounds 1] [--small 1000] [--short]\n", argv[0]);
+                            "[--rounds 1] [--small 1000] [--portable] [--short]\n", argv[0]);
             return false;
         }
     }
@@ -168,6 +174,7 @@ static bool parse_args(int argc, char **argv, options *o)
 
 typedef struct bench_case {
     int which, threads, t;
+    bool portable;
     size_t n, tensors;          /* tensors of n / tensors floats each */
     float *params, *grads, *m, *v; /* params/grads: the caller's; m, v: llm.c's */
     mgpo_state *st;
@@ -220,6 +227,7 @@ static mgpo_state *make_state(const bench_case *c)
     cfg.rho = c->which == MGPO_ADAMW || c->which == MGPO_SGD ? 0.0 : 0.05;
     mgpo_state *st = NULL;
     check(mgpo_create(&st, &cfg, NULL), "create");
+    if (c->portable) st->kernels = mgpo_kernels_portable();
     size_t each = c->n / c->tensors;
     for (size_t k = 0; k < c->tensors; k++)
         check(mgpo_add_tensor(st, c->params + k * each, c->grads + k * each, each, NULL, NULL),
@@ -262,7 +270,7 @@ static bool same_work(float *const buf[6], size_t n)
     memset(m, 0, n * sizeof(float));
     memset(v, 0, n * sizeof(float));
     llmc_adamw(p, buf[1], m, v, n, LR, BETA1, BETA2, EPS, 0.0f, 1);
-    bench_case c = {MGPO_ADAMW, 1, 0, n, 1, q, buf[1], NULL, NULL, NULL};
+    bench_case c = {MGPO_ADAMW, 1, 0, false, n, 1, q, buf[1], NULL, NULL, NULL};
     mgpo_state *st = make_state(&c);
     check(mgpo_step(st), "step");
     mgpo_destroy(st);
@@ -307,8 +315,8 @@ static void run_row(row *r, const options *o, float *const buf[6], int round)
             r->sec[which] = NAN;
             continue;
         }
-        bench_case c = {which, r->threads, 0, r->n, is_llmc(which) ? 1 : r->tensors,
-                        buf[2], buf[1], buf[3], buf[4], NULL};
+        bench_case c = {which, r->threads, 0, o->portable, r->n,
+                        is_llmc(which) ? 1 : r->tensors, buf[2], buf[1], buf[3], buf[4], NULL};
         memcpy(c.params, buf[0], r->n * sizeof(float));
         memset(c.m, 0, r->n * sizeof(float));
         memset(c.v, 0, r->n * sizeof(float));
@@ -375,8 +383,9 @@ int main(int argc, char **argv)
             r->tensors = s < o.size_count ? 1 : (size_t)o.small;
             r->threads = o.threads[t];
         }
-    printf("libmgpo %s bench_llmc: best of %d round%s x %d timings%s\n", mgpo_version_string(),
-           o.rounds, o.rounds > 1 ? "s" : "", o.reps,
+    printf("libmgpo %s bench_llmc: best of %d round%s x %d timings, %s kernels%s\n",
+           mgpo_version_string(), o.rounds, o.rounds > 1 ? "s" : "", o.reps,
+           o.portable ? "portable" : mgpo_kernels_best()->name,
            o.short_mode ? " (--short: timings meaningless)" : "");
     if (!same_work(buf, max_n)) return EXIT_FAILURE;
     for (int round = 0; round < o.rounds; round++)
