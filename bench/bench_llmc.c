@@ -61,7 +61,7 @@ static const char *const case_names[CASES] = {
     "llmc_sgd",   "llmc_sgd_omp",   "mgpo_sgd",   "mgpo_sgd_iter"};
 /* Floats moved per parameter (each array read or written once; the
  * exception lists of the exact restore, a few bytes, not counted). */
-static const int case_floats[CASES] = {7, 7, 8, 11, 14, 5, 5, 6, 11};
+static const int case_floats[CASES] = {7, 7, 8, 11, 14, 5, 5, 6, 12};
 
 typedef struct options {
     size_t sizes[MAX_LIST];

@@ -36,7 +36,9 @@ void llmc_adamw_omp(float *params, const float *grads, float *m_memory, float *v
                     float weight_decay, int t, int threads)
 {
     (void)threads;
+#ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
+#endif
     for (size_t i = 0; i < n; i++) {
         float param = params[i];
         float grad = grads[i];
@@ -65,7 +67,9 @@ void llmc_sgd_omp(float *params, const float *grads, float *momentum_memory, siz
                   float learning_rate, float momentum, float weight_decay, int threads)
 {
     (void)threads;
+#ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
+#endif
     for (size_t i = 0; i < n; i++) {
         float d = grads[i] + weight_decay * params[i];
         float b = momentum * momentum_memory[i] + d;
