@@ -4,7 +4,11 @@
  * The three library calls of one iteration are marked (1) (2) (3).
  * Exits 0 only if the final loss is below the initial loss, so ctest can run it.
  *
- *   cc quickstart.c $(pkg-config --cflags --libs mgpo) -lm && ./a.out
+ *   cc quickstart.c $(pkg-config --cflags --libs mgpo) -lm \
+ *       -Wl,-rpath,$(pkg-config --variable=libdir mgpo) && ./a.out
+ *
+ * (the rpath lets the binary find libmgpo.so at run time when it is not
+ * installed in a system directory; README.md "Linking" has the other ways)
  */
 #include <math.h>
 #include <stdio.h>
