@@ -9,7 +9,7 @@
 #include <string.h>
 
 /* Work is done in blocks of this many floats of one slot.  A norm is a sum
- * over blocks of per-block partials in double (fixed bits, eight lanes); the
+ * over blocks of per-block partials in double (fixed bits, MGPO_LANES lanes); the
  * partials are added exactly (mgpo_exact_sum) and rounded once, so the norm
  * does not depend on how blocks are spread over threads. */
 #define MGPO_BLOCK_FLOATS 4096u
