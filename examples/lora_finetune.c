@@ -39,11 +39,13 @@
  * --check makes the exit status 1 unless the final training loss is below
  * the initial one (ctest uses it).
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mgpo.h"
 
@@ -418,7 +420,38 @@ typedef struct {
     mgpo_schedule sched;
     double first_train_loss, min_train_loss, max_rebound;
     double train_loss, eval_loss, eval_acc, batch_loss, lr;
+    /* Cost of training (the "cost" line): wall time of the training steps
+     * and of the libmgpo calls in them; bytes the state holds now, at most. */
+    double step_seconds, lib_seconds;
+    int steps_timed;
+    size_t lib_bytes, lib_peak_bytes;
 } Run;
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* An allocator that counts what the state holds (mgpo_allocator). */
+static void *counting_alloc(void *ctx, size_t size)
+{
+    Run *r = ctx;
+    void *p = malloc(size);
+    if (p) {
+        r->lib_bytes += size;
+        if (r->lib_bytes > r->lib_peak_bytes) r->lib_peak_bytes = r->lib_bytes;
+    }
+    return p;
+}
+
+static void counting_free(void *ctx, void *ptr, size_t size)
+{
+    Run *r = ctx;
+    if (ptr) r->lib_bytes -= size;
+    free(ptr);
+}
 
 static int fail(const char *what, mgpo_status s)
 {
@@ -475,7 +508,8 @@ static int run_init(Run *r, const char *name, const Options *o, int mgpo, const 
     cfg.rho = mgpo ? o->rho : 0.0; /* rho 0: the same code path is plain AdamW */
     cfg.sign = o->sign;
     cfg.scope = o->scope;
-    mgpo_status s = mgpo_create(&r->st, &cfg, NULL);
+    const mgpo_allocator counting = {counting_alloc, counting_free, r};
+    mgpo_status s = mgpo_create(&r->st, &cfg, &counting);
     if (s != MGPO_OK) return fail("mgpo_create", s);
     s = register_adapters(r, *mode);
     if (s != MGPO_OK) return fail("registering the adapters", s);
@@ -521,18 +555,25 @@ static int run_step(Run *r, const Dataset *train, const int *idx, int step)
         memcpy(x + (size_t)i * D_IN, train->x + (size_t)idx[i] * D_IN, D_IN * sizeof(float));
         y[i] = train->y[idx[i]];
     }
+    double t0 = seconds_now();
     mgpo_status s = mgpo_schedule_lr(&r->sched, (uint64_t)step, &r->lr);
     if (s == MGPO_OK) s = mgpo_set_lr(r->st, r->lr);
     if (s == MGPO_OK) s = mgpo_perturb(r->st);
     if (s != MGPO_OK) return fail("mgpo_perturb", s);
+    double t1 = seconds_now();
 
     memset(r->grad.a[0], 0, lora_layout(NULL, r->rank, NULL) * sizeof(float));
     const float *logits = forward(&r->base, &r->lora, r->rank, r->scale, x, BATCH, &r->acts);
     r->batch_loss = cross_entropy(logits, y, BATCH, r->acts.dlogits, &correct);
     backward(&r->base, NULL, &r->lora, &r->grad, r->rank, r->scale, x, BATCH, &r->acts);
 
+    double t2 = seconds_now();
     if ((s = mgpo_restore(r->st)) != MGPO_OK) return fail("mgpo_restore", s);
     if ((s = mgpo_step(r->st)) != MGPO_OK) return fail("mgpo_step", s);
+    double t3 = seconds_now();
+    r->step_seconds += t3 - t0;
+    r->lib_seconds += (t1 - t0) + (t3 - t2);
+    r->steps_timed++;
     return 0;
 }
 
@@ -721,6 +762,12 @@ int main(int argc, char **argv)
                "(initial train_loss %.4f; grad-norm EMA %.3g, last perturbation norm %.3g)\n",
                r->name, r->train_loss, r->eval_loss, r->eval_acc, r->max_rebound,
                r->first_train_loss, st.grad_norm_ema, st.perturbation_norm);
+        double n = r->steps_timed > 0 ? r->steps_timed : 1;
+        printf("cost  %-5s %.3f ms per training step, %.3f ms of it in libmgpo (%.1f %%); "
+               "libmgpo holds %zu bytes (%zu trainable floats)\n",
+               r->name, 1e3 * r->step_seconds / n, 1e3 * r->lib_seconds / n,
+               r->step_seconds > 0 ? 100.0 * r->lib_seconds / r->step_seconds : 0.0,
+               r->lib_peak_bytes, lora_layout(NULL, r->rank, NULL));
         if (!isfinite(r->train_loss) || (o.check && !(r->train_loss < r->first_train_loss))) {
             fprintf(stderr, "lora_finetune: %s did not reduce the training loss\n", r->name);
             rc = 1;

@@ -10,7 +10,7 @@
 #include <string.h>
 
 /* Work is done in blocks of this many floats of one slot.  A norm is a sum
- * over blocks of per-block partials in double (fixed bits, eight lanes); the
+ * over blocks of per-block partials in double (fixed bits, MGPO_LANES lanes); the
  * partials are added exactly (mgpo_exact_sum) and rounded once, so the norm
  * does not depend on how blocks are spread over threads. */
 #define MGPO_BLOCK_FLOATS 4096u
@@ -185,6 +185,16 @@ static inline double mgpo_combine_lanes(const double lane[8])
            ((lane[1] + lane[5]) + (lane[3] + lane[7]));
 }
 
+/* The lanes of a block's sum of squares (lane = index mod 16): sixteen
+ * independent additions keep the loop from waiting on the latency of one.
+ * Combined in a fixed tree, so a norm fused into a kernel has the same bits
+ * as mgpo_sum_squares. */
+#define MGPO_LANES 16
+static inline double mgpo_combine_lanes16(const double lane[MGPO_LANES])
+{
+    return mgpo_combine_lanes(lane) + mgpo_combine_lanes(lane + 8);
+}
+
 /* reduce.c: deterministic sums of squares, and exact sums. */
 double mgpo_sum_squares(const float *x, size_t n);
 void mgpo_exact_clear(mgpo_exact_sum *s);
@@ -196,7 +206,8 @@ double mgpo_exact_round(const mgpo_exact_sum *s);  /* to nearest, ties to even *
  * mgpo_step (per-slot lr and decay live in the slot's k_* fields). */
 typedef struct mgpo_step_constants {
     float grad_scale;      /* clipping factor, 1 when not clipping */
-    float beta1, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt, eps; /* AdamW */
+    float beta1, one_minus_beta1, beta2, one_minus_beta2, eps; /* AdamW */
+    float inv_bias2_sqrt;  /* 1 / sqrt(1 - beta2^t): a product replaces torch's division */
     float momentum, one_minus_dampening; /* SGD */
     bool first, nesterov;  /* SGD: first step (the buffer starts at d), Nesterov */
 } mgpo_step_constants;

@@ -416,7 +416,7 @@ static mgpo_status step(mgpo_state *st)
     k.one_minus_beta1 = (float)(1.0 - c->beta1);
     k.beta2 = (float)c->beta2;
     k.one_minus_beta2 = (float)(1.0 - c->beta2);
-    k.bias2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t));
+    k.inv_bias2_sqrt = (float)(1.0 / sqrt(1.0 - pow(c->beta2, (double)t)));
     k.eps = (float)c->eps;
     k.momentum = (float)c->momentum;
     k.one_minus_dampening = (float)(1.0 - c->dampening);

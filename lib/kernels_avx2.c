@@ -1,9 +1,13 @@
-/* The elementwise kernels with AVX2 intrinsics, chosen at run time.
+/* The elementwise kernels with AVX2 and FMA intrinsics, chosen at run time
+ * (the CPU must have both).
  *
- * Same operations, same order and same rounding as kernels.c (no FMA: the
- * AVX2 target does not include it and the library is built with
- * -ffp-contract=off), and the momentum norm uses the same eight double lanes:
- * vector element k of a chunk of eight is lane k.  tests/test_kernels.c checks
+ * Same operations, same order and same rounding as kernels.c: a fused
+ * multiply-add exactly where kernels.c calls fmaf(), and nowhere else (the
+ * library is built with -ffp-contract=off), and the momentum norm uses the
+ * same sixteen double lanes: vector element k of a chunk starting at index i
+ * is lane (i mod 16) + k, kept in four vectors of four.  The squares are
+ * accumulated with FMA: a product of two floats is exact in double, so
+ * fma(a, a, s) rounds once, as s + a*a does.  tests/test_kernels.c checks
  * every kernel and whole iterations bit for bit against the portable ones.
  *
  * A tail shorter than eight runs the same vector code with masked loads and
@@ -30,7 +34,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define AVX2 __attribute__((target("avx2")))
+#define AVX2 __attribute__((target("avx2,fma")))
 
 /* Whether a step that reads the clean values from a plain copy streams its
  * parameter stores too.  It saves the read of each line in theory, but on
@@ -79,33 +83,54 @@ static AVX2 inline void store_out(float *p, __m256 x, const __m256i *mask, int s
     }
 }
 
-/* lo holds lanes 0..3, hi lanes 4..7. */
-static AVX2 inline void add_squares(__m256d *lo, __m256d *hi, __m256 x)
+/* The sixteen lanes: acc[0] holds lanes 0..3, ..., acc[3] lanes 12..15.
+ * The chunk at index i adds to acc[0..1] or, when i mod 16 is 8, acc[2..3]. */
+typedef struct lanes {
+    __m256d acc[4];
+} lanes;
+
+/* acc2 points at acc[0] or acc[2]; loops pass a constant one so that the
+ * lanes stay in registers. */
+static AVX2 inline void add_squares(__m256d *acc2, __m256 x)
 {
+    __m256d *lo = acc2, *hi = acc2 + 1;
     __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
     __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
-    *lo = _mm256_add_pd(*lo, _mm256_mul_pd(a, a));
-    *hi = _mm256_add_pd(*hi, _mm256_mul_pd(b, b));
+    *lo = _mm256_fmadd_pd(a, a, *lo);
+    *hi = _mm256_fmadd_pd(b, b, *hi);
 }
 
-static AVX2 inline double combine(__m256d lo, __m256d hi)
+static AVX2 inline lanes no_lanes(void)
 {
-    double lane[8];
-    _mm256_storeu_pd(lane, lo);
-    _mm256_storeu_pd(lane + 4, hi);
-    return mgpo_combine_lanes(lane);
+    lanes l;
+    for (int k = 0; k < 4; k++) l.acc[k] = _mm256_setzero_pd();
+    return l;
+}
+
+static AVX2 inline double combine(const lanes *l)
+{
+    double lane[MGPO_LANES];
+    for (int k = 0; k < 4; k++) _mm256_storeu_pd(lane + 4 * k, l->acc[k]);
+    return mgpo_combine_lanes16(lane);
 }
 
 static AVX2 double sum_squares(const float *x, size_t n)
 {
-    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    lanes l = no_lanes();
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) add_squares(&lo, &hi, _mm256_loadu_ps(x + i));
+    for (; i + 16 <= n; i += 16) {
+        add_squares(&l.acc[0], _mm256_loadu_ps(x + i));
+        add_squares(&l.acc[2], _mm256_loadu_ps(x + i + 8));
+    }
+    if (i + 8 <= n) {
+        add_squares(&l.acc[0], _mm256_loadu_ps(x + i));
+        i += 8;
+    }
     if (i < n) {
         __m256i mask = tail_mask(n - i);
-        add_squares(&lo, &hi, load(x + i, &mask));
+        add_squares(&l.acc[i & 8 ? 2 : 0], load(x + i, &mask));
     }
-    return combine(lo, hi);
+    return combine(&l);
 }
 
 static AVX2 void perturb(float *params, float *backup, const float *m, float coefficient,
@@ -259,14 +284,14 @@ static AVX2 uint32_t perturb_exact(float *params, float *backup, const float *m,
 
 typedef struct adamw_vectors {
     __m256 decay, step, grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2,
-        bias2_sqrt, eps, undo;
+        inv_bias2_sqrt, eps, undo;
     bool has_undo;
 } adamw_vectors;
 
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_adamw. */
 static AVX2 inline void adamw8(float *params, const float *src, const float *grads,
-                               float *m, float *v, const adamw_vectors *k, __m256d *lo,
-                               __m256d *hi, const __m256i *mask, int stream,
+                               float *m, float *v, const adamw_vectors *k, __m256d *acc2,
+                               const __m256i *mask, int stream,
                                mgpo_exception_reader *exact, size_t base, size_t count)
 {
     __m256 g = _mm256_mul_ps(load(grads, mask), k->grad_scale);
@@ -275,15 +300,15 @@ static AVX2 inline void adamw8(float *params, const float *src, const float *gra
     if (k->has_undo) p = _mm256_sub_ps(p, _mm256_mul_ps(k->undo, mo));
     if (exact) p = apply_exceptions8(exact, p, base, count);
     p = _mm256_mul_ps(p, k->decay);
-    __m256 mi = _mm256_add_ps(_mm256_mul_ps(mo, k->beta1), _mm256_mul_ps(k->one_minus_beta1, g));
-    __m256 vi = _mm256_add_ps(_mm256_mul_ps(load(v, mask), k->beta2),
-                              _mm256_mul_ps(_mm256_mul_ps(k->one_minus_beta2, g), g));
-    __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), k->bias2_sqrt), k->eps);
-    p = _mm256_add_ps(p, _mm256_div_ps(_mm256_mul_ps(k->step, mi), denom));
+    __m256 mi = _mm256_fmadd_ps(mo, k->beta1, _mm256_mul_ps(k->one_minus_beta1, g));
+    __m256 vi = _mm256_fmadd_ps(load(v, mask), k->beta2,
+                                _mm256_mul_ps(_mm256_mul_ps(k->one_minus_beta2, g), g));
+    __m256 denom = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), k->inv_bias2_sqrt, k->eps);
+    p = _mm256_fmadd_ps(k->step, _mm256_div_ps(mi, denom), p);
     store_out(params, p, mask, stream);
     store(m, mi, mask);
     store(v, vi, mask);
-    add_squares(lo, hi, mi);
+    add_squares(acc2, mi);
 }
 
 static AVX2 double adamw(float *params, const float *src, const float *grads, float *m,
@@ -298,27 +323,39 @@ static AVX2 double adamw(float *params, const float *src, const float *grads, fl
     k.one_minus_beta1 = _mm256_set1_ps(s->one_minus_beta1);
     k.beta2 = _mm256_set1_ps(s->beta2);
     k.one_minus_beta2 = _mm256_set1_ps(s->one_minus_beta2);
-    k.bias2_sqrt = _mm256_set1_ps(s->bias2_sqrt);
+    k.inv_bias2_sqrt = _mm256_set1_ps(s->inv_bias2_sqrt);
     k.eps = _mm256_set1_ps(s->eps);
     k.undo = _mm256_set1_ps(undo);
     k.has_undo = undo != 0.0f;
     /* In place, params were just read: their lines are cached already. */
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
-    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    lanes l = no_lanes();
     size_t i = 0, listed_at = exact ? mgpo_next_listed(exact) : SIZE_MAX;
-    for (; i + 8 <= n; i += 8) {
-        mgpo_exception_reader *patch = listed_at < i + 8 ? exact : NULL;
-        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, NULL, stream, patch, i,
-               8);
-        if (patch) listed_at = mgpo_next_listed(exact);
+    /* Two chunks per turn, each with its own pair of lane vectors: constant
+     * indices, so that the lanes stay in registers. */
+#define ADAMW_AT(at, pair, mask, stream, count)                                           \
+    do {                                                                                  \
+        mgpo_exception_reader *patch = listed_at < (at) + 8 ? exact : NULL;               \
+        adamw8(params + (at), src + (at), grads + (at), m + (at), v + (at), &k,           \
+               &l.acc[pair], mask, stream, patch, at, count);                             \
+        if (patch) listed_at = mgpo_next_listed(exact);                                   \
+    } while (0)
+    for (; i + 16 <= n; i += 16) {
+        ADAMW_AT(i, 0, NULL, stream, 8);
+        ADAMW_AT(i + 8, 2, NULL, stream, 8);
+    }
+    if (i + 8 <= n) {
+        ADAMW_AT(i, 0, NULL, stream, 8);
+        i += 8;
     }
     if (i < n) {
         __m256i mask = tail_mask(n - i);
-        adamw8(params + i, src + i, grads + i, m + i, v + i, &k, &lo, &hi, &mask, 0, exact, i,
-               n - i);
+        if (i & 8) ADAMW_AT(i, 2, &mask, 0, n - i);
+        else ADAMW_AT(i, 0, &mask, 0, n - i);
     }
+#undef ADAMW_AT
     if (stream) _mm_sfence();
-    return combine(lo, hi);
+    return combine(&l);
 }
 
 typedef struct sgd_vectors {
@@ -328,8 +365,7 @@ typedef struct sgd_vectors {
 
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_sgd. */
 static AVX2 inline void sgd8(float *params, const float *src, const float *grads, float *m,
-                             const sgd_vectors *k, __m256d *lo, __m256d *hi,
-                             const __m256i *mask, int stream, mgpo_exception_reader *exact,
+                             const sgd_vectors *k, __m256d *acc2, const __m256i *mask, int stream, mgpo_exception_reader *exact,
                              size_t base, size_t count)
 {
     __m256 p = load(src, mask);
@@ -337,16 +373,16 @@ static AVX2 inline void sgd8(float *params, const float *src, const float *grads
     if (k->has_undo) p = _mm256_sub_ps(p, _mm256_mul_ps(k->undo, mo));
     if (exact) p = apply_exceptions8(exact, p, base, count);
     __m256 d = _mm256_mul_ps(load(grads, mask), k->grad_scale);
-    if (k->decay) d = _mm256_add_ps(d, _mm256_mul_ps(k->wd, p));
+    if (k->decay) d = _mm256_fmadd_ps(k->wd, p, d);
     __m256 b = k->restart ? d
-                          : _mm256_add_ps(_mm256_mul_ps(mo, k->momentum),
-                                          _mm256_mul_ps(k->one_minus_dampening, d));
-    __m256 dir = k->plain ? d : k->nesterov ? _mm256_add_ps(d, _mm256_mul_ps(k->momentum, b)) : b;
-    store_out(params, _mm256_add_ps(p, _mm256_mul_ps(k->neg_lr, dir)), mask, stream);
+                          : _mm256_fmadd_ps(mo, k->momentum,
+                                            _mm256_mul_ps(k->one_minus_dampening, d));
+    __m256 dir = k->plain ? d : k->nesterov ? _mm256_fmadd_ps(k->momentum, b, d) : b;
+    store_out(params, _mm256_fmadd_ps(k->neg_lr, dir, p), mask, stream);
     store(m, b, mask);
     /* Masked-off lanes: 0 * wd is NaN when wd is Inf in float. */
     if (mask) b = _mm256_and_ps(b, _mm256_castsi256_ps(*mask));
-    add_squares(lo, hi, b);
+    add_squares(acc2, b);
 }
 
 static AVX2 double sgd(float *params, const float *src, const float *grads, float *m,
@@ -366,19 +402,31 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
     k.undo = _mm256_set1_ps(undo);
     k.has_undo = undo != 0.0f;
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
-    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    lanes l = no_lanes();
     size_t i = 0, listed_at = exact ? mgpo_next_listed(exact) : SIZE_MAX;
-    for (; i + 8 <= n; i += 8) {
-        mgpo_exception_reader *patch = listed_at < i + 8 ? exact : NULL;
-        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, NULL, stream, patch, i, 8);
-        if (patch) listed_at = mgpo_next_listed(exact);
+#define SGD_AT(at, pair, mask, stream, count)                                             \
+    do {                                                                                  \
+        mgpo_exception_reader *patch = listed_at < (at) + 8 ? exact : NULL;               \
+        sgd8(params + (at), src + (at), grads + (at), m + (at), &k, &l.acc[pair], mask,   \
+             stream, patch, at, count);                                                   \
+        if (patch) listed_at = mgpo_next_listed(exact);                                   \
+    } while (0)
+    for (; i + 16 <= n; i += 16) {
+        SGD_AT(i, 0, NULL, stream, 8);
+        SGD_AT(i + 8, 2, NULL, stream, 8);
+    }
+    if (i + 8 <= n) {
+        SGD_AT(i, 0, NULL, stream, 8);
+        i += 8;
     }
     if (i < n) {
         __m256i mask = tail_mask(n - i);
-        sgd8(params + i, src + i, grads + i, m + i, &k, &lo, &hi, &mask, 0, exact, i, n - i);
+        if (i & 8) SGD_AT(i, 2, &mask, 0, n - i);
+        else SGD_AT(i, 0, &mask, 0, n - i);
     }
+#undef SGD_AT
     if (stream) _mm_sfence();
-    return combine(lo, hi);
+    return combine(&l);
 }
 
 static const mgpo_kernels avx2 = {
@@ -388,7 +436,7 @@ static const mgpo_kernels avx2 = {
 const mgpo_kernels *mgpo_kernels_avx2(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") ? &avx2 : NULL;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &avx2 : NULL;
 }
 
 #else

@@ -1,6 +1,7 @@
 /* Deterministic sums.
  *
- * A block's sum of squares uses eight interleaved double accumulators
+ * A block's sum of squares uses sixteen interleaved double accumulators
+ * (enough independent additions to hide the latency of each)
  * combined in a fixed tree, so the compiler may vectorise it without changing
  * a single bit.  Block partials are then added exactly, in a fixed-point
  * integer wide enough for any double, and rounded once: integer addition does
@@ -12,12 +13,12 @@
 
 double mgpo_sum_squares(const float *x, size_t n)
 {
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double lane[MGPO_LANES] = {0};
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (size_t k = 0; k < 8; k++) lane[k] += (double)x[i + k] * (double)x[i + k];
+    for (; i + MGPO_LANES <= n; i += MGPO_LANES)
+        for (size_t k = 0; k < MGPO_LANES; k++) lane[k] += (double)x[i + k] * (double)x[i + k];
     for (size_t k = 0; i < n; i++, k++) lane[k] += (double)x[i] * (double)x[i];
-    return mgpo_combine_lanes(lane);
+    return mgpo_combine_lanes16(lane);
 }
 
 void mgpo_exact_clear(mgpo_exact_sum *s) { memset(s, 0, sizeof *s); }

@@ -8,6 +8,9 @@
 #                   `pkg-config --cflags --libs mgpo`.
 # MODE find_package configures, builds and runs examples/consumer's
 #                   CMakeLists.txt (find_package(mgpo)) against the prefix.
+# MODE link_lines   builds consumer.c with the link lines the README shows
+#                   (plain, rpath, LD_LIBRARY_PATH, static) through /bin/sh
+#                   and checks which binaries start with no library path.
 # MODE pc_absolute  runs cmake/WritePkgConfig.cmake standalone with absolute
 #                   and relative LIBDIR/INCLUDEDIR and checks pkg-config's view.
 #
@@ -132,6 +135,43 @@ elseif(MODE STREQUAL "find_package")
     run("${work}/${exe}")
     message(STATUS "${exe}: ${RUN_OUTPUT}")
   endforeach()
+
+elseif(MODE STREQUAL "link_lines")
+  # The README's lines, word for word but for the file names; keep in sync.
+  set(work "${WORK_DIR}/link")
+  file(REMOVE_RECURSE "${work}")
+  file(MAKE_DIRECTORY "${work}")
+  file(COPY "${SOURCE_DIR}/examples/consumer/consumer.c" DESTINATION "${work}")
+  pc_dir(dir "${PREFIX}")
+  set(ENV{PKG_CONFIG_PATH} "${dir}")
+  set(ENV{PKG_CONFIG_LIBDIR} "${dir}")
+  unset(ENV{LD_LIBRARY_PATH})
+  set(pc "${PKG_CONFIG}")
+  set(cc "${C_COMPILER} ${C_FLAGS}")
+  set(libdir "${PREFIX}/${LIBDIR}")
+  set(plain "${cc} consumer.c $(${pc} --cflags --libs mgpo) ${LINK_FLAGS} -o plain")
+  set(rpath "${cc} consumer.c $(${pc} --cflags --libs mgpo) -Wl,-rpath,${libdir} ${LINK_FLAGS} -o rpath")
+  set(static "${cc} consumer.c $(${pc} --cflags mgpo) $(${pc} --variable=libdir mgpo)/libmgpo.a $(${pc} --static --libs-only-other mgpo) -lm ${LINK_FLAGS} -o static")
+  foreach(line plain rpath static)
+    run(/bin/sh -c "${${line}}" WORKING_DIRECTORY "${work}")
+  endforeach()
+  foreach(exe rpath static)
+    run("${work}/${exe}")
+    if(NOT RUN_OUTPUT MATCHES "libmgpo 0\\.1\\.0: 60 steps")
+      message(FATAL_ERROR "${exe}: unexpected output ${RUN_OUTPUT}")
+    endif()
+  endforeach()
+  run(/bin/sh -c "LD_LIBRARY_PATH=${libdir} ./plain" WORKING_DIRECTORY "${work}")
+  # Without rpath or LD_LIBRARY_PATH the loader cannot find libmgpo.so.0.1:
+  # the failure the README explains (unless the prefix is on its path).
+  execute_process(COMMAND "${work}/plain" RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
+  if(rc EQUAL 0 OR NOT err MATCHES "libmgpo\\.so\\.0\\.1")
+    message(FATAL_ERROR "the plain pkg-config line gave a binary that starts (${rc}): ${err}")
+  endif()
+  run(/bin/sh -c "ldd ./static" WORKING_DIRECTORY "${work}")
+  if(RUN_OUTPUT MATCHES "libmgpo")
+    message(FATAL_ERROR "the static binary still needs libmgpo: ${RUN_OUTPUT}")
+  endif()
 
 elseif(MODE STREQUAL "pc_absolute")
   set(work "${WORK_DIR}/pc")

@@ -69,3 +69,11 @@ if(MGPO_MAKE)
 else()
   message(STATUS "libmgpo: make not found, consumer_pkgconfig not registered")
 endif()
+
+# The README's link lines (rpath, LD_LIBRARY_PATH, static) give binaries that
+# start; the plain line alone gives one that does not.
+add_test(NAME consumer_link_lines
+         COMMAND ${CMAKE_COMMAND} -DMODE=link_lines ${_mgpo_consumer_args}
+                 -P ${_mgpo_consumer_script})
+set_tests_properties(consumer_link_lines PROPERTIES FIXTURES_REQUIRED mgpo_installed
+                     LABELS no_valgrind TIMEOUT ${_mgpo_consumer_timeout})

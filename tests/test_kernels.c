@@ -98,7 +98,7 @@ static void update_constants(int which, mgpo_slot *s, mgpo_step_constants *c)
         c->one_minus_beta1 = 0.1f;
         c->beta2 = 0.999f;
         c->one_minus_beta2 = 1.0f - 0.999f;
-        c->bias2_sqrt = sqrtf(1.0f - 0.999f * 0.999f);
+        c->inv_bias2_sqrt = 1.0f / sqrtf(1.0f - 0.999f * 0.999f);
         c->eps = 1e-8f;
         break;
     case 4:

@@ -264,20 +264,19 @@ void tu_ref_adamw(float *p, const float *g, float *m, float *v, size_t n, uint64
     const double bias_correction1 = 1.0 - pow(beta1, (double)t);
     const double bias_correction2 = 1.0 - pow(beta2, (double)t);
     const float step_size = (float)(-(lr / bias_correction1));
-    const float bias_correction2_sqrt = (float)sqrt(bias_correction2);
+    /* libmgpo multiplies by this reciprocal where torch divides by sqrt(bc2). */
+    const float inv_bias_correction2_sqrt = (float)(1.0 / sqrt(bias_correction2));
     const float decay = (float)(1.0 - lr * wd);
     const float b1 = (float)beta1, a1 = (float)(1.0 - beta1);
     const float b2 = (float)beta2, a2 = (float)(1.0 - beta2), e = (float)eps;
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] * gscale;                   /* clip: grads.mul_(coef) */
         p[i] = p[i] * decay;                        /* param.mul_(1 - lr*wd) */
-        m[i] = m[i] * b1;                           /* exp_avg.mul_(beta1) */
-        m[i] = m[i] + a1 * gi;                      /*   .add_(grad, alpha=1-beta1) */
-        v[i] = v[i] * b2;                           /* exp_avg_sq.mul_(beta2) */
-        v[i] = v[i] + a2 * gi * gi;                 /*   .addcmul_(g, g, value=1-beta2) */
-        float denom = sqrtf(v[i]) / bias_correction2_sqrt; /* sqrt() / bc2_sqrt */
-        denom = denom + e;                          /*   .add_(eps) */
-        p[i] = p[i] + step_size * m[i] / denom;     /* addcdiv_(m, denom, -step_size) */
+        /* torch's order, each multiply-add fused (libmgpo's kernels.c). */
+        m[i] = fmaf(m[i], b1, a1 * gi);             /* exp_avg.mul_(b1).add_(g, 1-b1) */
+        v[i] = fmaf(v[i], b2, (a2 * gi) * gi);      /* exp_avg_sq.mul_(b2).addcmul_(g, g) */
+        float denom = fmaf(sqrtf(v[i]), inv_bias_correction2_sqrt, e); /* sqrt()/bc2 + eps */
+        p[i] = fmaf(step_size, m[i] / denom, p[i]); /* addcdiv_(m, denom, -step_size) */
     }
 }
 
@@ -288,19 +287,18 @@ void tu_ref_sgd(float *p, const float *g, float *b, size_t n, uint64_t t, double
     const float neg_lr = (float)(-lr);
     for (size_t i = 0; i < n; i++) {
         float d = g[i] * gscale;
-        if (wd != 0.0) d = d + w * p[i];            /* d_p.add(param, alpha=wd) */
+        if (wd != 0.0) d = fmaf(w, p[i], d);        /* d_p.add(param, alpha=wd) */
         if (momentum != 0.0) {
             if (t == 1) {
                 b[i] = d;                           /* buf = clone(d_p) */
             } else {
-                b[i] = b[i] * mu;                   /* buf.mul_(momentum) */
-                b[i] = b[i] + a * d;                /*   .add_(d_p, alpha=1-damp) */
+                b[i] = fmaf(b[i], mu, a * d);       /* buf.mul_(mu).add_(d_p, 1-damp) */
             }
-            d = nesterov ? d + mu * b[i] : b[i];
+            d = nesterov ? fmaf(mu, b[i], d) : b[i];
         } else {
             b[i] = d;
         }
-        p[i] = p[i] + neg_lr * d;                   /* param.add_(d_p, alpha=-lr) */
+        p[i] = fmaf(neg_lr, d, p[i]);               /* param.add_(d_p, alpha=-lr) */
     }
 }
 
