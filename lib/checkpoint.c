@@ -662,10 +662,11 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, bool perturbed,
  * values (AdamW's m and v cannot overflow: MGPO_GRAD_NORM_MAX), v >= +0.0,
  * all +0.0 before the first step; and the slot's recorded momentum_sq must
  * be the sum of squares of m that the step computes (block partials added
- * exactly), which the perturbation's bounds rely on.  Reads the array
- * without consuming it. */
+ * exactly), which the perturbation's bounds rely on.  With `recomputed`
+ * (version-1 files), that sum is written there instead of being compared.
+ * Reads the array without consuming it. */
 static bool moments_valid(const reader *r, const mgpo_slot *sl, uint64_t step, bool second,
-                          double momentum_sq)
+                          double momentum_sq, double *recomputed)
 {
     if (r->short_read || r->left < sl->count * sizeof(float)) return true; /* truncated */
     float piece[MGPO_BLOCK_FLOATS];
@@ -682,6 +683,10 @@ static bool moments_valid(const reader *r, const mgpo_slot *sl, uint64_t step, b
         }
         if (!second) mgpo_exact_add(&sum, mgpo_sum_squares(piece, n));
     }
+    if (recomputed) {
+        *recomputed = mgpo_exact_round(&sum);
+        return true;
+    }
     return second || same_bits(mgpo_exact_round(&sum), momentum_sq);
 }
 
@@ -697,7 +702,7 @@ static double recorded_momentum_sq(const unsigned char *slot_record, bool little
  * size read here can overflow or miss a buffer.  The moments are checked in
  * pass 1; the clean parameter copies may hold anything the caller's
  * parameters held. */
-static mgpo_status get_arrays(reader *r, mgpo_state *st, uint64_t step,
+static mgpo_status get_arrays(reader *r, mgpo_state *st, uint32_t version, uint64_t step,
                               const unsigned char *items, const unsigned char *slots,
                               bool apply)
 {
@@ -706,12 +711,21 @@ static mgpo_status get_arrays(reader *r, mgpo_state *st, uint64_t step,
         const unsigned char *record = slots + i * MGPO_CKPT_SLOT_SIZE;
         uint32_t arrays = decode32(record + MGPO_CKPT_SLOT_OFF_ARRAYS, r->little);
         if (!(arrays & MGPO_CKPT_SLOT_EXTERNAL)) {
-            CHECK(apply ||
-                  moments_valid(r, sl, step, false, recorded_momentum_sq(record, r->little)));
+            /* A version-1 file comes from an older library, whose sums of
+             * squares may round differently (8 lanes, no FMA): its m is
+             * checked like any other and momentum_sq recomputed from it. */
+            if (version == 1) {
+                double sum = 0.0;
+                CHECK(moments_valid(r, sl, step, false, 0.0, &sum));
+                if (apply) sl->momentum_sq = sum;
+            } else {
+                CHECK(apply || moments_valid(r, sl, step, false,
+                                             recorded_momentum_sq(record, r->little), NULL));
+            }
             get_floats(r, sl->m, sl->count, apply);
         }
         if (arrays & MGPO_CKPT_SLOT_HAS_V) {
-            CHECK(apply || moments_valid(r, sl, step, true, 0.0));
+            CHECK(apply || moments_valid(r, sl, step, true, 0.0, NULL));
             get_floats(r, sl->v, sl->count, apply);
         }
         if (arrays & MGPO_CKPT_SLOT_HAS_BACKUP) {
@@ -745,7 +759,7 @@ static mgpo_status parse(mgpo_state *st, const unsigned char *payload, size_t si
     if (s == MGPO_OK) s = get_items(r, st, perturbed, coefficient, apply);
     const unsigned char *slots = r->p;
     if (s == MGPO_OK) s = get_slots(r, st, perturbed, coefficient, apply);
-    if (s == MGPO_OK) s = get_arrays(r, st, step, items, slots, apply);
+    if (s == MGPO_OK) s = get_arrays(r, st, version, step, items, slots, apply);
     if (s != MGPO_OK) return s;
     if (r->short_read || r->left != 0) return MGPO_ERR_CHECKPOINT_TRUNCATED;
     return MGPO_OK;

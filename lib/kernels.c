@@ -127,7 +127,10 @@ static inline void adamw_chunk(float *params, const float *src, const float *gra
         mi[k] = fmaf(mi[k], c.beta1, c.one_minus_beta1 * gk);
         vi[k] = fmaf(vi[k], c.beta2, (c.one_minus_beta2 * gk) * gk);
         float denom = fmaf(sqrtf(vi[k]), c.inv_bias2_sqrt, c.eps);
-        p[k] = fmaf(c.step, mi[k] / denom, pk);
+        /* (step * m) / denom, torch's addcdiv order: m / denom alone can
+         * overflow where a tiny eps meets a tiny v (beta2 near 0), while
+         * the bounds on lr keep step * m / denom finite. */
+        p[k] = pk + (c.step * mi[k]) / denom;
         lane[k] += (double)mi[k] * (double)mi[k]; /* exact product: no fma needed */
     }
     for (size_t k = 0; k < count; k++) {

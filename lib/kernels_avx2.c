@@ -304,7 +304,8 @@ static AVX2 inline void adamw8(float *params, const float *src, const float *gra
     __m256 vi = _mm256_fmadd_ps(load(v, mask), k->beta2,
                                 _mm256_mul_ps(_mm256_mul_ps(k->one_minus_beta2, g), g));
     __m256 denom = _mm256_fmadd_ps(_mm256_sqrt_ps(vi), k->inv_bias2_sqrt, k->eps);
-    p = _mm256_fmadd_ps(k->step, _mm256_div_ps(mi, denom), p);
+    /* (step * m) / denom: torch's order, kept finite by the lr bounds. */
+    p = _mm256_add_ps(p, _mm256_div_ps(_mm256_mul_ps(k->step, mi), denom));
     store_out(params, p, mask, stream);
     store(m, mi, mask);
     store(v, vi, mask);

@@ -276,7 +276,7 @@ void tu_ref_adamw(float *p, const float *g, float *m, float *v, size_t n, uint64
         m[i] = fmaf(m[i], b1, a1 * gi);             /* exp_avg.mul_(b1).add_(g, 1-b1) */
         v[i] = fmaf(v[i], b2, (a2 * gi) * gi);      /* exp_avg_sq.mul_(b2).addcmul_(g, g) */
         float denom = fmaf(sqrtf(v[i]), inv_bias_correction2_sqrt, e); /* sqrt()/bc2 + eps */
-        p[i] = fmaf(step_size, m[i] / denom, p[i]); /* addcdiv_(m, denom, -step_size) */
+        p[i] = p[i] + (step_size * m[i]) / denom;  /* addcdiv_(m, denom, -step_size) */
     }
 }
 
