@@ -641,9 +641,10 @@ static const char *const MODE_NAMES[] = {"tensors", "adapter", "base"};
 typedef struct {
     Dims d;
     int batch, rank, steps, pretrain_steps, eval_every, eval_windows, print_every;
-    int mgpo, cosine, check, check_grad, quiet;
+    int mgpo, cosine, check, check_grad, quiet, normalize;
     double alpha, lr, rho, pretrain_lr, max_grad_norm;
     uint64_t seed, pretrain_seed;
+    mgpo_direction direction;
     mgpo_sign sign;
     mgpo_scope scope;
     LoraMode mode;
@@ -656,6 +657,7 @@ static void usage(void)
             "usage: gpt_lora [--rank R] [--alpha A] [--lr LR] [--steps N] [--seed S]\n"
             "       [--optimizer adamw|mgpo] [--rho RHO] [--sign lookahead|ascent]\n"
             "       [--scope global|tensor] [--lora-mode tensors|adapter|base] [--clip MAX]\n"
+            "       [--apn on|off] [--direction momentum|random]\n"
             "       [--schedule cosine|constant] [--eval-every K] [--eval-windows W]\n"
             "       [--layers L] [--dim C] [--heads H] [--seq T] [--batch B]\n"
             "       [--pretrain-steps N] [--pretrain-lr LR] [--pretrain-seed S]\n"
@@ -667,7 +669,7 @@ static int parse_options(int argc, char **argv, Options *o)
 {
     *o = (Options){.d = {2, 64, 4, 64}, .batch = 8, .rank = 16, .steps = 200, .pretrain_steps = 1500,
                    .eval_every = 10, .eval_windows = 32, .mgpo = 1, .cosine = 1, .alpha = -1.0, .lr = 2e-3,
-                   .rho = 0.05, .pretrain_lr = 3e-3, .seed = 1, .pretrain_seed = 1,
+                   .rho = 0.05, .pretrain_lr = 3e-3, .seed = 1, .pretrain_seed = 1, .normalize = 1,
                    .sign = MGPO_SIGN_LOOKAHEAD, .scope = MGPO_SCOPE_GLOBAL, .mode = MODE_ADAPTER};
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -698,7 +700,11 @@ static int parse_options(int argc, char **argv, Options *o)
         else if (!strcmp(f, "--model-cache")) o->model_cache = v;
         else if (!strcmp(f, "--optimizer")) ok = !strcmp(v, "mgpo") || !strcmp(v, "adamw"), o->mgpo = !strcmp(v, "mgpo");
         else if (!strcmp(f, "--schedule")) ok = !strcmp(v, "cosine") || !strcmp(v, "constant"), o->cosine = !strcmp(v, "cosine");
-        else if (!strcmp(f, "--sign")) {
+        else if (!strcmp(f, "--apn")) ok = !strcmp(v, "on") || !strcmp(v, "off"), o->normalize = !strcmp(v, "on");
+        else if (!strcmp(f, "--direction")) {
+            ok = !strcmp(v, "momentum") || !strcmp(v, "random");
+            o->direction = !strcmp(v, "random") ? MGPO_DIRECTION_RANDOM : MGPO_DIRECTION_MOMENTUM;
+        } else if (!strcmp(f, "--sign")) {
             ok = !strcmp(v, "lookahead") || !strcmp(v, "ascent");
             o->sign = !strcmp(v, "ascent") ? MGPO_SIGN_ASCENT : MGPO_SIGN_LOOKAHEAD;
         } else if (!strcmp(f, "--scope")) {
@@ -722,6 +728,11 @@ static int parse_options(int argc, char **argv, Options *o)
     }
     if (o->d.dim % o->d.heads != 0) {
         fprintf(stderr, "gpt_lora: --dim must be a multiple of --heads\n");
+        return -1;
+    }
+    if (o->direction == MGPO_DIRECTION_RANDOM && o->mode != MODE_TENSORS) {
+        fprintf(stderr, "gpt_lora: --direction random needs --lora-mode tensors (libmgpo defines no "
+                        "random direction for a LoRA pair)\n");
         return -1;
     }
     if (o->alpha < 0.0) o->alpha = o->rank; /* r = alpha, as the paper's sweeps */
@@ -979,21 +990,25 @@ static void count_free(void *ctx, void *ptr, size_t size)
     free(ptr);
 }
 
+/* `perturb` 0 (plain AdamW) registers the adapters without perturbation, so
+ * the state reserves no restore room: the baseline of the cost table. */
 static mgpo_status register_adapters(mgpo_state *st, const Dims *d, const Params *base, Lora *l, Lora *g,
-                                     LoraMode mode)
+                                     LoraMode mode, int perturb)
 {
+    mgpo_tensor_options opts = mgpo_tensor_options_default();
+    opts.perturb = perturb;
     for (int layer = 0; layer < d->layers; layer++)
         for (int j = 0; j < N_LINEAR; j++) {
             size_t in = (size_t)lin_in(d, j), out = (size_t)lin_out(d, j), rk = (size_t)l->rank;
             mgpo_status s;
             if (mode == MODE_TENSORS) {
-                s = mgpo_add_tensor(st, l->a[layer][j], g->a[layer][j], rk * in, NULL, NULL);
-                if (s == MGPO_OK) s = mgpo_add_tensor(st, l->b[layer][j], g->b[layer][j], out * rk, NULL, NULL);
+                s = mgpo_add_tensor(st, l->a[layer][j], g->a[layer][j], rk * in, &opts, NULL);
+                if (s == MGPO_OK) s = mgpo_add_tensor(st, l->b[layer][j], g->b[layer][j], out * rk, &opts, NULL);
             } else {
                 mgpo_lora_pair pair = {l->a[layer][j], g->a[layer][j], l->b[layer][j], g->b[layer][j],
                                        mode == MODE_BASE ? layer_w(d, base, layer, j) : NULL, rk, in, out,
                                        l->scale, mode == MODE_BASE ? MGPO_LORA_BASE : MGPO_LORA_ADAPTER};
-                s = mgpo_add_lora_pair(st, &pair, NULL, NULL);
+                s = mgpo_add_lora_pair(st, &pair, &opts, NULL);
             }
             if (s != MGPO_OK) return s;
         }
@@ -1056,9 +1071,12 @@ int main(int argc, char **argv)
     cfg.sign = o.sign;
     cfg.scope = o.scope;
     cfg.max_grad_norm = o.max_grad_norm;
+    cfg.normalize = o.normalize;
+    cfg.direction = o.direction;
+    cfg.seed = o.seed; /* the random direction's key: its own stream of this seed */
     mgpo_allocator counting = {count_alloc, count_free, &heap};
     mgpo_status s = mgpo_create(&st, &cfg, &counting);
-    if (s == MGPO_OK) s = register_adapters(st, d, &m.p, &lora, &grad, o.mode);
+    if (s == MGPO_OK) s = register_adapters(st, d, &m.p, &lora, &grad, o.mode, o.mgpo);
     if (s != MGPO_OK) {
         fail("optimizer setup", s);
         goto done;
@@ -1073,10 +1091,11 @@ int main(int argc, char **argv)
         fprintf(csv, "step,lr,batch_loss,train_loss,eval_loss,grad_norm,perturbation_norm,step_ms\n");
     }
     if (!o.quiet)
-        printf("fine-tuning: rank %d, alpha %g, lr %g (%s), %d steps, seed %llu, %s, rho %g, LoRA mode %s\n"
+        printf("fine-tuning: rank %d, alpha %g, lr %g (%s), %d steps, seed %llu, %s, rho %g%s%s, LoRA mode %s\n"
                "train = clean loss on %d fixed training windows, eval = %d held-out windows\n",
                o.rank, o.alpha, o.lr, o.cosine ? "warm-up + cosine" : "constant", o.steps,
-               (unsigned long long)o.seed, o.mgpo ? "MGPO" : "AdamW", cfg.rho, MODE_NAMES[o.mode],
+               (unsigned long long)o.seed, o.mgpo ? "MGPO" : "AdamW", cfg.rho, o.normalize ? "" : ", APN off",
+               o.direction == MGPO_DIRECTION_RANDOM ? ", random direction" : "", MODE_NAMES[o.mode],
                o.eval_windows, o.eval_windows);
 
     Rng batch_rng = rng_stream(o.seed, 4);
