@@ -117,8 +117,9 @@ static void assert_identical(const run_result *a, const run_result *b)
     }
 }
 
-static const char *const variant_names[] = {"AdamW global", "SGD global", "AdamW tensor",
-                                            "SGD tensor"};
+static const char *const variant_names[] = {
+    "AdamW global",        "SGD global",        "AdamW tensor",        "SGD tensor",
+    "AdamW global random", "SGD global random", "AdamW tensor random", "SGD tensor random"};
 
 START_TEST(test_bitwise_across_threads)
 {
