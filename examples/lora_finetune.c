@@ -48,6 +48,7 @@
 #include <time.h>
 
 #include "mgpo.h"
+#include "example_math.h"
 
 /* ---- Sizes ---------------------------------------------------------------- */
 
@@ -61,51 +62,6 @@ enum {
 static const int LAYER_IN[N_LAYER] = {D_IN, HID, HID};
 static const int LAYER_OUT[N_LAYER] = {HID, HID, N_CLASS};
 static const double PRE_LR = 3e-3, TEACHER_SHIFT = 0.6, LABEL_NOISE = 0.2;
-
-/* ---- Deterministic random numbers (splitmix64), one stream per purpose ---- */
-
-typedef struct { uint64_t s; } Rng;
-
-static Rng rng_stream(uint64_t seed, uint64_t stream)
-{
-    Rng r = {seed * 0x9E3779B97F4A7C15ull ^ (stream + 1) * 0xD1B54A32D192ED03ull};
-    return r;
-}
-static uint64_t rng_next(Rng *r)
-{
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double rng_uniform(Rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
-static float rng_normal(Rng *r)
-{
-    double u1 = rng_uniform(r), u2 = rng_uniform(r);
-    return (float)(sqrt(-2.0 * log(u1 + 1e-300)) * cos(6.283185307179586 * u2));
-}
-static void fill_normal(Rng *r, float *p, size_t n, float std)
-{
-    for (size_t i = 0; i < n; i++) p[i] = std * rng_normal(r);
-}
-
-/* ---- Small dense kernels ------------------------------------------------ */
-
-/* Eight independent partial sums: the compiler can keep them in one SIMD
- * register (a single running sum is a serial dependency it may not reorder). */
-static float dot(const float *a, const float *b, int n)
-{
-    float part[8] = {0.0f}, s = 0.0f;
-    int k = 0;
-    for (; k + 8 <= n; k += 8)
-        for (int j = 0; j < 8; j++) part[j] += a[k + j] * b[k + j];
-    for (; k < n; k++) s += a[k] * b[k];
-    return s + ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-}
-static void axpy(float *y, float a, const float *x, int n)
-{
-    for (int k = 0; k < n; k++) y[k] += a * x[k];
-}
 
 /* ---- Parameters: one buffer, named views ---------------------------------- */
 

@@ -221,6 +221,14 @@ typedef enum mgpo_optimizer_mode {
                                       and keeps the gradient-norm EMA (mgpo_set_momentum) */
 } mgpo_optimizer_mode;
 
+/** Which direction the perturbation follows (docs/algorithm.md). */
+typedef enum mgpo_direction {
+    MGPO_DIRECTION_MOMENTUM = 0, /* along the optimizer's momentum m (MGPO) */
+    MGPO_DIRECTION_RANDOM = 1    /* an isotropic Gaussian direction z with the norm
+                                    the momentum perturbation would have: the
+                                    paper's Table 4 baseline; plain tensors only */
+} mgpo_direction;
+
 /** Optimizer configuration.  Obtain one from mgpo_config_default() or
  *  mgpo_config_nlg() and change fields; every field is validated by
  *  mgpo_create().  Hyper-parameters are doubles, as Python floats in torch. */
@@ -249,30 +257,48 @@ typedef struct mgpo_config {
                                   creation, at most), 1 = none; capped at 1024 */
     mgpo_optimizer_mode optimizer_mode; /* integrated (default) or external; external
                                   needs max_grad_norm 0 (the caller clips) */
+    /* Research switches (docs/algorithm.md, "Ablations"). */
+    int normalize;             /* 1 (default): s = min(1/(gbar+norm_eps), scale_max),
+                                  the adaptive perturbation normalisation (APN);
+                                  0: s = 1 (the authors' mgpo_normalize=False,
+                                  the paper's Fig. 4 ablation); else BAD_ENUM */
+    mgpo_direction direction;  /* momentum (default) or random (Table 4 baseline) */
+    uint64_t seed;             /* key of the random direction's generator (any value) */
 } mgpo_config;
 
 /** The paper's `nlu` profile (T5-base on GLUE), the library default:
  *  AdamW, lr 1e-4, beta1 0.9, beta2 0.999, eps 1e-8, weight decay 0,
  *  rho 0.05, norm_ema 0.9, scale_max 10, norm_eps 1e-12, lookahead, global
- *  scope, exact restore, no clipping, num_threads 1, integrated optimizer;
- *  SGD fields: momentum 0.9, dampening 0, nesterov 0.  Pure function,
- *  thread-safe. */
+ *  scope, exact restore, no clipping, num_threads 1, integrated optimizer,
+ *  normalize 1, momentum direction, seed 0; SGD fields: momentum 0.9,
+ *  dampening 0, nesterov 0.  Pure function, thread-safe. */
 MGPO_API mgpo_config mgpo_config_default(void);
 
 /** The paper's `nlg` profile (LLaMA-2-7B): as the default but lr 2e-5,
  *  beta1 = momentum = 0.8, norm_ema 0.8, rho 0.01.  Pure, thread-safe. */
 MGPO_API mgpo_config mgpo_config_nlg(void);
 
+/** The `nlu` profile as the authors ran it: mgpo_config_default() with
+ *  max_grad_norm 1.0, the default of the Hugging Face Trainer their
+ *  experiments used (docs/algorithm.md, "Defaults and profiles").  Pure,
+ *  thread-safe. */
+MGPO_API mgpo_config mgpo_config_nlu_paper(void);
+
+/** The `nlg` profile as the authors ran it: mgpo_config_nlg() with
+ *  max_grad_norm 1.0.  Pure, thread-safe. */
+MGPO_API mgpo_config mgpo_config_nlg_paper(void);
+
 /** Validates a configuration without creating a state.  Returns MGPO_OK or
  *  the specific MGPO_ERR_BAD_* code of the first failing check, in this
  *  order: enums (optimizer, sign, scope, restore_mode, nesterov,
- *  optimizer_mode), lr, betas (beta1, beta2, momentum, dampening, norm_ema,
- *  then the nesterov rule), eps and norm_eps, weight_decay, rho, scale_max,
- *  rho * scale_max (BAD_RHO), max_grad_norm (also BAD_CLIP: > 0 in external
- *  mode), num_threads, then the rate bounds for a tensor with the default
- *  options (MGPO_LR_EPS_RATIO and the rest of docs/api.md, "Numeric bounds":
- *  BAD_LR, BAD_WEIGHT_DECAY).  Fields of the optimizer not selected are
- *  checked too.
+ *  optimizer_mode, normalize, direction), lr, betas (beta1, beta2,
+ *  momentum, dampening, norm_ema, then the nesterov rule), eps and
+ *  norm_eps, weight_decay, rho, scale_max, rho * scale_max (BAD_RHO),
+ *  max_grad_norm (also BAD_CLIP: > 0 in external mode), num_threads, then
+ *  the rate bounds for a tensor with the default options (MGPO_LR_EPS_RATIO
+ *  and the rest of docs/api.md, "Numeric bounds": BAD_LR,
+ *  BAD_WEIGHT_DECAY).  Fields of the optimizer not selected are checked
+ *  too.
  *  NULL gives MGPO_ERR_NULL_ARGUMENT.  Thread-safe. */
 MGPO_API mgpo_status mgpo_config_validate(const mgpo_config *config);
 
@@ -403,7 +429,8 @@ typedef struct mgpo_lora_pair {
  *  MGPO_LORA_SCALING_MAX, W given
  *  in adapter mode), BAD_ENUM, OVERLAP (A, B or W overlaps another buffer of
  *  the pair or anything registered), WRONG_PHASE, OUT_OF_MEMORY, BAD_LR,
- *  BAD_WEIGHT_DECAY.  See docs/lora.md. */
+ *  BAD_WEIGHT_DECAY, UNSUPPORTED (config.direction is MGPO_DIRECTION_RANDOM:
+ *  register A and B as tensors instead).  See docs/lora.md. */
 MGPO_API mgpo_status mgpo_add_lora_pair(mgpo_state *state,
                                         const mgpo_lora_pair *pair,
                                         const mgpo_tensor_options *options,
@@ -504,8 +531,12 @@ MGPO_API mgpo_status mgpo_get_moments(const mgpo_state *state, size_t index,
  *  ||m_A|| or ||m_B|| would exceed MGPO_PERTURBATION_MAX.  Remembers c_U
  *  for restore and stats.  Until the restore (or the step), do not write
  *  the parameters: the restore starts from the perturbed values (changing
- *  the floating-point environment is fine).  Errors: NULL_ARGUMENT,
- *  NO_TENSORS, ALLREDUCE (nothing changed). */
+ *  the floating-point environment is fine).  With config.direction
+ *  MGPO_DIRECTION_RANDOM the vector added is c'_U * z instead of c_U * m,
+ *  z a seeded Gaussian (docs/algorithm.md), c'_U = c_U * ||m_U|| / ||z_U||:
+ *  the same norm.  Errors: NULL_ARGUMENT, NO_TENSORS, ALLREDUCE (nothing
+ *  changed), UNSUPPORTED (random direction with an all-reduce hook
+ *  installed: its norm would be local). */
 MGPO_API mgpo_status mgpo_perturb(mgpo_state *state);
 
 /** Returns the parameters to their clean values: bit for bit in exact mode,
@@ -626,7 +657,7 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
  * smaller: no backup). */
 
 /** Bytes that mgpo_save would write for the state as it is now: 48 bytes of
- *  header, 240 of configuration and counters, 48 per unit, 64 per tensor or
+ *  header, 248 of configuration and counters, 48 per unit, 64 per tensor or
  *  pair, 56 per stepped buffer (a pair has two); then 4 bytes per parameter
  *  for m, 4 more for v (AdamW) (neither in external mode), and while
  *  perturbed in exact mode 4 more per perturbed parameter (and per element

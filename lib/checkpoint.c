@@ -290,7 +290,7 @@ static void put_state(writer *w, const mgpo_state *st)
     put_u32(w, (uint32_t)c->scope);
     put_u32(w, (uint32_t)c->restore_mode);
     put_u32(w, (uint32_t)c->nesterov);
-    put_u32(w, 0);
+    put_u32(w, c->normalize ? 0u : MGPO_CKPT_FIXED_SCALE);
     const double hyper[12] = {c->lr,           c->beta1,    c->beta2,     c->eps,
                               c->weight_decay, c->momentum, c->dampening, c->rho,
                               c->norm_ema,     c->scale_max, c->norm_eps, c->max_grad_norm};
@@ -299,7 +299,7 @@ static void put_state(writer *w, const mgpo_state *st)
     put_u64(w, st->step);
     put_u64(w, st->skipped_steps);
     put_u32(w, st->perturbed ? 1u : 0u);
-    put_u32(w, 0);
+    put_u32(w, (uint32_t)c->direction);
 
     /* The statistics as mgpo_get_stats reports them: its step, skipped and
      * perturbed fields are the counters (version 1 wrote zeros there). */
@@ -315,6 +315,7 @@ static void put_state(writer *w, const mgpo_state *st)
     put_u64(w, st->item_count);
     put_u64(w, st->slot_count);
     put_u64(w, st->unit_count);
+    put_u64(w, c->seed);
 }
 
 /* The slot record's `arrays` bits: which float arrays follow the record. */
@@ -363,10 +364,10 @@ static void put_records(writer *w, const mgpo_state *st)
  * block by block its perturbed values with the perturbation undone and the
  * block's exception list applied (bit-exact, see MGPO_FULL_BACKUP), rebuilt
  * in a small buffer so that saving allocates nothing. */
-static void put_clean_params(writer *w, const mgpo_slot *sl)
+static void put_clean_params(writer *w, const mgpo_state *st, const mgpo_slot *sl)
 {
     enum { PIECE = 256 };
-    float clean[PIECE];
+    float clean[PIECE], scratch[MGPO_BLOCK_FLOATS];
     if (sl->full_copy) {
         put_floats(w, sl->backup, sl->count);
         return;
@@ -374,9 +375,10 @@ static void put_clean_params(writer *w, const mgpo_slot *sl)
     for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS) {
         size_t count = mgpo_block_length(sl, begin);
         mgpo_exception_reader list = mgpo_exceptions_of(sl->backup + begin, count);
+        const float *direction = mgpo_direction_block(st, sl, begin, count, scratch);
         for (size_t i = 0; i < count; i += PIECE) {
             size_t n = count - i < PIECE ? count - i : PIECE;
-            mgpo_restore_range(clean, sl->params + begin, sl->dir + begin, sl->applied, &list, i, n);
+            mgpo_restore_range(clean, sl->params + begin, direction, sl->applied, &list, i, n);
             put_floats(w, clean, n);
         }
     }
@@ -388,7 +390,7 @@ static void put_arrays(writer *w, const mgpo_state *st)
         const mgpo_slot *sl = &st->slots[i];
         if (sl->m) put_floats(w, sl->m, sl->count);
         if (sl->v) put_floats(w, sl->v, sl->count);
-        if (sl->backup && sl->applied != 0.0f) put_clean_params(w, sl);
+        if (sl->backup && sl->applied != 0.0f) put_clean_params(w, st, sl);
     }
     for (size_t i = 0; i < st->item_count; i++) put_lora_base(w, &st->items[i]);
 }
@@ -518,7 +520,9 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
     scope = get_u32(r);
     restore_mode = get_u32(r);
     nesterov = get_u32(r);
-    CHECK(get_u32(r) == 0);
+    uint32_t scale_flags = get_u32(r);
+    CHECK((scale_flags & ~MGPO_CKPT_FIXED_SCALE) == 0);
+    c.normalize = (scale_flags & MGPO_CKPT_FIXED_SCALE) ? 0 : 1;
     /* These decide which buffers exist, so they must match the state. */
     CHECK(optimizer == (uint32_t)c.optimizer && scope == (uint32_t)c.scope &&
           restore_mode == (uint32_t)c.restore_mode);
@@ -532,8 +536,11 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
     CHECK(mgpo_config_validate(&c) == MGPO_OK && mgpo_check_slot_rates(st, &c) == MGPO_OK);
 
     uint64_t step = get_u64(r), skipped = get_u64(r);
-    uint32_t flag = get_u32(r);
-    CHECK(is_flag(flag) && get_u32(r) == 0);
+    uint32_t flag = get_u32(r), direction = get_u32(r);
+    CHECK(is_flag(flag));
+    /* Decides which registrations are allowed (no LoRA pairs), so it must
+     * match the state. */
+    CHECK(direction == (uint32_t)c.direction);
     /* No run reaches UINT64_MAX steps (t + 1 would wrap to 0), and none is
      * perturbed before its first step. */
     CHECK(step != UINT64_MAX && (flag == 0 || step > 0));
@@ -564,6 +571,8 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
 
     uint64_t items = get_u64(r), slots = get_u64(r), units = get_u64(r);
     CHECK(items == st->item_count && slots == st->slot_count && units == st->unit_count);
+    /* Version 1 has no seed (its state record ends here, 240 bytes). */
+    c.seed = version == 1 ? 0 : get_u64(r);
     if (apply) {
         st->config = c;
         st->lr = c.lr;

@@ -26,7 +26,9 @@
 #define MGPO_CKPT_HEADER_SIZE 48u
 
 /* Payload records (sizes in bytes). */
-#define MGPO_CKPT_STATE_SIZE 240u /* configuration, counters, statistics, counts */
+#define MGPO_CKPT_STATE_SIZE 248u /* configuration, counters, statistics, counts, seed */
+/* State record offset 20: bit set = normalize off (the scale fixed at 1). */
+#define MGPO_CKPT_FIXED_SCALE 1u
 #define MGPO_CKPT_UNIT_SIZE 48u
 #define MGPO_CKPT_ITEM_SIZE 64u
 #define MGPO_CKPT_SLOT_SIZE 56u

@@ -66,6 +66,9 @@ mgpo_config mgpo_config_default(void)
     c.max_grad_norm = 0.0;
     c.num_threads = 1;
     c.optimizer_mode = MGPO_OPTIMIZER_INTEGRATED;
+    c.normalize = 1;
+    c.direction = MGPO_DIRECTION_MOMENTUM;
+    c.seed = 0;
     return c;
 }
 
@@ -77,6 +80,22 @@ mgpo_config mgpo_config_nlg(void)
     c.momentum = 0.8;
     c.norm_ema = 0.8;
     c.rho = 0.01;
+    return c;
+}
+
+/* Hugging Face's Trainer, which ran the authors' experiments, clips at
+ * max_grad_norm 1.0 unless told otherwise (docs/algorithm.md). */
+mgpo_config mgpo_config_nlu_paper(void)
+{
+    mgpo_config c = mgpo_config_default();
+    c.max_grad_norm = 1.0;
+    return c;
+}
+
+mgpo_config mgpo_config_nlg_paper(void)
+{
+    mgpo_config c = mgpo_config_nlg();
+    c.max_grad_norm = 1.0;
     return c;
 }
 
@@ -135,7 +154,9 @@ mgpo_status mgpo_config_validate(const mgpo_config *c)
          c->restore_mode != MGPO_RESTORE_LOW_MEMORY) ||
         (c->nesterov != 0 && c->nesterov != 1) ||
         (c->optimizer_mode != MGPO_OPTIMIZER_INTEGRATED &&
-         c->optimizer_mode != MGPO_OPTIMIZER_EXTERNAL))
+         c->optimizer_mode != MGPO_OPTIMIZER_EXTERNAL) ||
+        (c->normalize != 0 && c->normalize != 1) ||
+        (c->direction != MGPO_DIRECTION_MOMENTUM && c->direction != MGPO_DIRECTION_RANDOM))
         return MGPO_ERR_BAD_ENUM;
     if (!non_negative(c->lr)) return MGPO_ERR_BAD_LR;
     if (!unit_interval(c->beta1) || !unit_interval(c->beta2) ||

@@ -371,6 +371,24 @@ void mgpo_lora_base_perturb(mgpo_state *st, mgpo_item *item, float coefficient);
 void mgpo_lora_base_restore(mgpo_state *st, mgpo_item *item);
 void mgpo_lora_free(mgpo_state *st, mgpo_item *item);
 
+/* random.c: a counter-based Gaussian generator (its spec is in random.c).
+ * The key of (seed, step, stream), then the value of element `index`. */
+uint64_t mgpo_random_key(uint64_t seed, uint64_t step, uint64_t stream);
+uint64_t mgpo_random_bits(uint64_t key, uint64_t index);
+float mgpo_random_normal(uint64_t key, uint64_t index);
+void mgpo_random_normal_fill(float *out, size_t count, uint64_t key, uint64_t first_index);
+
+/* direction.c: the random-direction baseline (MGPO_DIRECTION_RANDOM).
+ * The direction of a block of `sl` for the perturbation before the next
+ * step: the slot's momentum, or the Gaussian direction generated into
+ * `scratch` (MGPO_BLOCK_FLOATS floats). */
+const float *mgpo_direction_block(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
+                                  size_t count, float *scratch);
+/* A mgpo_block_fn: the sum of squares of the Gaussian direction over the
+ * block (0 for a slot that is not perturbed). */
+double mgpo_direction_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t count,
+                               void *arg);
+
 /* Test hook: how the exact-mode perturbation now applied is kept: blocks
  * with an exception list, blocks with a plain copy, and listed elements in
  * all (all zero when nothing is perturbed or in low-memory mode). */

@@ -20,7 +20,8 @@
 
 static double unit_scale(const mgpo_state *st, const mgpo_unit *u)
 {
-    if (!u->gbar_set) return 1.0;
+    /* APN off (the Fig. 4 ablation): the perturbation has norm rho. */
+    if (!u->gbar_set || !st->config.normalize) return 1.0;
     double s = 1.0 / (u->gbar + st->config.norm_eps);
     return s < st->config.scale_max ? s : st->config.scale_max;
 }
@@ -56,8 +57,8 @@ static double perturb_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
 {
     (void)arg;
     if (sl->applied == 0.0f) return 0.0;
-    float *p = sl->params + begin;
-    const float *m = sl->dir + begin;
+    float *p = sl->params + begin, scratch[MGPO_BLOCK_FLOATS];
+    const float *m = mgpo_direction_block(st, sl, begin, count, scratch);
     if (!sl->backup) {
         st->kernels->perturb(p, NULL, m, sl->applied, count, false);
         return 0.0;
@@ -77,8 +78,8 @@ static double perturb_copy_block(mgpo_state *st, mgpo_slot *sl, size_t begin, si
 {
     (void)arg;
     if (sl->applied == 0.0f || !sl->full_copy || sl->copy_backup) return 0.0;
-    float *p = sl->params + begin, *backup = sl->backup + begin;
-    const float *m = sl->dir + begin;
+    float *p = sl->params + begin, *backup = sl->backup + begin, scratch[MGPO_BLOCK_FLOATS];
+    const float *m = mgpo_direction_block(st, sl, begin, count, scratch);
     uint32_t listed;
     memcpy(&listed, backup, sizeof listed);
     if (listed != MGPO_FULL_BACKUP) st->kernels->restore_exact(p, backup, m, sl->applied, count);
@@ -157,6 +158,15 @@ static mgpo_status perturb(mgpo_state *st)
     if (s != MGPO_OK) return s;
 
     const mgpo_config *c = &st->config;
+    /* Random direction: z's squared norm per unit, so that c_U * n_U / ||z_U||
+     * gives z the norm the momentum perturbation would have. */
+    double *z_sq = st->reduce_buf + st->unit_count;
+    if (c->direction == MGPO_DIRECTION_RANDOM) {
+        mgpo_parallel_blocks(st, mgpo_direction_sq_block, NULL, true);
+        memset(z_sq, 0, st->unit_count * sizeof *z_sq);
+        for (size_t i = 0; i < st->slot_count; i++)
+            z_sq[st->items[st->slots[i].item].unit] += st->slots[i].block_total;
+    }
     double total_sq = 0.0, applied_sq = 0.0, max_scale = 0.0;
     bool any = false;
     for (size_t u = 0; u < st->unit_count; u++) {
@@ -168,12 +178,16 @@ static mgpo_status perturb(mgpo_state *st)
         if (!isfinite(n) || n <= c->norm_eps) continue;
         double scale = unit_scale(st, un);
         double coefficient = (double)c->sign * c->rho * scale / (n + c->norm_eps);
+        /* Random direction: z scaled to the norm c_U * m_U would have. */
+        double applied = coefficient;
+        if (c->direction == MGPO_DIRECTION_RANDOM)
+            applied = z_sq[u] > 0.0 ? coefficient * n / sqrt(z_sq[u]) : 0.0;
         /* It is applied as a float: a unit whose float coefficient would be
          * Inf (a momentum norm just above a tiny norm_eps) or 0 is skipped
          * like one with a non-finite norm. */
-        if (!(fabs(coefficient) <= FLT_MAX) || (float)coefficient == 0.0f) continue;
+        if (!(fabs(applied) <= FLT_MAX) || (float)applied == 0.0f) continue;
         un->scale = scale;
-        un->coefficient = coefficient;
+        un->coefficient = applied;
         any = true;
         total_sq += n * n;
         applied_sq += (coefficient * n) * (coefficient * n);
@@ -208,6 +222,9 @@ mgpo_status mgpo_perturb(mgpo_state *st)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     if (st->item_count == 0) return MGPO_ERR_NO_TENSORS;
+    /* The random direction's norm is local; the hook's contract has no
+     * room for a second sum. */
+    if (st->config.direction == MGPO_DIRECTION_RANDOM && st->allreduce) return MGPO_ERR_UNSUPPORTED;
     /* The calls that do nothing skip the environment switch (~0.4 us). */
     if (perturb_is_noop(st)) return MGPO_OK;
     fenv_t caller;
@@ -224,8 +241,8 @@ static double restore_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
 {
     (void)arg;
     if (sl->applied == 0.0f) return 0.0;
-    float *p = sl->params + begin;
-    const float *m = sl->dir + begin;
+    float *p = sl->params + begin, scratch[MGPO_BLOCK_FLOATS];
+    const float *m = mgpo_direction_block(st, sl, begin, count, scratch);
     if (!sl->backup) st->kernels->unperturb(p, m, sl->applied, count);
     else if (sl->full_copy) st->kernels->copy(p, sl->backup + begin, count, sl->stream);
     else st->kernels->restore_exact(p, sl->backup + begin, m, sl->applied, count);
@@ -288,8 +305,12 @@ static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t c
     mgpo_exception_reader list, *exact = NULL;
     /* The restore is fused into the step: the kernel reads the clean values
      * from a plain copy, or subtracts c*m from each perturbed value it reads
-     * and, in exact mode, takes the listed elements' clean values instead. */
-    if (sl->applied != 0.0f) {
+     * and, in exact mode, takes the listed elements' clean values instead.
+     * A random direction is not m: such a block is restored on its own
+     * first, and the kernel sees it clean. */
+    if (sl->applied != 0.0f && st->config.direction == MGPO_DIRECTION_RANDOM) {
+        restore_block(st, sl, begin, count, NULL);
+    } else if (sl->applied != 0.0f) {
         if (sl->backup && sl->full_copy) {
             src = sl->backup + begin;
         } else {

@@ -319,6 +319,8 @@ mgpo_status mgpo_add_lora_pair(mgpo_state *st, const mgpo_lora_pair *pair,
                                const mgpo_tensor_options *options, size_t *index)
 {
     if (!st || !pair) return MGPO_ERR_NULL_ARGUMENT;
+    /* A random direction for a pair would need its own weight-space norm. */
+    if (st->config.direction == MGPO_DIRECTION_RANDOM) return MGPO_ERR_UNSUPPORTED;
     mgpo_tensor_options o = options ? *options : mgpo_tensor_options_default();
     lora_sizes z;
     mgpo_status s = validate_pair(st, pair, &o, &z);

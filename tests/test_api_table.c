@@ -64,24 +64,27 @@ static mgpo_config edited_config(int which)
     case 20: k.rho = -0.5; break;
     case 21: k.optimizer_mode = (mgpo_optimizer_mode)2; break;
     case 22: k.optimizer_mode = MGPO_OPTIMIZER_EXTERNAL; k.max_grad_norm = 1.0; break;
+    case 23: k.normalize = 2; break;
+    case 24: k.direction = (mgpo_direction)2; break;
     default: break;
     }
     return k;
 }
 
-static const mgpo_status config_codes[23] = {
+static const mgpo_status config_codes[25] = {
     MGPO_ERR_BAD_LR,      MGPO_ERR_BAD_LR,           MGPO_ERR_BAD_BETA,    MGPO_ERR_BAD_BETA,
     MGPO_ERR_BAD_BETA,    MGPO_ERR_BAD_BETA,         MGPO_ERR_BAD_BETA,    MGPO_ERR_BAD_BETA,
     MGPO_ERR_BAD_EPSILON, MGPO_ERR_BAD_EPSILON,      MGPO_ERR_BAD_WEIGHT_DECAY, MGPO_ERR_BAD_RHO,
     MGPO_ERR_BAD_SCALE_MAX, MGPO_ERR_BAD_ENUM,       MGPO_ERR_BAD_ENUM,    MGPO_ERR_BAD_ENUM,
     MGPO_ERR_BAD_ENUM,    MGPO_ERR_BAD_ENUM,         MGPO_ERR_BAD_CLIP,    MGPO_ERR_BAD_THREADS,
-    MGPO_ERR_BAD_RHO,     MGPO_ERR_BAD_ENUM,         MGPO_ERR_BAD_CLIP};
+    MGPO_ERR_BAD_RHO,     MGPO_ERR_BAD_ENUM,         MGPO_ERR_BAD_CLIP,    MGPO_ERR_BAD_ENUM,
+    MGPO_ERR_BAD_ENUM};
 
 /* Every bad field gives its own code from validation and from create; create
  * also leaves *out NULL.  Returns MGPO_OK when all of that holds. */
 static mgpo_status every_bad_config(void)
 {
-    for (int i = 0; i < 23; i++) {
+    for (int i = 0; i < 25; i++) {
         mgpo_config k = edited_config(i);
         if (mgpo_config_validate(&k) != config_codes[i]) return (mgpo_status)-1;
         mgpo_state *st = (mgpo_state *)&k;
@@ -184,6 +187,13 @@ static mgpo_status strerror_everything(void)
 static mgpo_status pure_defaults(void)
 {
     mgpo_config a = mgpo_config_default(), b = mgpo_config_nlg();
+    mgpo_config pa = mgpo_config_nlu_paper(), pb = mgpo_config_nlg_paper();
+    /* The paper profiles are the profiles with the Trainer's clipping. */
+    if (pa.max_grad_norm != 1.0 || pb.max_grad_norm != 1.0 || a.max_grad_norm != 0.0 ||
+        pa.lr != a.lr || pa.rho != a.rho || pa.beta1 != a.beta1 || pa.norm_ema != a.norm_ema ||
+        pb.lr != b.lr || pb.rho != b.rho || pb.beta1 != b.beta1 || pb.norm_ema != b.norm_ema ||
+        a.normalize != 1 || pa.normalize != 1 || a.direction != MGPO_DIRECTION_MOMENTUM)
+        return (mgpo_status)-3;
     mgpo_tensor_options o = mgpo_tensor_options_default();
     mgpo_schedule s = mgpo_schedule_paper(1e-3, 0); /* no steps: still valid */
     double lr = -1.0;
@@ -191,6 +201,33 @@ static mgpo_status pure_defaults(void)
               a.rho == 0.05 && b.rho == 0.01 && o.lr_scale == 1.0 && o.perturb == 1 &&
               mgpo_schedule_lr(&s, 3, &lr) == MGPO_OK && lr == 0.0;
     return ok ? MGPO_OK : (mgpo_status)-1;
+}
+
+/* The random direction takes plain tensors only, and no all-reduce hook
+ * (its norm would be local): `which` 0 adds a pair, 1 perturbs with a hook. */
+static int summing_allreduce(double *v, size_t n, void *ctx)
+{
+    (void)v, (void)n, (void)ctx;
+    return 0;
+}
+
+static mgpo_status random_direction_refuses(int which)
+{
+    float a[4] = {0}, b[4] = {0}, p[4] = {1, 2, 3, 4}, g[4] = {1, 1, 1, 1};
+    mgpo_config k = mgpo_config_default();
+    k.direction = MGPO_DIRECTION_RANDOM;
+    mgpo_state *st = NULL;
+    mgpo_status s = mgpo_create(&st, &k, NULL);
+    if (s != MGPO_OK) return (mgpo_status)-1;
+    if (which == 0) {
+        mgpo_lora_pair pair = {a, a, b, b, NULL, 1, 4, 4, 1.0, MGPO_LORA_ADAPTER};
+        s = mgpo_add_lora_pair(st, &pair, NULL, NULL);
+    } else if ((s = mgpo_add_tensor(st, p, g, 4, NULL, NULL)) == MGPO_OK) {
+        mgpo_set_allreduce(st, summing_allreduce, NULL);
+        s = mgpo_perturb(st);
+    }
+    mgpo_destroy(st);
+    return s;
 }
 
 static mgpo_status destroy_null(void)
@@ -221,6 +258,8 @@ enum { PLAIN = 0, LORA = 1 };
     X(strerror_all, "mgpo_strerror", MGPO_OK, PLAIN, strerror_everything())                 \
     X(defaults, "mgpo_config_default", MGPO_OK, PLAIN, pure_defaults())                     \
     X(nlg, "mgpo_config_nlg", MGPO_OK, PLAIN, pure_defaults())                              \
+    X(nlu_paper, "mgpo_config_nlu_paper", MGPO_OK, PLAIN, pure_defaults())                  \
+    X(nlg_paper, "mgpo_config_nlg_paper", MGPO_OK, PLAIN, pure_defaults())                  \
     X(validate_null, "mgpo_config_validate", MGPO_ERR_NULL_ARGUMENT, PLAIN,                 \
       mgpo_config_validate(NULL))                                                           \
     X(validate_fields, "mgpo_config_validate", MGPO_OK, PLAIN, every_bad_config())          \
@@ -274,6 +313,10 @@ enum { PLAIN = 0, LORA = 1 };
     X(count_out, "mgpo_get_tensor_count", MGPO_ERR_NULL_ARGUMENT, PLAIN,                    \
       mgpo_get_tensor_count(c->f.st, NULL))                                                 \
     X(pair_null_st, "mgpo_add_lora_pair", MGPO_ERR_NULL_ARGUMENT, PLAIN, add_pair(c, NULL, 0)) \
+    X(pair_random, "mgpo_add_lora_pair", MGPO_ERR_UNSUPPORTED, PLAIN,                       \
+      random_direction_refuses(0))                                                          \
+    X(perturb_random_hook, "mgpo_perturb", MGPO_ERR_UNSUPPORTED, PLAIN,                     \
+      random_direction_refuses(1))                                                          \
     X(pair_null_pair, "mgpo_add_lora_pair", MGPO_ERR_NULL_ARGUMENT, PLAIN,                  \
       mgpo_add_lora_pair(c->fresh, NULL, NULL, OUT(size_t)))                                \
     X(pair_null_a, "mgpo_add_lora_pair", MGPO_ERR_NULL_ARGUMENT, LORA, add_pair(c, c->fresh, 1)) \

@@ -85,11 +85,10 @@ static void assert_same_run(const fx *a, const fx *b)
 
 enum { K = 8, J = 3 };
 
-static void resume_case(mgpo_optimizer opt, mgpo_scope scope, mgpo_restore_mode mode,
-                        int perturbed_save)
+static void resume_config(const mgpo_config *config, int perturbed_save)
 {
-    mgpo_config cfg = fx_config(opt, scope, mode);
-    if (opt == MGPO_OPTIMIZER_SGD && scope == MGPO_SCOPE_TENSOR) cfg.nesterov = 1;
+    const mgpo_config cfg = *config;
+    const mgpo_restore_mode mode = cfg.restore_mode;
     fx a, b;
     init(&a, &cfg);
     run(&a, 0, J);
@@ -148,6 +147,28 @@ static void resume_case(mgpo_optimizer opt, mgpo_scope scope, mgpo_restore_mode 
     fx_free(&b);
 }
 
+static void resume_case(mgpo_optimizer opt, mgpo_scope scope, mgpo_restore_mode mode,
+                        int perturbed_save)
+{
+    mgpo_config cfg = fx_config(opt, scope, mode);
+    if (opt == MGPO_OPTIMIZER_SGD && scope == MGPO_SCOPE_TENSOR) cfg.nesterov = 1;
+    resume_config(&cfg, perturbed_save);
+}
+
+/* The ablations resume too: a random direction is regenerated from the
+ * stored seed and step, in both restore modes, saved perturbed or clean;
+ * _i also switches APN off and the scope. */
+START_TEST(test_resume_ablations)
+{
+    mgpo_config cfg = fx_config(MGPO_OPTIMIZER_ADAMW, (_i & 4) ? MGPO_SCOPE_TENSOR : MGPO_SCOPE_GLOBAL,
+                                (_i & 1) ? MGPO_RESTORE_LOW_MEMORY : MGPO_RESTORE_EXACT);
+    cfg.direction = MGPO_DIRECTION_RANDOM;
+    cfg.seed = 0xFEEDFACE12345678ull;
+    cfg.normalize = (_i & 4) ? 0 : 1;
+    resume_config(&cfg, (_i & 2) != 0);
+}
+END_TEST
+
 /* _i runs over the 16 combinations of optimizer, scope, restore mode and
  * whether the save is taken while perturbed. */
 START_TEST(test_resume_equivalence)
@@ -198,11 +219,14 @@ START_TEST(test_load_restores_config)
     mgpo_config other = cfg;
     other.beta1 = 0.5;
     other.num_threads = 2;
+    other.normalize = 0;
+    other.seed = 42;
     init(&b, &other);
     ck_assert_int_eq(mgpo_load(b.st, ck, size), MGPO_OK);
     mgpo_config got;
     ck_assert_int_eq(mgpo_get_config(b.st, &got), MGPO_OK);
     ck_assert(got.rho == 0.125 && got.beta1 == 0.9 && got.lr == fx_lr(1));
+    ck_assert(got.normalize == 1 && got.seed == cfg.seed);
     ck_assert_int_eq(got.num_threads, 2);
     free(ck);
     fx_free(&a);
@@ -441,7 +465,7 @@ START_TEST(test_refuses_bad_records)
     expect_edit_refused(&b, P(8), &two, 4, 1, L);           /* scope */
     expect_edit_refused(&b, P(12), &one, 4, 1, L);          /* restore mode */
     expect_edit_refused(&b, P(16), &two, 4, 1, L);          /* nesterov */
-    expect_edit_refused(&b, P(20), &one, 4, 1, L);          /* reserved */
+    expect_edit_refused(&b, P(20), &two, 4, 1, L);          /* unknown scale flag */
     expect_edit_refused(&b, P(24), &neg, 8, 1, L);          /* lr */
     expect_edit_refused(&b, P(32), &d_one, 8, 1, L);        /* beta1 = 1 */
     expect_edit_refused(&b, P(104), &zero, 8, 1, L);        /* norm_eps = 0 */
@@ -449,7 +473,8 @@ START_TEST(test_refuses_bad_records)
     /* Counters and statistics. */
     expect_edit_refused(&b, P(136), &two, 4, 1, L);         /* perturbed flag */
     expect_edit_refused(&b, P(136), &zero32, 4, 1, L);      /* clean, with applied c */
-    expect_edit_refused(&b, P(140), &one, 4, 1, L);         /* reserved */
+    expect_edit_refused(&b, P(140), &one, 4, 1, L);         /* direction differs */
+    expect_edit_refused(&b, P(140), &two, 4, 1, L);         /* unknown direction */
     expect_edit_refused(&b, P(144), &u64_two, 8, 1, L);     /* stats.step != step (3) */
     expect_edit_refused(&b, P(152), &u64_one, 8, 1, L);     /* stats.skipped != skipped (0) */
     expect_edit_refused(&b, P(208), &zero32, 4, 1, L);      /* stats.perturbed != flag */
@@ -731,6 +756,7 @@ int main(void)
     Suite *s = suite_create("checkpoint");
     TCase *tc = tcase_create("resume");
     tcase_add_loop_test(tc, test_resume_equivalence, 0, 16);
+    tcase_add_loop_test(tc, test_resume_ablations, 0, 8);
     tcase_add_test(tc, test_resume_from_start);
     tcase_add_test(tc, test_load_restores_config);
     tcase_set_timeout(tc, 60);

@@ -53,6 +53,7 @@ START_TEST(test_save_writes_little_endian_fields)
     c.weight_decay = 0.01;
     c.rho = 0.5;
     c.max_grad_norm = 100.0;
+    c.seed = 0x0123456789abcdefu; /* unused by the momentum direction, but saved */
     mgpo_state *st;
     ck_assert_int_eq(mgpo_create(&st, &c, NULL), MGPO_OK);
     float params[2] = {0.75f, -1.5f}, grads[2] = {0.25f, 0.125f};
@@ -85,7 +86,7 @@ START_TEST(test_save_writes_little_endian_fields)
     u32(&want, 0);            /* global */
     u32(&want, 1);            /* low memory */
     u32(&want, 0);            /* nesterov */
-    u32(&want, 0);
+    u32(&want, 0);            /* scale flags: APN on */
     const double hyper[12] = {k.lr,       k.beta1,       k.beta2, k.eps,     k.weight_decay,
                               k.momentum, k.dampening,   k.rho,   k.norm_ema, k.scale_max,
                               k.norm_eps, k.max_grad_norm};
@@ -93,7 +94,7 @@ START_TEST(test_save_writes_little_endian_fields)
     u64(&want, 2); /* step */
     u64(&want, 0); /* skipped */
     u32(&want, 1); /* perturbed */
-    u32(&want, 0);
+    u32(&want, 0); /* direction: momentum */
     u64(&want, 2); /* statistics: step, skipped as mgpo_get_stats reports */
     u64(&want, 0);
     const double sd[6] = {s.lr, s.grad_norm, s.grad_norm_ema, s.momentum_norm,
@@ -104,6 +105,7 @@ START_TEST(test_save_writes_little_endian_fields)
     u64(&want, 1);
     u64(&want, 1);
     u64(&want, 1);
+    u64(&want, k.seed);
     ck_assert_uint_eq(want.n, MGPO_CKPT_HEADER_SIZE + MGPO_CKPT_STATE_SIZE);
     /* Unit. */
     u32(&want, 1);
@@ -207,21 +209,30 @@ static double rd_f64(const unsigned char *at)
     return x;
 }
 
+/* Size of a version-1 state record: version 2 appends the u64 seed. */
+#define V1_STATE_SIZE 240u
+
 /* The version-2 bytes a state loaded from the (little-endian) version-1
- * file `v1` must save, derived from the file alone: the same records and
- * arrays, version 2, the statistics counters (payload offsets 144, 152,
- * 208) equal to the state's counters (120, 128, 136) instead of the zeros
- * a version-1 writer left, resealed.  Every slot's cached momentum_sq is
- * recomputed by the loader from m (an older library's sums may round
+ * file `v1` must save, derived from the file alone (*size grows to the
+ * version-2 size): the same records and arrays, version 2, the statistics
+ * counters (payload offsets 144, 152, 208) equal to the state's counters
+ * (120, 128, 136) instead of the zeros a version-1 writer left, a zero seed
+ * appended to the state record, resealed.  Every slot's cached momentum_sq
+ * is recomputed by the loader from m (an older library's sums may round
  * differently), so those 8 bytes are taken from `actual` after checking
  * that they agree with the recorded value to 1e-12 (relative). */
-static unsigned char *expected_v2(const unsigned char *v1, size_t size,
+static unsigned char *expected_v2(const unsigned char *v1, size_t *size,
                                   const unsigned char *actual)
 {
-    unsigned char *e = malloc(size);
-    memcpy(e, v1, size);
+    const size_t grow = MGPO_CKPT_STATE_SIZE - V1_STATE_SIZE, cut = MGPO_CKPT_HEADER_SIZE + V1_STATE_SIZE;
+    size_t n = *size + grow;
+    unsigned char *e = calloc(1, n);
+    memcpy(e, v1, cut);
+    memcpy(e + cut + grow, v1 + cut, *size - cut);
     uint32_t two = 2;
+    uint64_t total = n;
     fx_store_le(e + MGPO_CKPT_OFF_VERSION, &two, 4);
+    fx_store_le(e + MGPO_CKPT_OFF_TOTAL_SIZE, &total, 8);
     unsigned char *payload = e + MGPO_CKPT_HEADER_SIZE;
     memcpy(payload + 144, payload + 120, 16);
     memcpy(payload + 208, payload + 136, 4);
@@ -231,12 +242,13 @@ static unsigned char *expected_v2(const unsigned char *v1, size_t size,
                    items * MGPO_CKPT_ITEM_SIZE;
     for (uint64_t i = 0; i < slots; i++) {
         size_t at = first + i * MGPO_CKPT_SLOT_SIZE + MGPO_CKPT_SLOT_OFF_MOMENTUM_SQ;
-        double recorded = rd_f64(v1 + at), now = rd_f64(actual + at);
+        double recorded = rd_f64(v1 + at - grow), now = rd_f64(actual + at);
         ck_assert_msg(fabs(now - recorded) <= 1e-12 * recorded, "slot %u momentum_sq %.17g vs %.17g",
                       (unsigned)i, now, recorded);
         memcpy(e + at, actual + at, 8);
     }
-    fx_reseal(e, size);
+    fx_reseal(e, n);
+    *size = n;
     return e;
 }
 
@@ -259,16 +271,18 @@ START_TEST(test_version1_loads_on_its_byte_order)
     ck_assert_int_eq(fx_init(&fresh, &cfg, 64), MGPO_OK);
     size_t n2 = 0, n0 = 0;
     unsigned char *v2 = fx_save(written.st, &n2), *empty = fx_save(fresh.st, &n0);
-    ck_assert_uint_eq(n2, size); /* same layout, same size */
+    /* Same layout; version 2's state record has 8 more bytes (the seed). */
+    ck_assert_uint_eq(n2, size + MGPO_CKPT_STATE_SIZE - V1_STATE_SIZE);
     ck_assert(v2[MGPO_CKPT_OFF_VERSION] == 2 && memcmp(v1, v2, size) != 0);
 
     if (host_is_little_endian()) {
         ck_assert_int_eq(mgpo_load(fresh.st, v1, size), MGPO_OK);
-        size_t n = 0;
+        size_t n = 0, want_n = size;
         unsigned char *actual = fx_save(fresh.st, &n);
-        ck_assert_uint_eq(n, size);
-        unsigned char *want = expected_v2(v1, size, actual);
-        ck_assert(memcmp(actual, want, size) == 0);
+        ck_assert_uint_eq(n, n2);
+        unsigned char *want = expected_v2(v1, &want_n, actual);
+        ck_assert_uint_eq(want_n, n);
+        ck_assert(memcmp(actual, want, n) == 0);
         free(actual);
         free(want);
         mgpo_stats s;

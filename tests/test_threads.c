@@ -38,6 +38,11 @@ static mgpo_config make_config(int variant, int threads)
         c.weight_decay = 0.01;
     }
     if (variant & 2) c.scope = MGPO_SCOPE_TENSOR;
+    /* The random direction: generated per block, whichever thread runs it. */
+    if (variant & 4) {
+        c.direction = MGPO_DIRECTION_RANDOM;
+        c.seed = 2024;
+    }
     /* Clipping is global over all tensors: engage it so its reduction is
      * covered too. */
     c.max_grad_norm = 20.0;
@@ -112,8 +117,9 @@ static void assert_identical(const run_result *a, const run_result *b)
     }
 }
 
-static const char *const variant_names[] = {"AdamW global", "SGD global", "AdamW tensor",
-                                            "SGD tensor"};
+static const char *const variant_names[] = {
+    "AdamW global",        "SGD global",        "AdamW tensor",        "SGD tensor",
+    "AdamW global random", "SGD global random", "AdamW tensor random", "SGD tensor random"};
 
 START_TEST(test_bitwise_across_threads)
 {
@@ -201,7 +207,7 @@ int main(void)
     Suite *s = suite_create("threads");
     TCase *tc = tcase_create("determinism");
     tcase_set_timeout(tc, 60);
-    tcase_add_loop_test(tc, test_bitwise_across_threads, 0, 4);
+    tcase_add_loop_test(tc, test_bitwise_across_threads, 0, 8);
     tcase_add_test(tc, test_threads_used);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -45,7 +45,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC = b"MGPOGOLD"
 END_MAGIC = b"MGPO_END"
 
@@ -100,6 +100,58 @@ def noise(case, t, k, count):
     out = val.astype(np.float32)
     assert np.array_equal(out.astype(np.float64), val), "noise not exact"
     return out
+
+
+# ---------------------------------------------------------------------------
+# The random direction (MGPO_DIRECTION_RANDOM): the counter-based Gaussian
+# generator of lib/random.c, implemented again from its spec.
+
+M64 = 0xFFFFFFFFFFFFFFFF
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+
+
+def mix64(x):
+    """splitmix64's finaliser on a Python int mod 2^64."""
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def absorb(h, x):
+    return mix64(h ^ mix64((x + GOLDEN_GAMMA) & M64))
+
+
+def gaussian_direction(seed, step, slot, count):
+    """z_i for i < count: the key (seed, completed steps, slot index, i);
+    double arithmetic with Python's math (the platform libm), then float32."""
+    key = absorb(absorb(mix64((seed + GOLDEN_GAMMA) & M64), step), slot)
+    out = np.empty(count, dtype=np.float32)
+    for i in range(count):
+        h = absorb(key, i)
+        u1 = ((h >> 32) + 0.5) * 2.0 ** -32
+        u2 = ((h & 0xFFFFFFFF) + 0.5) * 2.0 ** -32
+        out[i] = math.sqrt(-2.0 * math.log(u1)) * math.cos(6.283185307179586 * u2)
+    return out
+
+
+def directions(case, t, m_list, coefs, rec):
+    """The vectors the perturbation adds (times the coefficient returned
+    alongside): m itself, or for the random direction z with the unit's
+    coefficient rescaled to c_U * n_U / ||z_U||, so that ||c' z|| = ||c m||."""
+    if case.direction == "momentum":
+        return m_list, coefs
+    z = [gaussian_direction(case.rseed, t, k, ts.count) if ts.perturb else None
+         for k, ts in enumerate(case.tensors)]
+    scaled = list(coefs)
+    for u, members in enumerate(units_of(case)):
+        if not members or coefs[u] == 0.0:
+            continue
+        zn = norm64([z[k] for k in members])
+        scaled[u] = coefs[u] * rec.momentum_norm[t, u] / zn
+        rec.coef[t, u] = scaled[u]
+    return z, scaled
 
 
 def gradient_torch(a, c, p, nz):
@@ -172,6 +224,9 @@ class Case:
     c_scale: float = 0.01
     a_range: tuple = (0.25, 1.0)
     tensors: List[TensorSpec] = field(default_factory=default_tensors)
+    normalize: bool = True  # False: APN off, s = 1
+    direction: str = "momentum"  # "momentum" | "random"
+    rseed: int = 0  # key of the random direction
 
 
 # Shared by the MGPO cases: longer runs that start near the optimum.
@@ -238,6 +293,23 @@ CASES = [
     Case("mgpo_sgd_ascent_tensor", "sgd", lr=0.1, momentum=0.8, rho=0.005,
          sign=+1, scope="tensor", weight_decay=0.01, norm_ema=0.8,
          schedule="warmup_cosine", warmup_steps=3, seed=44, **MGPO),
+    # --- Ablations (docs/algorithm.md) ---------------------------------------
+    # APN off: s = 1, the perturbation has norm rho whatever the gradients.
+    Case("mgpo_adamw_apn_off_global", "adamw", lr=1e-3, rho=0.02, sign=-1,
+         scope="global", normalize=False, weight_decay=0.01, seed=51, **MGPO),
+    Case("mgpo_sgd_apn_off_tensor", "sgd", lr=0.1, momentum=0.9, rho=0.02,
+         sign=+1, scope="tensor", normalize=False,
+         tensors=mgpo_tensors(disabled=1), seed=52, **MGPO),
+    # Random direction of the momentum perturbation's norm (Table 4).
+    Case("mgpo_adamw_random_global", "adamw", lr=1e-3, rho=0.003, sign=-1,
+         scope="global", direction="random", rseed=7,
+         tensors=mgpo_tensors(disabled=2), seed=53, **MGPO),
+    Case("mgpo_sgd_random_tensor", "sgd", lr=0.1, momentum=0.9, rho=0.005,
+         sign=+1, scope="tensor", direction="random", rseed=12345678901234567891,
+         max_grad_norm=0.2, seed=54, **dict(MGPO, init_scale=0.02)),
+    Case("mgpo_adamw_random_apn_off_tensor", "adamw", lr=1e-3, rho=0.02,
+         sign=-1, scope="tensor", direction="random", normalize=False,
+         rseed=99, seed=55, **MGPO),
 ]
 
 
@@ -321,14 +393,15 @@ def perturb_coefficients(case, t, m_list, gbar, rec):
             coefs.append(0.0)
             continue
         raw = 1.0 / (gbar[u] + case.norm_eps)
-        s = min(raw, case.scale_max)
+        s = min(raw, case.scale_max) if case.normalize else 1.0
         c = case.sign * case.rho * s / (n + case.norm_eps)
         rec.momentum_norm[t, u] = n
         rec.scale[t, u] = s
         rec.coef[t, u] = c
-        rec.clamped[t, u] = raw > case.scale_max
-        rec.min_clamp_margin = min(rec.min_clamp_margin,
-                                   abs(raw - case.scale_max) / case.scale_max)
+        if case.normalize:
+            rec.clamped[t, u] = raw > case.scale_max
+            rec.min_clamp_margin = min(rec.min_clamp_margin,
+                                       abs(raw - case.scale_max) / case.scale_max)
         coefs.append(c)
     return coefs
 
@@ -386,9 +459,10 @@ def run_torch(case, rho=None):
             backups = None
             if coefs is not None:
                 backups = [p.detach().clone() for p in params]
+                dirs, coefs = directions(case, t, [m.numpy() for m in m_list], coefs, rec)
                 for u, members in enumerate(units_of(case)):
                     for k in members:
-                        params[k].add_(m_list[k], alpha=coefs[u])
+                        params[k].add_(torch.from_numpy(np.asarray(dirs[k])), alpha=coefs[u])
             if t == case.steps - 1 and case.rho > 0.0:
                 rec.theta_tilde = [p.detach().numpy().copy() for p in params]
 
@@ -455,9 +529,10 @@ def run_numpy(case):
         backups = None
         if coefs is not None:
             backups = [x.copy() for x in p]
+            dirs, coefs = directions(case, t, m, coefs, rec)
             for u, members in enumerate(units_of(case)):
                 for k in members:
-                    p[k] = p[k] + f32(coefs[u]) * m[k]
+                    p[k] = p[k] + f32(coefs[u]) * dirs[k]
         if t == case.steps - 1 and case.rho > 0.0:
             rec.theta_tilde = [x.copy() for x in p]
         g = [gradient_numpy(a[k], c[k], p[k], noise(case, t, k, case.tensors[k].count))
@@ -540,6 +615,8 @@ def write_case(path, case, res):
                        int(case.nesterov),
                        len(case.tensors), case.steps, len(units), flags,
                        case.seed, case.noise_halving)
+    out += struct.pack("<IIQ", int(case.normalize),
+                       0 if case.direction == "momentum" else 1, case.rseed)
     out += struct.pack("<11d", case.beta1, case.beta2, case.eps, case.weight_decay,
                        case.momentum, case.dampening, case.rho, case.norm_ema,
                        case.scale_max, case.norm_eps, case.max_grad_norm)
@@ -589,9 +666,12 @@ def check_case(case, res):
             assert np.all(np.isfinite(x)), (case.name, "non-finite result")
     if case.max_grad_norm > 0.0:
         assert rec.clipped.any() and not rec.clipped.all(), (case.name, "clipping must toggle")
-    if case.rho > 0.0:
+    if case.rho > 0.0 and case.normalize:
         assert rec.clamped.any(), (case.name, "scale clamp s_max never hit")
+    if case.rho > 0.0:
         assert (rec.coef[1:] != 0).any(axis=0).sum() >= 1
+        if not case.normalize:
+            assert np.all(rec.scale[rec.coef != 0] == 1.0)
         # The perturbation must actually change the trajectory by far more
         # than the test tolerance, or the MGPO case would not test MGPO.
         plain = run_torch(case, rho=0.0)
