@@ -53,11 +53,11 @@ extern "C" {
 /* ---- Version ------------------------------------------------------------ */
 
 #define MGPO_VERSION_MAJOR 0
-#define MGPO_VERSION_MINOR 1
+#define MGPO_VERSION_MINOR 2
 #define MGPO_VERSION_PATCH 0
 #define MGPO_VERSION_NUMBER \
     (MGPO_VERSION_MAJOR * 10000 + MGPO_VERSION_MINOR * 100 + MGPO_VERSION_PATCH)
-#define MGPO_VERSION_STRING "0.1.0"
+#define MGPO_VERSION_STRING "0.2.0"
 
 /* ---- How this API grows (the ABI rule) ------------------------------------
  *
@@ -85,10 +85,15 @@ extern "C" {
  *    mgpo_tensor_options_default() or a zero-filled struct and sets only the
  *    fields it knows gets the old behaviour.  Always start from those.
  *
- * Changes from 0.1 to 0.2 (one SONAME change): mgpo_config gained
- * optimizer_mode at its end (0 = the integrated optimizer, as in 0.1); new
- * functions mgpo_set_momentum, mgpo_set_lora_momentum, mgpo_get_moments;
- * new enums mgpo_optimizer_mode, mgpo_moment. */
+ * Changes from 0.1 to 0.2 (one SONAME change, libmgpo.so.0.1 ->
+ * libmgpo.so.0.2): mgpo_config gained, at its end, optimizer_mode (0 = the
+ * integrated optimizer, as in 0.1), normalize (1 from the defaults = as in
+ * 0.1), direction (0 = momentum, as in 0.1) and seed; new functions
+ * mgpo_set_momentum, mgpo_set_lora_momentum, mgpo_get_moments,
+ * mgpo_config_nlu_paper, mgpo_config_nlg_paper; new enums
+ * mgpo_optimizer_mode, mgpo_moment, mgpo_direction; new macros for the
+ * numeric bounds (MGPO_GRAD_NORM_MAX and the rest).  Checkpoints: format
+ * version 2 (little-endian); version-1 files still load. */
 
 /* ---- Symbol visibility -------------------------------------------------- */
 
