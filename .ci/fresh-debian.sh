@@ -56,7 +56,7 @@ root="$PWD/${MGPO_CI_DIR}/fresh-debian"
 mounted=()
 cleanup() {
     local i
-    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" || true; done
+    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -R -l "${mounted[i]}" || true; done
     mounted=()
     if [ "${MGPO_KEEP_ROOT:-0}" != 1 ]; then rm -rf "$root"; fi
 }
@@ -77,7 +77,7 @@ ci_note "cloned $(git -C "$root/root/libmgpo" rev-parse --short HEAD) into /root
 
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 mount -t proc proc "$root/proc" && mounted+=("$root/proc")
-mount --bind /dev "$root/dev" && mounted+=("$root/dev")
+mount --rbind /dev "$root/dev" && mounted+=("$root/dev")
 
 # A login-like environment: nothing of this machine's except the network.
 in_root() {
