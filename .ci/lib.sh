@@ -20,11 +20,21 @@ ci_fail() {
     exit 1
 }
 
-# Prints the README's test command, the single line that configures, builds
-# and runs ctest.  CI runs exactly this line, so the README cannot drift.
+# Prints the README's test command, the single line that installs what is
+# missing (tools/prereqs.sh), configures, builds and runs ctest.  CI runs
+# exactly this line, so the README cannot drift.
 ci_readme_test_command() {
     local line
-    line="$(grep -m1 -E '^cmake -S \. -B build .*&& ctest --test-dir build --output-on-failure$' README.md)" ||
-        ci_fail "README.md has no test command line ('cmake -S . -B build ... && ctest --test-dir build --output-on-failure')"
+    line="$(grep -m1 -E '^(bash tools/prereqs\.sh && )?cmake -S \. -B build .*&& ctest --test-dir build --output-on-failure$' README.md)" ||
+        ci_fail "README.md has no test command line ('[bash tools/prereqs.sh && ]cmake -S . -B build ... && ctest --test-dir build --output-on-failure')"
+    printf '%s\n' "$line"
+}
+
+# Prints the README's demo command, the line that builds and runs
+# examples/lora_finetune --demo (.ci/fresh-debian.sh runs it as written).
+ci_readme_demo_command() {
+    local line
+    line="$(grep -m1 -E '^cmake -S \. -B build .*&& \./build/examples/lora_finetune --demo$' README.md)" ||
+        ci_fail "README.md has no demo command line ('cmake -S . -B build ... && ./build/examples/lora_finetune --demo')"
     printf '%s\n' "$line"
 }

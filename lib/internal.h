@@ -364,6 +364,12 @@ int mgpo_parallel_threads(const mgpo_state *st);
 /* The thread count the state sizes its partials for, at creation. */
 int mgpo_parallel_max_threads(const mgpo_config *config);
 
+/* repro_math.c: the same bits on every platform (no libm). */
+/* x^n by squaring, rounded multiplications only (the bias corrections). */
+double mgpo_pow_u64(double x, uint64_t n);
+/* cos(pi * x) for x in [0, 1] (the cosine schedule). */
+double mgpo_cos_pi(double x);
+
 /* lora.c: weight-space norms and the base-mode perturbation of a pair. */
 double mgpo_lora_momentum_sq(const mgpo_state *st, const mgpo_item *item);
 double mgpo_lora_grad_sq(const mgpo_state *st, const mgpo_item *item);

@@ -338,7 +338,7 @@ static double item_grad_sq(const mgpo_state *st, const mgpo_item *it)
 static void set_slot_constants(mgpo_state *st, uint64_t t)
 {
     const mgpo_config *c = &st->config;
-    double bias1 = 1.0 - pow(c->beta1, (double)t);
+    double bias1 = 1.0 - mgpo_pow_u64(c->beta1, t);
     for (size_t i = 0; i < st->slot_count; i++) {
         mgpo_slot *sl = &st->slots[i];
         double lr = st->lr * sl->lr_scale, wd = c->weight_decay * sl->weight_decay_scale;
@@ -437,7 +437,7 @@ static mgpo_status step(mgpo_state *st)
     k.one_minus_beta1 = (float)(1.0 - c->beta1);
     k.beta2 = (float)c->beta2;
     k.one_minus_beta2 = (float)(1.0 - c->beta2);
-    k.inv_bias2_sqrt = (float)(1.0 / sqrt(1.0 - pow(c->beta2, (double)t)));
+    k.inv_bias2_sqrt = (float)(1.0 / sqrt(1.0 - mgpo_pow_u64(c->beta2, t)));
     k.eps = (float)c->eps;
     k.momentum = (float)c->momentum;
     k.one_minus_dampening = (float)(1.0 - c->dampening);

@@ -40,7 +40,7 @@ mgpo_status mgpo_schedule_lr(const mgpo_schedule *s, uint64_t step, double *lr)
                               ? 1.0
                               : (double)(step - s->warmup_steps) / (double)decay_steps;
         factor = s->kind == MGPO_SCHEDULE_WARMUP_COSINE
-                     ? 0.5 * (1.0 + cos(3.14159265358979323846 * progress))
+                     ? 0.5 * (1.0 + mgpo_cos_pi(progress))
                      : 1.0 - progress;
     }
     *lr = s->min_lr + (s->peak_lr - s->min_lr) * factor;

@@ -261,8 +261,10 @@ void tu_ref_adamw(float *p, const float *g, float *m, float *v, size_t n, uint64
                   double lr, double beta1, double beta2, double eps, double wd,
                   float gscale)
 {
-    const double bias_correction1 = 1.0 - pow(beta1, (double)t);
-    const double bias_correction2 = 1.0 - pow(beta2, (double)t);
+    /* beta^t as the library computes it (lib/repro_math.c: the same bits
+     * everywhere, within a few ulp of pow; the golden tests hold it to torch). */
+    const double bias_correction1 = 1.0 - mgpo_pow_u64(beta1, t);
+    const double bias_correction2 = 1.0 - mgpo_pow_u64(beta2, t);
     const float step_size = (float)(-(lr / bias_correction1));
     /* libmgpo multiplies by this reciprocal where torch divides by sqrt(bc2). */
     const float inv_bias_correction2_sqrt = (float)(1.0 / sqrt(bias_correction2));
