@@ -33,6 +33,9 @@ need=()
 command -v "$triplet-gcc" >/dev/null 2>&1 || need+=("crossbuild-essential-$arch")
 command -v "$qemu" >/dev/null 2>&1 || need+=(qemu-user)
 [ -f "/usr/lib/$triplet/pkgconfig/check.pc" ] || need+=("check:$arch")
+# The programs run on the target's multiarch glibc (see the emulator line in
+# cmake/CrossDebian.cmake), so OpenMP's runtime must be there too.
+[ -e "/usr/lib/$triplet/libgomp.so.1" ] || need+=("libgomp1:$arch")
 if [ "${#need[@]}" -gt 0 ]; then
     ci_note "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

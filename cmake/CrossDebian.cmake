@@ -18,7 +18,10 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(CMAKE_LIBRARY_ARCHITECTURE ${MGPO_CROSS_TRIPLET})
 # pkg-config reads the target's .pc files only (Check, libsubunit).
 set(ENV{PKG_CONFIG_LIBDIR} /usr/lib/${MGPO_CROSS_TRIPLET}/pkgconfig:/usr/share/pkgconfig)
-# ctest (and add_test with a target as COMMAND) runs programs through qemu;
-# -L makes it load the target's dynamic loader and libraries from the cross
-# tree, falling back to /usr/lib/<triplet> (multiarch) for the rest.
-set(CMAKE_CROSSCOMPILING_EMULATOR ${MGPO_CROSS_QEMU} -L /usr/${MGPO_CROSS_TRIPLET})
+# ctest (and add_test with a target as COMMAND) runs programs through qemu,
+# on the target's multiarch glibc (/lib/<triplet>, which check:<arch> pulls
+# in) with its own dynamic loader.  No -L /usr/<triplet>: that would load the
+# cross tree's loader (libc6-<arch>-cross) with the multiarch libc, two glibc
+# builds, and then a plain pthread_create crashes (armhf) or hangs (arm64)
+# and programs abort with "stack smashing detected" (s390x) under qemu 7.2.
+set(CMAKE_CROSSCOMPILING_EMULATOR ${MGPO_CROSS_QEMU})
