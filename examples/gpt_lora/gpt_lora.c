@@ -33,6 +33,7 @@
  * Evaluation runs after mgpo_step, so it always sees clean weights.
  * Usage: see usage() below or README.md.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
