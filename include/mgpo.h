@@ -53,11 +53,11 @@ extern "C" {
 /* ---- Version ------------------------------------------------------------ */
 
 #define MGPO_VERSION_MAJOR 0
-#define MGPO_VERSION_MINOR 2
+#define MGPO_VERSION_MINOR 3
 #define MGPO_VERSION_PATCH 0
 #define MGPO_VERSION_NUMBER \
     (MGPO_VERSION_MAJOR * 10000 + MGPO_VERSION_MINOR * 100 + MGPO_VERSION_PATCH)
-#define MGPO_VERSION_STRING "0.2.0"
+#define MGPO_VERSION_STRING "0.3.0"
 
 /* ---- How this API grows (the ABI rule) ------------------------------------
  *
@@ -68,32 +68,47 @@ extern "C" {
  *    signature, no enum value or error code changes its number.
  * 2. A new capability is a new function.  A property of one tensor or pair
  *    is a setter taking the item's index (like mgpo_set_grad and
- *    mgpo_set_momentum), allowed until the first step if it changes what the
- *    state allocates; a per-state scalar is a setter like mgpo_set_lr.  New
- *    element types need a new pointer type, so they get new registration
- *    functions taking `void *` buffers and an element-type enum whose value
- *    0 is float32; the float registration functions stay as they are.
- *    (Mixed precision, planned: mgpo_add_tensor_typed, a typed LoRA pair and
- *    mgpo_set_momentum_typed for a bf16/fp16 exp_avg; mgpo_set_grad_scale(
- *    state, scale) every step for loss scaling; none of them changes an
- *    existing struct.)
+ *    mgpo_set_master_weights), allowed until the first step if it changes
+ *    what the state allocates; a per-state scalar is a setter like
+ *    mgpo_set_lr or mgpo_set_grad_scale.  New element types are new
+ *    mgpo_dtype values (0 is float32, as every float registration).
  * 3. New error codes take the next free number; callers must treat an
  *    unknown code as a failure.
- * 4. Only at a SONAME change may a struct grow.  New fields then go at the
- *    end, and the value 0 (or the value the *_default() function gives)
- *    means "as before", so a caller that starts from mgpo_config_default(),
- *    mgpo_tensor_options_default() or a zero-filled struct and sets only the
- *    fields it knows gets the old behaviour.  Always start from those.
+ * 4. New fields of the structs a caller fills in (mgpo_config,
+ *    mgpo_tensor_options, mgpo_lora_pair_typed) take over words of the
+ *    `reserved` array at their end, so the struct keeps its size and layout
+ *    and no SONAME change is needed.  A reserved word must be 0 (the
+ *    defaults and zero-initialisation give 0): 0 in a new field means "as
+ *    before", and a library older than the field refuses a nonzero word
+ *    with MGPO_ERR_RESERVED_FIELD instead of ignoring a setting it does
+ *    not know.  The structs the library fills in (mgpo_stats,
+ *    mgpo_unit_stats) end in reserved words that it sets to 0 and may
+ *    later fill.  Always start from mgpo_config_default(),
+ *    mgpo_tensor_options_default() or a zero-filled struct.
+ * 5. Only when that room runs out, or a field must change, does the SONAME
+ *    change, and the header lists what changed (below).
  *
- * Changes from 0.1 to 0.2 (one SONAME change, libmgpo.so.0.1 ->
- * libmgpo.so.0.2): mgpo_config gained, at its end, optimizer_mode (0 = the
- * integrated optimizer, as in 0.1), normalize (1 from the defaults = as in
- * 0.1), direction (0 = momentum, as in 0.1) and seed; new functions
- * mgpo_set_momentum, mgpo_set_lora_momentum, mgpo_get_moments,
- * mgpo_config_nlu_paper, mgpo_config_nlg_paper; new enums
- * mgpo_optimizer_mode, mgpo_moment, mgpo_direction; new macros for the
- * numeric bounds (MGPO_GRAD_NORM_MAX and the rest).  Checkpoints: format
- * version 2 (little-endian); version-1 files still load. */
+ * Changes from 0.2 to 0.3 (libmgpo.so.0.2 -> libmgpo.so.0.3): mixed
+ * precision.  mgpo_config gained `rounding` (0 = round to nearest even) and
+ * `reserved[8]`; mgpo_tensor_options, mgpo_stats and mgpo_unit_stats gained
+ * `reserved[4]`; new enums mgpo_dtype and mgpo_rounding; new struct
+ * mgpo_lora_pair_typed; new functions mgpo_add_tensor_typed,
+ * mgpo_set_grad_typed, mgpo_add_lora_pair_typed, mgpo_set_lora_grads_typed,
+ * mgpo_set_master_weights, mgpo_get_master_weights, mgpo_set_grad_scale,
+ * mgpo_dtype_size; new error codes MGPO_ERR_BAD_GRAD_SCALE and
+ * MGPO_ERR_RESERVED_FIELD; new bounds MGPO_GRAD_SCALE_MIN/MAX.
+ * Checkpoints: format version 3 (master weights, the loss scale, the
+ * element types); versions 1 and 2 still load.
+ *
+ * Changes from 0.1 to 0.2 (libmgpo.so.0.1 -> libmgpo.so.0.2): mgpo_config
+ * gained, at its end, optimizer_mode (0 = the integrated optimizer, as in
+ * 0.1), normalize (1 from the defaults = as in 0.1), direction (0 =
+ * momentum, as in 0.1) and seed; new functions mgpo_set_momentum,
+ * mgpo_set_lora_momentum, mgpo_get_moments, mgpo_config_nlu_paper,
+ * mgpo_config_nlg_paper; new enums mgpo_optimizer_mode, mgpo_moment,
+ * mgpo_direction; new macros for the numeric bounds (MGPO_GRAD_NORM_MAX and
+ * the rest).  Checkpoints: format version 2 (little-endian); version-1
+ * files still load. */
 
 /* ---- Symbol visibility -------------------------------------------------- */
 
@@ -156,7 +171,11 @@ typedef enum mgpo_status {
     MGPO_ERR_CHECKPOINT_CHECKSUM = 25,/* payload corrupted */
     MGPO_ERR_CHECKPOINT_TRUNCATED = 26,/* data ends early (or trailing bytes) */
     MGPO_ERR_ALLREDUCE = 27,          /* the caller's all-reduce hook failed */
-    MGPO_ERR_UNSUPPORTED = 28         /* feature not compiled in / not available */
+    MGPO_ERR_UNSUPPORTED = 28,        /* feature not compiled in / not available */
+    MGPO_ERR_BAD_GRAD_SCALE = 29,     /* loss scale not finite or outside
+                                         [MGPO_GRAD_SCALE_MIN, MGPO_GRAD_SCALE_MAX] */
+    MGPO_ERR_RESERVED_FIELD = 30      /* a reserved word is nonzero (a field this
+                                         library does not know) */
 } mgpo_status;
 
 /** A static, human-readable name for a status ("MGPO_ERR_OVERLAP: ...").
@@ -189,6 +208,12 @@ MGPO_API const char *mgpo_strerror(mgpo_status status);
 /** A LoRA pair's scaling must not exceed this (2^64; else
  *  MGPO_ERR_INVALID_ARGUMENT): the weight-space norms square it. */
 #define MGPO_LORA_SCALING_MAX 18446744073709551616.0 /* 2^64 */
+
+/** The smallest and largest loss scale mgpo_set_grad_scale accepts (2^-64
+ *  and 2^64): its reciprocal, by which every gradient is multiplied, is then
+ *  a normal float. */
+#define MGPO_GRAD_SCALE_MIN 5.42101086242752217e-20 /* 2^-64 */
+#define MGPO_GRAD_SCALE_MAX 18446744073709551616.0  /* 2^64 */
 
 /* ---- Configuration ------------------------------------------------------ */
 
@@ -234,6 +259,16 @@ typedef enum mgpo_direction {
                                     paper's Table 4 baseline; plain tensors only */
 } mgpo_direction;
 
+/** How a float32 value is rounded into a bfloat16 or float16 parameter
+ *  buffer after a step (docs/algorithm.md, "Mixed precision"). */
+typedef enum mgpo_rounding {
+    MGPO_ROUNDING_NEAREST = 0,   /* round to nearest, ties to even (torch's .to()) */
+    MGPO_ROUNDING_STOCHASTIC = 1 /* up with probability equal to the dropped fraction,
+                                    from a counter-based generator keyed by
+                                    (seed, step, tensor, element): the same bits for
+                                    any thread count, platform or resume */
+} mgpo_rounding;
+
 /** Optimizer configuration.  Obtain one from mgpo_config_default() or
  *  mgpo_config_nlg() and change fields; every field is validated by
  *  mgpo_create().  Hyper-parameters are doubles, as Python floats in torch. */
@@ -268,7 +303,12 @@ typedef struct mgpo_config {
                                   0: s = 1 (the authors' mgpo_normalize=False,
                                   the paper's Fig. 4 ablation); else BAD_ENUM */
     mgpo_direction direction;  /* momentum (default) or random (Table 4 baseline) */
-    uint64_t seed;             /* key of the random direction's generator (any value) */
+    uint64_t seed;             /* key of the random direction's and the stochastic
+                                  rounding's generator (any value) */
+    /* Mixed precision (0.3). */
+    mgpo_rounding rounding;    /* of bf16/fp16 parameters after a step: nearest
+                                  (default) or stochastic; else BAD_ENUM */
+    uint64_t reserved[8];      /* 0 (the ABI rule, 4); else RESERVED_FIELD */
 } mgpo_config;
 
 /** The paper's `nlu` profile (T5-base on GLUE), the library default:
@@ -295,8 +335,9 @@ MGPO_API mgpo_config mgpo_config_nlg_paper(void);
 
 /** Validates a configuration without creating a state.  Returns MGPO_OK or
  *  the specific MGPO_ERR_BAD_* code of the first failing check, in this
- *  order: enums (optimizer, sign, scope, restore_mode, nesterov,
- *  optimizer_mode, normalize, direction), lr, betas (beta1, beta2,
+ *  order: reserved words (RESERVED_FIELD), enums (optimizer, sign, scope,
+ *  restore_mode, nesterov, optimizer_mode, normalize, direction,
+ *  rounding), lr, betas (beta1, beta2,
  *  momentum, dampening, norm_ema, then the nesterov rule), eps and
  *  norm_eps, weight_decay, rho, scale_max, rho * scale_max (BAD_RHO),
  *  max_grad_norm (also BAD_CLIP: > 0 in external mode), num_threads, then
@@ -367,6 +408,7 @@ typedef struct mgpo_tensor_options {
     double weight_decay_scale; /* multiplies config.weight_decay (0: no decay); >= 0;
                                   the products obey the numeric bounds */
     int perturb;               /* nonzero: perturbed and counted in norms; 0: only stepped */
+    uint64_t reserved[4];      /* 0 (the ABI rule, 4); else RESERVED_FIELD */
 } mgpo_tensor_options;
 
 /** {lr_scale 1, weight_decay_scale 1, perturb 1}.  Pure, thread-safe. */
@@ -446,6 +488,133 @@ MGPO_API mgpo_status mgpo_add_lora_pair(mgpo_state *state,
 MGPO_API mgpo_status mgpo_set_lora_grads(mgpo_state *state, size_t index,
                                          const float *grad_a,
                                          const float *grad_b);
+
+/* ---- Mixed precision (docs/algorithm.md, "Mixed precision") -------------
+ *
+ * Parameters and gradients may be float32, bfloat16 or float16, chosen per
+ * tensor and independently.  For a bf16/fp16 parameter buffer the state
+ * owns float32 master weights (4 bytes per element), initialised from the
+ * caller's buffer at registration (exactly: every bf16/fp16 value is a
+ * float32) or from a float32 copy given with mgpo_set_master_weights.  The
+ * optimizer steps the master; after each step the caller's buffer receives
+ * the master rounded to its type (config.rounding: nearest even, or
+ * stochastic).  A perturbation writes round_nearest(master + c*m) into the
+ * caller's buffer and leaves the master alone, and the restore writes the
+ * rounded master back: bit-exact by construction, in either restore mode,
+ * with no backup (the exact mode's 4 bytes per element are not allocated
+ * for such a tensor).  Bytes per bf16/fp16 parameter held by the state:
+ * AdamW 12 (master, m, v), SGD 8 (master, m).
+ *
+ * Loss scaling: mgpo_set_grad_scale(state, S) says that the gradients in the
+ * caller's buffers are S times the true ones (torch's GradScaler).  Every
+ * use of a gradient then sees g * (float)(1/S), as GradScaler.unscale_
+ * computes it: the norms and their EMA, clipping, the NaN/Inf check and the
+ * update.  The caller's gradient buffers are never written.  An Inf or NaN
+ * (a loss-scale overflow) refuses the step as MGPO_ERR_NONFINITE_GRADIENT,
+ * after one read of the gradients and, when perturbed, the restore; lower S
+ * and go on (examples/loss_scaling.c).
+ *
+ * Buffers of type bf16 or fp16 hold uint16_t bit patterns (IEEE binary16, or
+ * the upper half of a float32), in the machine's byte order, 2-byte
+ * aligned.  External optimizer mode takes float32 parameters only (the
+ * typed registration returns MGPO_ERR_UNSUPPORTED there); its gradients may
+ * be of any type, and the loss scale applies to its norms. */
+
+/** Element type of a caller's buffer. */
+typedef enum mgpo_dtype {
+    MGPO_DTYPE_FLOAT32 = 0,  /* IEEE binary32 (float) */
+    MGPO_DTYPE_BFLOAT16 = 1, /* bfloat16: the upper 16 bits of a float32 */
+    MGPO_DTYPE_FLOAT16 = 2   /* IEEE binary16 (_Float16, torch.half) */
+} mgpo_dtype;
+
+/** Bytes per element of `type` (4 or 2), 0 for an unknown value.  Pure,
+ *  thread-safe. */
+MGPO_API size_t mgpo_dtype_size(mgpo_dtype type);
+
+/** mgpo_add_tensor for a buffer of any element type: `params` holds `count`
+ *  elements of `param_type`, `grads` (may be NULL, set later with
+ *  mgpo_set_grad_typed) `count` elements of `grad_type`.  With param_type
+ *  float32 this is mgpo_add_tensor; otherwise the state allocates float32
+ *  master weights, initialised from `params`, and from then on writes
+ *  `params` at every perturb, restore and step (see above).  Ownership,
+ *  phase and alignment rules as mgpo_add_tensor (2-byte alignment for
+ *  bf16/fp16).  Errors: as mgpo_add_tensor (byte ranges for OVERLAP), and
+ *  BAD_ENUM (an unknown type), UNSUPPORTED (a bf16/fp16 param_type in
+ *  external optimizer mode, or with config.direction RANDOM). */
+MGPO_API mgpo_status mgpo_add_tensor_typed(mgpo_state *state, void *params,
+                                           mgpo_dtype param_type, const void *grads,
+                                           mgpo_dtype grad_type, size_t count,
+                                           const mgpo_tensor_options *options,
+                                           size_t *index);
+
+/** mgpo_set_grad for a gradient buffer of any element type (`count` of the
+ *  tensor's elements of `grad_type`); the type may differ from the one
+ *  given before.  Errors: as mgpo_set_grad, BAD_ENUM. */
+MGPO_API mgpo_status mgpo_set_grad_typed(mgpo_state *state, size_t index, const void *grads,
+                                         mgpo_dtype grad_type);
+
+/** A LoRA pair (as mgpo_lora_pair) whose buffers may be bf16 or fp16: A and
+ *  B of `adapter_type` (master weights in the state when not float32),
+ *  their gradients of `grad_type`, W of `base_type` (base mode: perturbed
+ *  as round_nearest(W + c*D) and restored from a backup in W's own type,
+ *  2 or 4 bytes per element, bit-exactly).  Start from a zero-filled
+ *  struct. */
+typedef struct mgpo_lora_pair_typed {
+    void *a;                 /* A: rank*n_in elements of adapter_type */
+    const void *grad_a;      /* its gradient, grad_type (may be NULL until set) */
+    void *b;                 /* B: n_out*rank elements of adapter_type */
+    const void *grad_b;      /* its gradient, grad_type (may be NULL until set) */
+    void *base_weight;       /* W: n_out*n_in elements of base_type; base mode only */
+    mgpo_dtype adapter_type; /* A and B */
+    mgpo_dtype grad_type;    /* grad_a and grad_b */
+    mgpo_dtype base_type;    /* W */
+    size_t rank, n_in, n_out;
+    double scaling;          /* as mgpo_lora_pair */
+    mgpo_lora_mode mode;
+    uint64_t reserved[4];    /* 0 (the ABI rule, 4); else RESERVED_FIELD */
+} mgpo_lora_pair_typed;
+
+/** mgpo_add_lora_pair for typed buffers; with every type float32 it is
+ *  mgpo_add_lora_pair.  Errors: as mgpo_add_lora_pair, BAD_ENUM (a type),
+ *  RESERVED_FIELD, UNSUPPORTED (bf16/fp16 A and B in external mode). */
+MGPO_API mgpo_status mgpo_add_lora_pair_typed(mgpo_state *state,
+                                              const mgpo_lora_pair_typed *pair,
+                                              const mgpo_tensor_options *options,
+                                              size_t *index);
+
+/** mgpo_set_lora_grads for gradients of `grad_type`.  Errors: as
+ *  mgpo_set_lora_grads, BAD_ENUM. */
+MGPO_API mgpo_status mgpo_set_lora_grads_typed(mgpo_state *state, size_t index,
+                                               const void *grad_a, const void *grad_b,
+                                               mgpo_dtype grad_type);
+
+/** Replaces the master weights of item `index` (a bf16/fp16 tensor, or a
+ *  pair with bf16/fp16 A and B: A's elements first, then B's) by the
+ *  `count` floats at `values` (copied), and writes their rounding into the
+ *  caller's buffer: for a trainer that keeps float32 weights in its own
+ *  checkpoint.  Allowed until the first step.  Errors: NULL_ARGUMENT,
+ *  INVALID_ARGUMENT (bad index, an item without master weights, count not
+ *  the item's, or a value that is not finite), WRONG_PHASE.  Nothing
+ *  changes on error. */
+MGPO_API mgpo_status mgpo_set_master_weights(mgpo_state *state, size_t index,
+                                             const float *values, size_t count);
+
+/** Copies the master weights of item `index` (layout as
+ *  mgpo_set_master_weights) to dst (`count` floats): the float32 values the
+ *  optimizer steps, never perturbed.  Read-only.  Errors: NULL_ARGUMENT,
+ *  INVALID_ARGUMENT (as mgpo_set_master_weights); dst untouched on error. */
+MGPO_API mgpo_status mgpo_get_master_weights(const mgpo_state *state, size_t index,
+                                             float *dst, size_t count);
+
+/** Sets the loss scale S of the gradients the next mgpo_step reads (1 by
+ *  default; it stays until set again): every gradient is used as
+ *  g * (float)(1/S).  Call it before every step with your scaler's value.
+ *  A power of two gives results bitwise equal to unscaled gradients (unless
+ *  a scaled gradient overflowed, which refuses the step).  Saved in
+ *  checkpoints.  Errors: NULL_ARGUMENT, BAD_GRAD_SCALE (not finite, or
+ *  outside [MGPO_GRAD_SCALE_MIN, MGPO_GRAD_SCALE_MAX]); nothing changes on
+ *  error. */
+MGPO_API mgpo_status mgpo_set_grad_scale(mgpo_state *state, double scale);
 
 /* ---- External optimizer mode (docs/integration.md) ---------------------- */
 
@@ -587,6 +756,7 @@ typedef struct mgpo_stats {
     double perturbation_scale;  /* s = min(1/(gbar+eps_n), s_max); max over units */
     int perturbed;              /* 1 while the parameters hold a perturbation */
     int clipped;                /* 1 if the last step clipped the gradient */
+    uint64_t reserved[4];       /* set to 0 (the ABI rule, 4) */
 } mgpo_stats;
 
 /** Copies the statistics into *out.  Errors: NULL_ARGUMENT. */
@@ -599,6 +769,7 @@ typedef struct mgpo_unit_stats {
     double momentum_norm;  /* n_U at the last perturb */
     double scale;          /* s_U at the last perturb (0 if the unit was skipped) */
     double coefficient;    /* c_U applied at the last perturb (0 if skipped) */
+    uint64_t reserved[4];  /* set to 0 (the ABI rule, 4) */
 } mgpo_unit_stats;
 
 /** Number of scope units: 1 under MGPO_SCOPE_GLOBAL, the number of

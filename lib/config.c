@@ -3,6 +3,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 unsigned mgpo_version_number(void) { return MGPO_VERSION_NUMBER; }
 
@@ -40,6 +41,8 @@ const char *mgpo_strerror(mgpo_status status)
     case MGPO_ERR_CHECKPOINT_TRUNCATED: return "MGPO_ERR_CHECKPOINT_TRUNCATED: checkpoint truncated or with trailing bytes";
     case MGPO_ERR_ALLREDUCE: return "MGPO_ERR_ALLREDUCE: the all-reduce hook failed";
     case MGPO_ERR_UNSUPPORTED: return "MGPO_ERR_UNSUPPORTED: not supported by this build";
+    case MGPO_ERR_BAD_GRAD_SCALE: return "MGPO_ERR_BAD_GRAD_SCALE: loss scale not finite or outside [2^-64, 2^64]";
+    case MGPO_ERR_RESERVED_FIELD: return "MGPO_ERR_RESERVED_FIELD: a reserved field is nonzero (built against a newer header?)";
     }
     return "MGPO_ERR_UNKNOWN: unknown status code";
 }
@@ -58,6 +61,8 @@ mgpo_config mgpo_config_default(void)
     c.nesterov = 0;
     c.rho = 0.05;
     c.norm_ema = 0.9;
+    c.rounding = MGPO_ROUNDING_NEAREST;
+    memset(c.reserved, 0, sizeof c.reserved);
     c.scale_max = 10.0;
     c.norm_eps = 1e-12;
     c.sign = MGPO_SIGN_LOOKAHEAD;
@@ -147,6 +152,8 @@ mgpo_status mgpo_check_rates(const mgpo_config *c, double lr_scale, double wd_sc
 mgpo_status mgpo_config_validate(const mgpo_config *c)
 {
     if (!c) return MGPO_ERR_NULL_ARGUMENT;
+    for (size_t i = 0; i < sizeof c->reserved / sizeof c->reserved[0]; i++)
+        if (c->reserved[i] != 0) return MGPO_ERR_RESERVED_FIELD;
     if ((c->optimizer != MGPO_OPTIMIZER_ADAMW && c->optimizer != MGPO_OPTIMIZER_SGD) ||
         (c->sign != MGPO_SIGN_LOOKAHEAD && c->sign != MGPO_SIGN_ASCENT) ||
         (c->scope != MGPO_SCOPE_GLOBAL && c->scope != MGPO_SCOPE_TENSOR) ||
@@ -156,7 +163,8 @@ mgpo_status mgpo_config_validate(const mgpo_config *c)
         (c->optimizer_mode != MGPO_OPTIMIZER_INTEGRATED &&
          c->optimizer_mode != MGPO_OPTIMIZER_EXTERNAL) ||
         (c->normalize != 0 && c->normalize != 1) ||
-        (c->direction != MGPO_DIRECTION_MOMENTUM && c->direction != MGPO_DIRECTION_RANDOM))
+        (c->direction != MGPO_DIRECTION_MOMENTUM && c->direction != MGPO_DIRECTION_RANDOM) ||
+        (c->rounding != MGPO_ROUNDING_NEAREST && c->rounding != MGPO_ROUNDING_STOCHASTIC))
         return MGPO_ERR_BAD_ENUM;
     if (!non_negative(c->lr)) return MGPO_ERR_BAD_LR;
     if (!unit_interval(c->beta1) || !unit_interval(c->beta2) ||
@@ -189,11 +197,14 @@ mgpo_tensor_options mgpo_tensor_options_default(void)
     o.lr_scale = 1.0;
     o.weight_decay_scale = 1.0;
     o.perturb = 1;
+    memset(o.reserved, 0, sizeof o.reserved);
     return o;
 }
 
 mgpo_status mgpo_check_options(const mgpo_config *c, const mgpo_tensor_options *o)
 {
+    for (size_t i = 0; i < sizeof o->reserved / sizeof o->reserved[0]; i++)
+        if (o->reserved[i] != 0) return MGPO_ERR_RESERVED_FIELD;
     if (!non_negative(o->lr_scale)) return MGPO_ERR_BAD_LR;
     if (!non_negative(o->weight_decay_scale)) return MGPO_ERR_BAD_WEIGHT_DECAY;
     return mgpo_check_rates(c, o->lr_scale, o->weight_decay_scale);

@@ -31,8 +31,14 @@
 /* One float buffer that the base optimizer steps: a plain tensor, or the A or
  * the B matrix of a LoRA pair. */
 typedef struct mgpo_slot {
-    float *params;          /* caller's */
-    const float *grads;     /* caller's, may be NULL until set */
+    float *params;          /* caller's; for a bf16/fp16 buffer the state's
+                               float32 master weights (`out` is the caller's) */
+    const void *grads;      /* caller's, may be NULL until set */
+    mgpo_dtype grad_type;   /* of grads */
+    void *out;              /* caller's bf16/fp16 parameter buffer, or NULL: it
+                               receives round(master) and perturbations; the
+                               master itself is never perturbed */
+    mgpo_dtype out_type;    /* of out (FLOAT32 when out is NULL) */
     size_t count;
     float *m;               /* AdamW exp_avg or SGD momentum buffer; NULL in
                                external mode */
@@ -62,8 +68,8 @@ typedef enum mgpo_item_kind { MGPO_ITEM_TENSOR = 0, MGPO_ITEM_LORA = 1 } mgpo_it
 
 /* Private part of a LoRA pair (lib/lora.c). */
 typedef struct mgpo_lora_item {
-    mgpo_lora_pair desc;    /* caller's description, pointers are the caller's */
-    float *base_backup;     /* copy of W while perturbed (base mode) */
+    mgpo_lora_pair_typed desc; /* caller's description, pointers are the caller's */
+    void *base_backup;      /* copy of W (of W's type) while perturbed (base mode) */
     double *work;           /* (2r)^2 Gram scratch, sized at registration */
     size_t work_count;
     float base_applied;     /* c applied to W now (base mode), 0 = untouched */
@@ -115,6 +121,8 @@ typedef struct mgpo_partial {
 
 struct mgpo_state {
     mgpo_config config;
+    double grad_scale;      /* loss scale S (mgpo_set_grad_scale), 1 by default */
+    float grad_unscale;     /* (float)(1 / S): multiplies every gradient read */
     mgpo_allocator allocator;
     mgpo_allreduce_fn allreduce;
     void *allreduce_ctx;
@@ -143,6 +151,16 @@ static inline bool mgpo_external(const mgpo_state *st)
     return st->config.optimizer_mode == MGPO_OPTIMIZER_EXTERNAL;
 }
 
+/* Bytes of the caller's parameter buffer of a slot, and its address. */
+static inline void *mgpo_slot_caller_params(const mgpo_slot *sl)
+{
+    return sl->out ? sl->out : (void *)sl->params;
+}
+static inline size_t mgpo_slot_caller_bytes(const mgpo_slot *sl)
+{
+    return sl->count * mgpo_dtype_size(sl->out ? sl->out_type : MGPO_DTYPE_FLOAT32);
+}
+
 /* Every slot of the item has a momentum to follow (always in integrated mode). */
 static inline bool mgpo_item_attached(const mgpo_state *st, const mgpo_item *it)
 {
@@ -164,13 +182,21 @@ mgpo_status mgpo_check_options(const mgpo_config *c, const mgpo_tensor_options *
 mgpo_status mgpo_check_rates(const mgpo_config *c, double lr_scale, double wd_scale);
 /* state.c: mgpo_check_rates for every registered buffer under c. */
 mgpo_status mgpo_check_slot_rates(const mgpo_state *st, const mgpo_config *c);
-mgpo_status mgpo_check_writable(const mgpo_state *st, const float *p, size_t count);
-mgpo_status mgpo_check_readable(const mgpo_state *st, const float *p, size_t count);
+/* The byte range [p, p + bytes) against everything registered. */
+mgpo_status mgpo_check_writable(const mgpo_state *st, const void *p, size_t bytes);
+mgpo_status mgpo_check_readable(const mgpo_state *st, const void *p, size_t bytes);
 bool mgpo_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes);
 /* Appends one slot (with its blocks and moments) for item `item`. */
-mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads,
-                          size_t count, const mgpo_tensor_options *o, size_t item,
-                          bool perturb);
+/* With param_type bf16/fp16 the slot gets master weights converted from
+ * `params` and writes `params` as its `out` buffer. */
+mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
+                          const void *grads, mgpo_dtype grad_type, size_t count,
+                          const mgpo_tensor_options *o, size_t item, bool perturb);
+/* Unknown element type: MGPO_ERR_BAD_ENUM. */
+static inline bool mgpo_dtype_valid(mgpo_dtype t)
+{
+    return t == MGPO_DTYPE_FLOAT32 || t == MGPO_DTYPE_BFLOAT16 || t == MGPO_DTYPE_FLOAT16;
+}
 /* Appends an item (and its unit under tensor scope); returns its index. */
 mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb,
                           size_t *index);
@@ -205,11 +231,13 @@ double mgpo_exact_round(const mgpo_exact_sum *s);  /* to nearest, ties to even *
 /* The scalars one optimizer step shares across every block, computed once by
  * mgpo_step (per-slot lr and decay live in the slot's k_* fields). */
 typedef struct mgpo_step_constants {
-    float grad_scale;      /* clipping factor, 1 when not clipping */
+    float grad_scale;      /* clipping factor, 1 when not clipping (the loss
+                              scale is taken out before: mgpo_slot_grads) */
     float beta1, one_minus_beta1, beta2, one_minus_beta2, eps; /* AdamW */
     float inv_bias2_sqrt;  /* 1 / sqrt(1 - beta2^t): a product replaces torch's division */
     float momentum, one_minus_dampening; /* SGD */
     bool first, nesterov;  /* SGD: first step (the buffer starts at d), Nesterov */
+    uint64_t step;         /* t, the step being taken (stochastic rounding's key) */
 } mgpo_step_constants;
 
 /* Exact restore by exception list.  Perturbing computes t = p + c*m, and
@@ -332,7 +360,59 @@ typedef struct mgpo_kernels {
     double (*sgd)(float *params, const float *src, const float *grads, float *m,
                   const mgpo_slot *slot, const mgpo_step_constants *k, size_t n,
                   float undo, mgpo_exception_reader *exact);
+    /* Mixed precision (convert.c): mgpo_kernel_load, _store, _perturb_store. */
+    void (*load)(float *dst, const void *src, mgpo_dtype type, size_t n, float scale);
+    void (*store)(void *dst, mgpo_dtype type, const float *src, size_t n);
+    void (*perturb_store)(void *dst, mgpo_dtype type, const float *p, const float *m,
+                          float coefficient, size_t n);
 } mgpo_kernels;
+
+/* convert.c: element types.  bf16/fp16 to float32 is exact; to them,
+ * round to nearest even, or stochastic with 64 random bits. */
+float mgpo_f16_to_f32(uint16_t h);
+static inline float mgpo_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+uint16_t mgpo_f32_to_bf16(float x);
+uint16_t mgpo_f32_to_f16(float x);
+uint16_t mgpo_f32_to_bf16_stochastic(float x, uint64_t random);
+uint16_t mgpo_f32_to_f16_stochastic(float x, uint64_t random);
+/* dst[i] = (float)src[i] * scale (a bf16/fp16 or float buffer). */
+void mgpo_kernel_load(float *dst, const void *src, mgpo_dtype type, size_t n, float scale);
+/* dst[i] = round_nearest(src[i]) into a bf16/fp16 buffer. */
+void mgpo_kernel_store(void *dst, mgpo_dtype type, const float *src, size_t n);
+/* dst[i] = round_nearest(p[i] + c*m[i]), the sum rounded as mgpo_kernel_perturb. */
+void mgpo_kernel_perturb_store(void *dst, mgpo_dtype type, const float *p, const float *m,
+                               float coefficient, size_t n);
+/* dst[i] = round_stochastic(src[i]) with mgpo_random_bits(key, first_index + i). */
+void mgpo_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t n,
+                           uint64_t key, uint64_t first_index);
+
+/* mixed.c: the mixed-precision paths of perturb, restore and step. */
+/* The gradients of a block as the kernels use them, g * grad_unscale in
+ * float32: the caller's buffer itself when it is float32 and unscaled,
+ * else converted into scratch (MGPO_BLOCK_FLOATS floats). */
+const float *mgpo_slot_grads(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
+                             size_t count, float *scratch);
+/* Writes the clean rounded master of a block into the caller's buffer:
+ * round_nearest, or stochastic keyed by (seed, step, slot); `step` is the
+ * count of completed steps the master holds. */
+void mgpo_publish_block(const mgpo_state *st, const mgpo_slot *sl, size_t begin, size_t count,
+                        uint64_t step);
+/* Writes round_nearest(master + c*dir) of a block into the caller's buffer. */
+void mgpo_perturb_out_block(const mgpo_state *st, const mgpo_slot *sl, const float *dir,
+                            size_t begin, size_t count);
+
+/* convert_avx2.c: the same three with AVX2 and F16C (x86-64 only; the AVX2
+ * table uses them). */
+void mgpo_avx2_load(float *dst, const void *src, mgpo_dtype type, size_t n, float scale);
+void mgpo_avx2_store(void *dst, mgpo_dtype type, const float *src, size_t n);
+void mgpo_avx2_perturb_store(void *dst, mgpo_dtype type, const float *p, const float *m,
+                             float coefficient, size_t n);
 
 /* The portable C kernels above, always built. */
 const mgpo_kernels *mgpo_kernels_portable(void);

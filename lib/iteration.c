@@ -59,6 +59,10 @@ static double perturb_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
     if (sl->applied == 0.0f) return 0.0;
     float *p = sl->params + begin, scratch[MGPO_BLOCK_FLOATS];
     const float *m = mgpo_direction_block(st, sl, begin, count, scratch);
+    if (sl->out) {
+        mgpo_perturb_out_block(st, sl, m, begin, count);
+        return 0.0;
+    }
     if (!sl->backup) {
         st->kernels->perturb(p, NULL, m, sl->applied, count, false);
         return 0.0;
@@ -241,6 +245,10 @@ static double restore_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
 {
     (void)arg;
     if (sl->applied == 0.0f) return 0.0;
+    if (sl->out) {
+        mgpo_publish_block(st, sl, begin, count, st->step);
+        return 0.0;
+    }
     float *p = sl->params + begin, scratch[MGPO_BLOCK_FLOATS];
     const float *m = mgpo_direction_block(st, sl, begin, count, scratch);
     if (!sl->backup) st->kernels->unperturb(p, m, sl->applied, count);
@@ -282,7 +290,8 @@ static double grad_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
                             void *arg)
 {
     (void)arg;
-    double sq = st->kernels->sum_squares(sl->grads + begin, count);
+    float scratch[MGPO_BLOCK_FLOATS];
+    double sq = st->kernels->sum_squares(mgpo_slot_grads(st, sl, begin, count, scratch), count);
     /* SGD's coupled decay makes wd*theta part of the gradient it applies
      * (and stores as momentum): a NaN or Inf parameter of a decayed buffer
      * makes it non-finite, so it counts as a non-finite gradient.  0 times
@@ -307,8 +316,11 @@ static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t c
      * from a plain copy, or subtracts c*m from each perturbed value it reads
      * and, in exact mode, takes the listed elements' clean values instead.
      * A random direction is not m: such a block is restored on its own
-     * first, and the kernel sees it clean. */
-    if (sl->applied != 0.0f && st->config.direction == MGPO_DIRECTION_RANDOM) {
+     * first, and the kernel sees it clean.  A master is never perturbed:
+     * the caller's buffer gets the new rounding after the update. */
+    if (sl->out) {
+        /* src is the clean master already. */
+    } else if (sl->applied != 0.0f && st->config.direction == MGPO_DIRECTION_RANDOM) {
         restore_block(st, sl, begin, count, NULL);
     } else if (sl->applied != 0.0f) {
         if (sl->backup && sl->full_copy) {
@@ -321,10 +333,13 @@ static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t c
             }
         }
     }
-    const float *g = sl->grads + begin;
-    return st->config.optimizer == MGPO_OPTIMIZER_ADAMW
-               ? st->kernels->adamw(p, src, g, m, sl->v + begin, sl, k, count, undo, exact)
-               : st->kernels->sgd(p, src, g, m, sl, k, count, undo, exact);
+    float scratch[MGPO_BLOCK_FLOATS];
+    const float *g = mgpo_slot_grads(st, sl, begin, count, scratch);
+    double m_sq = st->config.optimizer == MGPO_OPTIMIZER_ADAMW
+                      ? st->kernels->adamw(p, src, g, m, sl->v + begin, sl, k, count, undo, exact)
+                      : st->kernels->sgd(p, src, g, m, sl, k, count, undo, exact);
+    if (sl->out) mgpo_publish_block(st, sl, begin, count, k->step);
+    return m_sq;
 }
 
 /* Squared gradient norm of an item in its unit's space (pass 1 has left
@@ -432,6 +447,7 @@ static mgpo_status step(mgpo_state *st)
         return MGPO_OK;
     }
     set_slot_constants(st, t);
+    k.step = t;
     k.first = t == 1;
     k.beta1 = (float)c->beta1;
     k.one_minus_beta1 = (float)(1.0 - c->beta1);

@@ -30,6 +30,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(MGPO_PORTABLE_ONLY)
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -432,12 +433,17 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
 
 static const mgpo_kernels avx2 = {
     "avx2", sum_squares, perturb, unperturb, copy, perturb_exact, restore_exact, adamw, sgd,
+    mgpo_avx2_load, mgpo_avx2_store, mgpo_avx2_perturb_store,
 };
 
 const mgpo_kernels *mgpo_kernels_avx2(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &avx2 : NULL;
+    /* F16C (CPUID.1:ECX bit 29) for the float16 conversions; every CPU with
+     * AVX2 and FMA has it, but it is a separate bit. */
+    unsigned a, b, c, d;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c ? &avx2 : NULL;
 }
 
 #else

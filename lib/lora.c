@@ -27,25 +27,43 @@
 /* A read-only view of a row-major matrix whose true (clean) value is
  * x - c*m when m is not NULL: an adapter-mode A or B that is perturbed in
  * low-memory mode, whose clean value exists only implicitly.  The expression
- * is mgpo_kernel_unperturb's, so the view has the bits a restore would give. */
+ * is mgpo_kernel_unperturb's, so the view has the bits a restore would give.
+ * A gradient of another element type, or under a loss scale, is read as
+ * the kernels read it: load(typed) * scale (mgpo_slot_grads). */
 typedef struct lora_view {
     const float *x;
     const float *m;
     float c;
+    const void *typed;  /* non-NULL: a gradient read through mgpo_kernel_load */
+    mgpo_dtype type;
+    float scale;
 } lora_view;
 
 static inline double view_at(lora_view v, size_t i)
 {
+    if (v.typed) {
+        float g;
+        mgpo_kernel_load(&g, (const unsigned char *)v.typed + i * mgpo_dtype_size(v.type), v.type,
+                         1, v.scale);
+        return (double)g;
+    }
     return v.m ? (double)(v.x[i] - v.c * v.m[i]) : (double)v.x[i];
+}
+
+static lora_view plain_view(const float *x)
+{
+    lora_view v = {x, NULL, 0.0f, NULL, MGPO_DTYPE_FLOAT32, 1.0f};
+    return v;
 }
 
 /* The clean value of a slot's parameters: the backup while an exact-mode
  * perturbation is applied (a plain copy: pair slots have copy_backup), an
- * implicit x - c*m in low-memory mode, else the parameters themselves. */
+ * implicit x - c*m in low-memory mode, else the parameters themselves (the
+ * master weights of a bf16/fp16 buffer are never perturbed). */
 static lora_view clean_params(const mgpo_slot *sl)
 {
-    lora_view v = {sl->params, NULL, 0.0f};
-    if (sl->applied != 0.0f) {
+    lora_view v = plain_view(sl->params);
+    if (sl->applied != 0.0f && !sl->out) {
         if (sl->backup) v.x = sl->backup;
         else {
             v.m = sl->dir;
@@ -55,9 +73,15 @@ static lora_view clean_params(const mgpo_slot *sl)
     return v;
 }
 
-static lora_view plain_view(const float *x)
+/* A slot's gradient as the step uses it. */
+static lora_view grad_view(const mgpo_state *st, const mgpo_slot *sl)
 {
-    lora_view v = {x, NULL, 0.0f};
+    if (sl->grad_type == MGPO_DTYPE_FLOAT32 && st->grad_unscale == 1.0f)
+        return plain_view(sl->grads);
+    lora_view v = plain_view(NULL);
+    v.typed = sl->grads;
+    v.type = sl->grad_type;
+    v.scale = st->grad_unscale;
     return v;
 }
 
@@ -67,7 +91,7 @@ static double row_dot(lora_view a, size_t i, lora_view b, size_t j, size_t n)
 {
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t ai = i * n, bj = j * n;
-    if (!a.m && !b.m) {
+    if (!a.m && !b.m && !a.typed && !b.typed) {
         const float *x = a.x + ai, *y = b.x + bj;
         size_t l = 0;
         for (; l + 8 <= n; l += 8)
@@ -159,27 +183,32 @@ double mgpo_lora_grad_sq(const mgpo_state *st, const mgpo_item *item)
     /* The gradient norm is measured at the clean A and B (the values the
      * step updates), also when adapter mode has perturbed them. */
     const mgpo_slot *sa = &st->slots[item->first_slot], *sb = sa + 1;
-    return weight_space_sq(item->lora, clean_params(sa), clean_params(sb),
-                           plain_view(sa->grads), plain_view(sb->grads));
+    return weight_space_sq(item->lora, clean_params(sa), clean_params(sb), grad_view(st, sa),
+                           grad_view(st, sb));
 }
 
 /* W <- W + c*D, D = s*(m_B A + B m_A), after saving W.  Each element of D is
- * summed over the rank in double and W + c*D is rounded once to float. */
+ * summed over the rank in double and W + c*D is rounded once to float (then,
+ * for a bf16/fp16 W, to nearest in W's type).  A and B are the clean values:
+ * in base mode they are never perturbed (their master, if any, is them). */
 void mgpo_lora_base_perturb(mgpo_state *st, mgpo_item *item, float coefficient)
 {
     mgpo_lora_item *l = item->lora;
     const mgpo_slot *sa = &st->slots[item->first_slot], *sb = sa + 1;
     const size_t r = l->desc.rank, n_in = l->desc.n_in, n_out = l->desc.n_out;
     const float *a = sa->params, *ma = sa->dir, *b = sb->params, *mb = sb->dir;
-    float *w = l->desc.base_weight;
+    const mgpo_dtype type = l->desc.base_type;
+    const size_t size = mgpo_dtype_size(type);
+    unsigned char *w = l->desc.base_weight;
     const double cs = (double)coefficient * l->desc.scaling;
     double acc[LORA_CHUNK];
+    float row[LORA_CHUNK];
 
-    memcpy(l->base_backup, w, n_out * n_in * sizeof(float));
+    memcpy(l->base_backup, w, n_out * n_in * size);
     for (size_t i = 0; i < n_out; i++) {
-        float *wi = w + i * n_in;
         for (size_t j0 = 0; j0 < n_in; j0 += LORA_CHUNK) {
             size_t n = n_in - j0 < LORA_CHUNK ? n_in - j0 : LORA_CHUNK;
+            unsigned char *wi = w + (i * n_in + j0) * size;
             memset(acc, 0, n * sizeof *acc);
             for (size_t k = 0; k < r; k++) {
                 const double x = mb[i * r + k], y = b[i * r + k];
@@ -187,8 +216,14 @@ void mgpo_lora_base_perturb(mgpo_state *st, mgpo_item *item, float coefficient)
                 for (size_t j = 0; j < n; j++)
                     acc[j] += x * (double)ak[j] + y * (double)mak[j];
             }
-            for (size_t j = 0; j < n; j++)
-                wi[j0 + j] = (float)((double)wi[j0 + j] + cs * acc[j]);
+            if (type == MGPO_DTYPE_FLOAT32) {
+                float *wf = (float *)(void *)wi;
+                for (size_t j = 0; j < n; j++) wf[j] = (float)((double)wf[j] + cs * acc[j]);
+            } else {
+                st->kernels->load(row, wi, type, n, 1.0f);
+                for (size_t j = 0; j < n; j++) row[j] = (float)((double)row[j] + cs * acc[j]);
+                st->kernels->store(wi, type, row, n);
+            }
         }
     }
     l->base_applied = coefficient;
@@ -199,7 +234,7 @@ void mgpo_lora_base_restore(mgpo_state *st, mgpo_item *item)
     (void)st;
     mgpo_lora_item *l = item->lora;
     memcpy(l->desc.base_weight, l->base_backup,
-           l->desc.n_out * l->desc.n_in * sizeof(float));
+           l->desc.n_out * l->desc.n_in * mgpo_dtype_size(l->desc.base_type));
     l->base_applied = 0.0f;
 }
 
@@ -207,7 +242,7 @@ void mgpo_lora_free(mgpo_state *st, mgpo_item *item)
 {
     mgpo_lora_item *l = item->lora;
     if (!l) return;
-    mgpo_free(st, l->base_backup, l->desc.n_out * l->desc.n_in * sizeof(float));
+    mgpo_free(st, l->base_backup, l->desc.n_out * l->desc.n_in * mgpo_dtype_size(l->desc.base_type));
     mgpo_free(st, l->work, l->work_count * sizeof(double));
     mgpo_free(st, l, sizeof *l);
     item->lora = NULL;
@@ -229,7 +264,7 @@ typedef struct lora_sizes {
     size_t a, b, w, work;
 } lora_sizes;
 
-static mgpo_status pair_sizes(const mgpo_lora_pair *p, lora_sizes *z)
+static mgpo_status pair_sizes(const mgpo_lora_pair_typed *p, lora_sizes *z)
 {
     if (p->rank == 0 || p->n_in == 0 || p->n_out == 0) return MGPO_ERR_SHAPE;
     size_t k2 = 0, k2sq = 0;
@@ -247,37 +282,42 @@ static mgpo_status pair_sizes(const mgpo_lora_pair *p, lora_sizes *z)
 /* No buffer the library writes (A, B, W) may overlap another buffer of the
  * pair or anything registered before; the gradients may only alias each
  * other. */
-static mgpo_status check_pair_buffers(const mgpo_state *st, const mgpo_lora_pair *p,
+static mgpo_status check_pair_buffers(const mgpo_state *st, const mgpo_lora_pair_typed *p,
                                       const lora_sizes *z)
 {
+    const size_t as = mgpo_dtype_size(p->adapter_type), gs = mgpo_dtype_size(p->grad_type);
     struct {
-        const float *ptr;
-        size_t count;
+        const void *ptr;
+        size_t bytes;
         bool written;
-    } buf[5] = {{p->a, z->a, true},
-                {p->b, z->b, true},
-                {p->base_weight, z->w, true},
-                {p->grad_a, z->a, false},
-                {p->grad_b, z->b, false}};
+    } buf[5] = {{p->a, z->a * as, true},
+                {p->b, z->b * as, true},
+                {p->base_weight, z->w * mgpo_dtype_size(p->base_type), true},
+                {p->grad_a, z->a * gs, false},
+                {p->grad_b, z->b * gs, false}};
     for (size_t i = 0; i < 5; i++) {
         if (!buf[i].ptr) continue;
         for (size_t j = i + 1; j < 5; j++)
             if (buf[j].ptr && (buf[i].written || buf[j].written) &&
-                mgpo_ranges_overlap(buf[i].ptr, buf[i].count * sizeof(float), buf[j].ptr,
-                                    buf[j].count * sizeof(float)))
+                mgpo_ranges_overlap(buf[i].ptr, buf[i].bytes, buf[j].ptr, buf[j].bytes))
                 return MGPO_ERR_OVERLAP;
-        mgpo_status s = buf[i].written ? mgpo_check_writable(st, buf[i].ptr, buf[i].count)
-                                       : mgpo_check_readable(st, buf[i].ptr, buf[i].count);
+        mgpo_status s = buf[i].written ? mgpo_check_writable(st, buf[i].ptr, buf[i].bytes)
+                                       : mgpo_check_readable(st, buf[i].ptr, buf[i].bytes);
         if (s != MGPO_OK) return s;
     }
     return MGPO_OK;
 }
 
-static mgpo_status validate_pair(const mgpo_state *st, const mgpo_lora_pair *p,
+static mgpo_status validate_pair(const mgpo_state *st, const mgpo_lora_pair_typed *p,
                                  const mgpo_tensor_options *o, lora_sizes *z)
 {
     if (!p->a || !p->b) return MGPO_ERR_NULL_ARGUMENT;
+    for (size_t i = 0; i < sizeof p->reserved / sizeof p->reserved[0]; i++)
+        if (p->reserved[i] != 0) return MGPO_ERR_RESERVED_FIELD;
     if (p->mode != MGPO_LORA_ADAPTER && p->mode != MGPO_LORA_BASE) return MGPO_ERR_BAD_ENUM;
+    if (!mgpo_dtype_valid(p->adapter_type) || !mgpo_dtype_valid(p->grad_type) ||
+        !mgpo_dtype_valid(p->base_type))
+        return MGPO_ERR_BAD_ENUM;
     if (p->mode == MGPO_LORA_BASE && !p->base_weight) return MGPO_ERR_NULL_ARGUMENT;
     if (p->mode == MGPO_LORA_ADAPTER && p->base_weight) return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_status s = pair_sizes(p, z);
@@ -288,12 +328,14 @@ static mgpo_status validate_pair(const mgpo_state *st, const mgpo_lora_pair *p,
     s = mgpo_check_options(&st->config, o);
     if (s != MGPO_OK) return s;
     if (st->step > 0 || st->perturbed) return MGPO_ERR_WRONG_PHASE;
+    /* The caller's optimizer keeps its own master weights. */
+    if (p->adapter_type != MGPO_DTYPE_FLOAT32 && mgpo_external(st)) return MGPO_ERR_UNSUPPORTED;
     return check_pair_buffers(st, p, z);
 }
 
 /* Allocates the pair's private part: the Gram scratch (only a perturbed pair
  * measures norms) and, in base mode, the backup of W. */
-static mgpo_status alloc_lora_item(mgpo_state *st, mgpo_item *it, const mgpo_lora_pair *p,
+static mgpo_status alloc_lora_item(mgpo_state *st, mgpo_item *it, const mgpo_lora_pair_typed *p,
                                    const lora_sizes *z)
 {
     mgpo_lora_item *l = mgpo_alloc(st, sizeof *l);
@@ -309,14 +351,14 @@ static mgpo_status alloc_lora_item(mgpo_state *st, mgpo_item *it, const mgpo_lor
     if (!l->work) return MGPO_ERR_OUT_OF_MEMORY;
     l->work_count = z->work;
     if (p->mode == MGPO_LORA_BASE) {
-        l->base_backup = mgpo_alloc(st, z->w * sizeof(float));
+        l->base_backup = mgpo_alloc(st, z->w * mgpo_dtype_size(p->base_type));
         if (!l->base_backup) return MGPO_ERR_OUT_OF_MEMORY;
     }
     return MGPO_OK;
 }
 
-mgpo_status mgpo_add_lora_pair(mgpo_state *st, const mgpo_lora_pair *pair,
-                               const mgpo_tensor_options *options, size_t *index)
+mgpo_status mgpo_add_lora_pair_typed(mgpo_state *st, const mgpo_lora_pair_typed *pair,
+                                     const mgpo_tensor_options *options, size_t *index)
 {
     if (!st || !pair) return MGPO_ERR_NULL_ARGUMENT;
     /* A random direction for a pair would need its own weight-space norm. */
@@ -334,9 +376,11 @@ mgpo_status mgpo_add_lora_pair(mgpo_state *st, const mgpo_lora_pair *pair,
     if (s != MGPO_OK) return s;
     s = alloc_lora_item(st, &st->items[item], pair, &z);
     if (s == MGPO_OK)
-        s = mgpo_add_slot(st, pair->a, pair->grad_a, z.a, &o, item, slot_perturb);
+        s = mgpo_add_slot(st, pair->a, pair->adapter_type, pair->grad_a, pair->grad_type, z.a, &o,
+                          item, slot_perturb);
     if (s == MGPO_OK)
-        s = mgpo_add_slot(st, pair->b, pair->grad_b, z.b, &o, item, slot_perturb);
+        s = mgpo_add_slot(st, pair->b, pair->adapter_type, pair->grad_b, pair->grad_type, z.b, &o,
+                          item, slot_perturb);
     if (s != MGPO_OK) {
         mgpo_drop_last_item(st, slots_before);
         return s;
@@ -348,18 +392,46 @@ mgpo_status mgpo_add_lora_pair(mgpo_state *st, const mgpo_lora_pair *pair,
     return MGPO_OK;
 }
 
-mgpo_status mgpo_set_lora_grads(mgpo_state *st, size_t index, const float *grad_a,
-                                const float *grad_b)
+mgpo_status mgpo_add_lora_pair(mgpo_state *st, const mgpo_lora_pair *pair,
+                               const mgpo_tensor_options *options, size_t *index)
+{
+    if (!st || !pair) return MGPO_ERR_NULL_ARGUMENT;
+    mgpo_lora_pair_typed t;
+    memset(&t, 0, sizeof t);
+    t.a = pair->a;
+    t.grad_a = pair->grad_a;
+    t.b = pair->b;
+    t.grad_b = pair->grad_b;
+    t.base_weight = pair->base_weight;
+    t.rank = pair->rank;
+    t.n_in = pair->n_in;
+    t.n_out = pair->n_out;
+    t.scaling = pair->scaling;
+    t.mode = pair->mode;
+    return mgpo_add_lora_pair_typed(st, &t, options, index);
+}
+
+mgpo_status mgpo_set_lora_grads_typed(mgpo_state *st, size_t index, const void *grad_a,
+                                      const void *grad_b, mgpo_dtype grad_type)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     if (index >= st->item_count || st->items[index].kind != MGPO_ITEM_LORA)
         return MGPO_ERR_INVALID_ARGUMENT;
+    if (!mgpo_dtype_valid(grad_type)) return MGPO_ERR_BAD_ENUM;
     mgpo_slot *sa = &st->slots[st->items[index].first_slot], *sb = sa + 1;
+    const size_t size = mgpo_dtype_size(grad_type);
     /* Both are checked before either is set. */
-    mgpo_status s = grad_a ? mgpo_check_readable(st, grad_a, sa->count) : MGPO_OK;
-    if (s == MGPO_OK && grad_b) s = mgpo_check_readable(st, grad_b, sb->count);
+    mgpo_status s = grad_a ? mgpo_check_readable(st, grad_a, sa->count * size) : MGPO_OK;
+    if (s == MGPO_OK && grad_b) s = mgpo_check_readable(st, grad_b, sb->count * size);
     if (s != MGPO_OK) return s;
     sa->grads = grad_a;
     sb->grads = grad_b;
+    sa->grad_type = sb->grad_type = grad_type;
     return MGPO_OK;
+}
+
+mgpo_status mgpo_set_lora_grads(mgpo_state *st, size_t index, const float *grad_a,
+                                const float *grad_b)
+{
+    return mgpo_set_lora_grads_typed(st, index, grad_a, grad_b, MGPO_DTYPE_FLOAT32);
 }

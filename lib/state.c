@@ -1,6 +1,7 @@
 /* State lifetime, memory, the tensor registry and the read-only getters. */
 #include "internal.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,8 @@ mgpo_status mgpo_grow(const mgpo_state *st, void **array, size_t *capacity,
     return MGPO_OK;
 }
 
+static void free_slot(mgpo_state *st, mgpo_slot *sl);
+
 /* ---- Create / destroy ---------------------------------------------------- */
 
 mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
@@ -80,6 +83,8 @@ mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
     if (!st) return MGPO_ERR_OUT_OF_MEMORY;
     *st = boot;
     st->config = cfg;
+    st->grad_scale = 1.0;
+    st->grad_unscale = 1.0f;
     st->lr = cfg.lr;
     st->stats.lr = cfg.lr;
     st->kernels = mgpo_kernels_best();
@@ -111,13 +116,7 @@ void mgpo_destroy(mgpo_state *st)
 {
     if (!st) return;
     for (size_t i = 0; i < st->item_count; i++) mgpo_lora_free(st, &st->items[i]);
-    for (size_t i = 0; i < st->slot_count; i++) {
-        mgpo_slot *sl = &st->slots[i];
-        size_t bytes = sl->count * sizeof(float);
-        mgpo_free(st, sl->m, bytes);
-        mgpo_free(st, sl->v, bytes);
-        mgpo_free(st, sl->backup, bytes);
-    }
+    for (size_t i = 0; i < st->slot_count; i++) free_slot(st, &st->slots[i]);
     mgpo_free(st, st->items, st->item_capacity * sizeof *st->items);
     mgpo_free(st, st->slots, st->slot_capacity * sizeof *st->slots);
     mgpo_free(st, st->units, st->unit_capacity * sizeof *st->units);
@@ -135,43 +134,44 @@ bool mgpo_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_
     return a0 < b0 + b_bytes && b0 < a0 + a_bytes;
 }
 
-static bool overlaps_lora_base(const mgpo_state *st, const float *p, size_t count)
+static bool overlaps_lora_base(const mgpo_state *st, const void *p, size_t bytes)
 {
     for (size_t i = 0; i < st->item_count; i++) {
         const mgpo_lora_item *l = st->items[i].lora;
         if (l && l->desc.base_weight &&
-            mgpo_ranges_overlap(p, count * sizeof(float), l->desc.base_weight,
-                                l->desc.n_out * l->desc.n_in * sizeof(float)))
+            mgpo_ranges_overlap(p, bytes, l->desc.base_weight,
+                                l->desc.n_out * l->desc.n_in * mgpo_dtype_size(l->desc.base_type)))
             return true;
     }
     return false;
 }
 
+/* Bytes of a slot's gradient buffer. */
+static size_t grad_bytes(const mgpo_slot *sl) { return sl->count * mgpo_dtype_size(sl->grad_type); }
+
 /* A buffer the library will write must not overlap anything registered. */
-mgpo_status mgpo_check_writable(const mgpo_state *st, const float *p, size_t count)
+mgpo_status mgpo_check_writable(const mgpo_state *st, const void *p, size_t bytes)
 {
-    size_t bytes = count * sizeof(float);
     for (size_t i = 0; i < st->slot_count; i++) {
         const mgpo_slot *sl = &st->slots[i];
-        size_t sb = sl->count * sizeof(float);
-        if (mgpo_ranges_overlap(p, bytes, sl->params, sb) ||
-            (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, sb)) ||
-            (sl->dir && sl->dir != sl->m && mgpo_ranges_overlap(p, bytes, sl->dir, sb)))
+        if (mgpo_ranges_overlap(p, bytes, mgpo_slot_caller_params(sl), mgpo_slot_caller_bytes(sl)) ||
+            (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, grad_bytes(sl))) ||
+            (sl->dir && sl->dir != sl->m &&
+             mgpo_ranges_overlap(p, bytes, sl->dir, sl->count * sizeof(float))))
             return MGPO_ERR_OVERLAP;
     }
-    return overlaps_lora_base(st, p, count) ? MGPO_ERR_OVERLAP : MGPO_OK;
+    return overlaps_lora_base(st, p, bytes) ? MGPO_ERR_OVERLAP : MGPO_OK;
 }
 
 /* A buffer the library only reads must not overlap anything it writes. */
-mgpo_status mgpo_check_readable(const mgpo_state *st, const float *p, size_t count)
+mgpo_status mgpo_check_readable(const mgpo_state *st, const void *p, size_t bytes)
 {
-    size_t bytes = count * sizeof(float);
     for (size_t i = 0; i < st->slot_count; i++) {
-        if (mgpo_ranges_overlap(p, bytes, st->slots[i].params,
-                                st->slots[i].count * sizeof(float)))
+        const mgpo_slot *sl = &st->slots[i];
+        if (mgpo_ranges_overlap(p, bytes, mgpo_slot_caller_params(sl), mgpo_slot_caller_bytes(sl)))
             return MGPO_ERR_OVERLAP;
     }
-    return overlaps_lora_base(st, p, count) ? MGPO_ERR_OVERLAP : MGPO_OK;
+    return overlaps_lora_base(st, p, bytes) ? MGPO_ERR_OVERLAP : MGPO_OK;
 }
 
 mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb, size_t *index)
@@ -211,7 +211,8 @@ static void update_stream_flags(mgpo_state *st)
         st->slots[i].stream = total >= MGPO_STREAM_MIN_FLOATS;
 }
 
-mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, size_t count,
+mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
+                          const void *grads, mgpo_dtype grad_type, size_t count,
                           const mgpo_tensor_options *o, size_t item, bool perturb)
 {
     size_t blocks = (count + MGPO_BLOCK_FLOATS - 1) / MGPO_BLOCK_FLOATS;
@@ -223,23 +224,32 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
     /* In external mode the moments are the caller's optimizer's. */
     bool own = !mgpo_external(st);
     bool adamw = own && st->config.optimizer == MGPO_OPTIMIZER_ADAMW;
-    bool backup = perturb && st->config.restore_mode == MGPO_RESTORE_EXACT;
+    /* A bf16/fp16 buffer is restored from its float32 master: no backup. */
+    bool master = param_type != MGPO_DTYPE_FLOAT32;
+    bool backup = perturb && !master && st->config.restore_mode == MGPO_RESTORE_EXACT;
     float *m = own ? mgpo_alloc(st, bytes) : NULL;
     float *v = adamw ? mgpo_alloc(st, bytes) : NULL;
     float *b = backup ? mgpo_alloc(st, bytes) : NULL;
-    if ((own && !m) || (adamw && !v) || (backup && !b)) {
+    float *w = master ? mgpo_alloc(st, bytes) : NULL;
+    if ((own && !m) || (adamw && !v) || (backup && !b) || (master && !w)) {
         mgpo_free(st, m, bytes);
         mgpo_free(st, v, bytes);
         mgpo_free(st, b, bytes);
+        mgpo_free(st, w, bytes);
         return MGPO_ERR_OUT_OF_MEMORY;
     }
     if (m) memset(m, 0, bytes);
     if (v) memset(v, 0, bytes);
+    /* Exact: every bf16/fp16 value is a float32. */
+    if (w) mgpo_kernel_load(w, params, param_type, count, 1.0f);
 
     mgpo_slot *sl = &st->slots[st->slot_count];
     memset(sl, 0, sizeof *sl);
-    sl->params = params;
+    sl->params = master ? w : params;
+    sl->out = master ? params : NULL;
+    sl->out_type = param_type;
     sl->grads = grads;
+    sl->grad_type = grad_type;
     sl->count = count;
     sl->m = m;
     sl->dir = m;
@@ -258,15 +268,22 @@ mgpo_status mgpo_add_slot(mgpo_state *st, float *params, const float *grads, siz
     return MGPO_OK;
 }
 
+/* The state-owned float arrays of a slot. */
+static void free_slot(mgpo_state *st, mgpo_slot *sl)
+{
+    size_t bytes = sl->count * sizeof(float);
+    mgpo_free(st, sl->m, bytes);
+    mgpo_free(st, sl->v, bytes);
+    mgpo_free(st, sl->backup, bytes);
+    if (sl->out) mgpo_free(st, sl->params, bytes);
+}
+
 void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before)
 {
     while (st->slot_count > slot_count_before) {
         mgpo_slot *sl = &st->slots[--st->slot_count];
-        size_t bytes = sl->count * sizeof(float);
         st->block_count -= sl->block_count;
-        mgpo_free(st, sl->m, bytes);
-        mgpo_free(st, sl->v, bytes);
-        mgpo_free(st, sl->backup, bytes);
+        free_slot(st, sl);
     }
     update_stream_flags(st);
     mgpo_item *it = &st->items[--st->item_count];
@@ -279,25 +296,32 @@ static mgpo_status check_registration(const mgpo_state *st)
     return (st->step > 0 || st->perturbed) ? MGPO_ERR_WRONG_PHASE : MGPO_OK;
 }
 
-mgpo_status mgpo_add_tensor(mgpo_state *st, float *params, const float *grads, size_t count,
-                            const mgpo_tensor_options *options, size_t *index)
+mgpo_status mgpo_add_tensor_typed(mgpo_state *st, void *params, mgpo_dtype param_type,
+                                  const void *grads, mgpo_dtype grad_type, size_t count,
+                                  const mgpo_tensor_options *options, size_t *index)
 {
     if (!st || !params) return MGPO_ERR_NULL_ARGUMENT;
     if (count == 0 || count > SIZE_MAX / 4 / sizeof(float)) return MGPO_ERR_INVALID_ARGUMENT;
+    if (!mgpo_dtype_valid(param_type) || !mgpo_dtype_valid(grad_type)) return MGPO_ERR_BAD_ENUM;
     mgpo_tensor_options o = options ? *options : mgpo_tensor_options_default();
     mgpo_status s = mgpo_check_options(&st->config, &o);
     if (s == MGPO_OK) s = check_registration(st);
     if (s != MGPO_OK) return s;
-    size_t bytes = count * sizeof(float);
-    if (grads && mgpo_ranges_overlap(params, bytes, grads, bytes)) return MGPO_ERR_OVERLAP;
-    s = mgpo_check_writable(st, params, count);
-    if (s == MGPO_OK && grads) s = mgpo_check_readable(st, grads, count);
+    /* The caller's optimizer keeps its own master weights; a random
+     * direction is generated against the caller's buffer. */
+    if (param_type != MGPO_DTYPE_FLOAT32 &&
+        (mgpo_external(st) || st->config.direction == MGPO_DIRECTION_RANDOM))
+        return MGPO_ERR_UNSUPPORTED;
+    size_t pbytes = count * mgpo_dtype_size(param_type), gbytes = count * mgpo_dtype_size(grad_type);
+    if (grads && mgpo_ranges_overlap(params, pbytes, grads, gbytes)) return MGPO_ERR_OVERLAP;
+    s = mgpo_check_writable(st, params, pbytes);
+    if (s == MGPO_OK && grads) s = mgpo_check_readable(st, grads, gbytes);
     if (s != MGPO_OK) return s;
 
     size_t slots_before = st->slot_count, item;
     s = mgpo_add_item(st, MGPO_ITEM_TENSOR, o.perturb != 0, &item);
     if (s != MGPO_OK) return s;
-    s = mgpo_add_slot(st, params, grads, count, &o, item, o.perturb != 0);
+    s = mgpo_add_slot(st, params, param_type, grads, grad_type, count, &o, item, o.perturb != 0);
     if (s != MGPO_OK) {
         mgpo_drop_last_item(st, slots_before);
         return s;
@@ -306,17 +330,96 @@ mgpo_status mgpo_add_tensor(mgpo_state *st, float *params, const float *grads, s
     return MGPO_OK;
 }
 
-mgpo_status mgpo_set_grad(mgpo_state *st, size_t index, const float *grads)
+mgpo_status mgpo_add_tensor(mgpo_state *st, float *params, const float *grads, size_t count,
+                            const mgpo_tensor_options *options, size_t *index)
+{
+    return mgpo_add_tensor_typed(st, params, MGPO_DTYPE_FLOAT32, grads, MGPO_DTYPE_FLOAT32,
+                                 count, options, index);
+}
+
+mgpo_status mgpo_set_grad_typed(mgpo_state *st, size_t index, const void *grads,
+                                mgpo_dtype grad_type)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     if (index >= st->item_count || st->items[index].kind != MGPO_ITEM_TENSOR)
         return MGPO_ERR_INVALID_ARGUMENT;
+    if (!mgpo_dtype_valid(grad_type)) return MGPO_ERR_BAD_ENUM;
     mgpo_slot *sl = &st->slots[st->items[index].first_slot];
     if (grads) {
-        mgpo_status s = mgpo_check_readable(st, grads, sl->count);
+        mgpo_status s = mgpo_check_readable(st, grads, sl->count * mgpo_dtype_size(grad_type));
         if (s != MGPO_OK) return s;
     }
     sl->grads = grads;
+    sl->grad_type = grad_type;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_set_grad(mgpo_state *st, size_t index, const float *grads)
+{
+    return mgpo_set_grad_typed(st, index, grads, MGPO_DTYPE_FLOAT32);
+}
+
+mgpo_status mgpo_set_grad_scale(mgpo_state *st, double scale)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    if (!(scale >= MGPO_GRAD_SCALE_MIN && scale <= MGPO_GRAD_SCALE_MAX))
+        return MGPO_ERR_BAD_GRAD_SCALE;
+    st->grad_scale = scale;
+    /* As torch's GradScaler: the reciprocal in double, rounded to float. */
+    st->grad_unscale = (float)(1.0 / scale);
+    return MGPO_OK;
+}
+
+/* ---- Master weights -------------------------------------------------------- */
+
+/* The item's slots hold master weights, and `count` is their total. */
+static mgpo_status check_master_target(const mgpo_state *st, size_t index, size_t count)
+{
+    if (index >= st->item_count) return MGPO_ERR_INVALID_ARGUMENT;
+    const mgpo_item *it = &st->items[index];
+    size_t total = 0;
+    for (size_t k = 0; k < it->slot_count; k++) {
+        const mgpo_slot *sl = &st->slots[it->first_slot + k];
+        if (!sl->out) return MGPO_ERR_INVALID_ARGUMENT;
+        total += sl->count;
+    }
+    return count == total ? MGPO_OK : MGPO_ERR_INVALID_ARGUMENT;
+}
+
+mgpo_status mgpo_set_master_weights(mgpo_state *st, size_t index, const float *values,
+                                    size_t count)
+{
+    if (!st || !values) return MGPO_ERR_NULL_ARGUMENT;
+    mgpo_status s = check_master_target(st, index, count);
+    if (s != MGPO_OK) return s;
+    if (check_registration(st) != MGPO_OK) return MGPO_ERR_WRONG_PHASE;
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(values[i])) return MGPO_ERR_INVALID_ARGUMENT;
+    const mgpo_item *it = &st->items[index];
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    for (size_t k = 0; k < it->slot_count; k++) {
+        mgpo_slot *sl = &st->slots[it->first_slot + k];
+        memcpy(sl->params, values, sl->count * sizeof(float));
+        values += sl->count;
+        for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS)
+            mgpo_publish_block(st, sl, begin, mgpo_block_length(sl, begin), st->step);
+    }
+    mgpo_fp_leave(&caller);
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_get_master_weights(const mgpo_state *st, size_t index, float *dst, size_t count)
+{
+    if (!st || !dst) return MGPO_ERR_NULL_ARGUMENT;
+    mgpo_status s = check_master_target(st, index, count);
+    if (s != MGPO_OK) return s;
+    const mgpo_item *it = &st->items[index];
+    for (size_t k = 0; k < it->slot_count; k++) {
+        const mgpo_slot *sl = &st->slots[it->first_slot + k];
+        memcpy(dst, sl->params, sl->count * sizeof(float));
+        dst += sl->count;
+    }
     return MGPO_OK;
 }
 
@@ -341,7 +444,7 @@ mgpo_status mgpo_set_momentum(mgpo_state *st, size_t index, const float *m)
     if (s != MGPO_OK) return s;
     mgpo_slot *sl = &st->slots[st->items[index].first_slot];
     if (m) {
-        s = mgpo_check_readable(st, m, sl->count);
+        s = mgpo_check_readable(st, m, sl->count * sizeof(float));
         if (s != MGPO_OK) return s;
     }
     sl->dir = m;
@@ -355,8 +458,8 @@ mgpo_status mgpo_set_lora_momentum(mgpo_state *st, size_t index, const float *m_
     mgpo_status s = check_momentum_target(st, index, MGPO_ITEM_LORA);
     if (s != MGPO_OK) return s;
     mgpo_slot *sa = &st->slots[st->items[index].first_slot], *sb = sa + 1;
-    if (m_a) s = mgpo_check_readable(st, m_a, sa->count);
-    if (s == MGPO_OK && m_b) s = mgpo_check_readable(st, m_b, sb->count);
+    if (m_a) s = mgpo_check_readable(st, m_a, sa->count * sizeof(float));
+    if (s == MGPO_OK && m_b) s = mgpo_check_readable(st, m_b, sb->count * sizeof(float));
     if (s != MGPO_OK) return s;
     sa->dir = m_a;
     sb->dir = m_b;
@@ -455,6 +558,7 @@ mgpo_status mgpo_get_stats(const mgpo_state *st, mgpo_stats *out)
     out->step = st->step;
     out->skipped_steps = st->skipped_steps;
     out->perturbed = st->perturbed ? 1 : 0;
+    memset(out->reserved, 0, sizeof out->reserved);
     return MGPO_OK;
 }
 
@@ -475,6 +579,7 @@ mgpo_status mgpo_get_unit_stats(const mgpo_state *st, size_t unit, mgpo_unit_sta
     out->momentum_norm = u->momentum_norm;
     out->scale = u->scale;
     out->coefficient = u->coefficient;
+    memset(out->reserved, 0, sizeof out->reserved);
     return MGPO_OK;
 }
 

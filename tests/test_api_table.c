@@ -170,12 +170,12 @@ static mgpo_status pure_version(void)
 static mgpo_status strerror_everything(void)
 {
     /* Out-of-range values give the generic text; every code its own name. */
-    const int unknown[] = {-1, 29, 1000, -2147483647 - 1};
+    const int unknown[] = {-1, 31, 1000, -2147483647 - 1};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *s = mgpo_strerror((mgpo_status)unknown[i]);
         if (!s || strncmp(s, "MGPO_ERR_UNKNOWN", 16) != 0) return (mgpo_status)-1;
     }
-    for (int code = 0; code <= MGPO_ERR_UNSUPPORTED; code++) {
+    for (int code = 0; code <= MGPO_ERR_RESERVED_FIELD; code++) {
         const char *s = mgpo_strerror((mgpo_status)code);
         if (!s || strncmp(s, code ? "MGPO_ERR_" : "MGPO_OK", code ? 9 : 7) != 0 ||
             strstr(s, "UNKNOWN"))

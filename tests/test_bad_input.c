@@ -411,7 +411,8 @@ START_TEST(strerror_names_every_code)
         NAME(MGPO_ERR_IO), NAME(MGPO_ERR_CHECKPOINT_MAGIC), NAME(MGPO_ERR_CHECKPOINT_VERSION),
         NAME(MGPO_ERR_CHECKPOINT_ENDIAN), NAME(MGPO_ERR_CHECKPOINT_LAYOUT),
         NAME(MGPO_ERR_CHECKPOINT_CHECKSUM), NAME(MGPO_ERR_CHECKPOINT_TRUNCATED),
-        NAME(MGPO_ERR_ALLREDUCE), NAME(MGPO_ERR_UNSUPPORTED),
+        NAME(MGPO_ERR_ALLREDUCE), NAME(MGPO_ERR_UNSUPPORTED), NAME(MGPO_ERR_BAD_GRAD_SCALE),
+        NAME(MGPO_ERR_RESERVED_FIELD),
     };
 #undef NAME
     const size_t count = sizeof names / sizeof names[0];
@@ -428,7 +429,7 @@ START_TEST(strerror_names_every_code)
         ck_assert_str_ne(text, unknown);
         for (size_t j = 0; j < i; j++) ck_assert_str_ne(text, mgpo_strerror(names[j].code));
     }
-    const int others[] = {-1, 29, 1000, 0x7fffffff};
+    const int others[] = {-1, 31, 1000, 0x7fffffff};
     for (size_t k = 0; k < sizeof others / sizeof others[0]; k++)
         ck_assert_str_eq(mgpo_strerror((mgpo_status)others[k]), unknown);
 }

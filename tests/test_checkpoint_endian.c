@@ -57,7 +57,9 @@ START_TEST(test_save_writes_little_endian_fields)
     mgpo_state *st;
     ck_assert_int_eq(mgpo_create(&st, &c, NULL), MGPO_OK);
     float params[2] = {0.75f, -1.5f}, grads[2] = {0.25f, 0.125f};
-    mgpo_tensor_options o = {0.5, 2.0, 1};
+    mgpo_tensor_options o = mgpo_tensor_options_default();
+    o.lr_scale = 0.5;
+    o.weight_decay_scale = 2.0;
     ck_assert_int_eq(mgpo_add_tensor(st, params, grads, 2, &o, NULL), MGPO_OK);
     for (int t = 0; t < 2; t++) {
         ck_assert_int_eq(mgpo_perturb(st), MGPO_OK);

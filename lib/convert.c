@@ -1,0 +1,158 @@
+/* Element-type conversions for mixed precision, in portable C: bfloat16 and
+ * float16 to float32 (exact), float32 to them rounded to nearest even or
+ * stochastically, and the block kernels built from them.
+ *
+ * The AVX2 table (kernels_avx2.c, with F16C) gives the same bits: its
+ * float16 instructions round to nearest even exactly as mgpo_f32_to_f16
+ * does (tests/test_convert.c compares all 2^32 floats), and NaNs are quieted
+ * the way the hardware quiets them, so no value depends on the table.
+ *
+ * Stochastic rounding rounds x up (away from zero) to the next value of the
+ * target type with probability equal to the fraction of the gap that x has
+ * passed, from random bits that are a pure function of (key, element)
+ * (random.c), so a block gives the same bits on any thread.  bfloat16 and
+ * float16 normal values add uniform random bits below the kept ones and
+ * truncate: exactly unbiased.  A float16 subnormal result (|x| < 2^-14)
+ * compares the fraction with a 32-bit uniform: biased by less than 2^-32 of
+ * its gap (2^-24).  Infinities and NaNs round to nearest. */
+#include "internal.h"
+
+#include <string.h>
+
+static inline uint32_t bits_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static inline float float_of(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+float mgpo_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1fu) /* Inf, or NaN made quiet as F16C's vcvtph2ps does */
+        return float_of(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u));
+    if (e == 0) {
+        /* Subnormal: m * 2^-24, exact in float. */
+        float v = (float)m * 0x1p-24f;
+        return float_of(sign | bits_of(v));
+    }
+    return float_of(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+uint16_t mgpo_f32_to_bf16(float x)
+{
+    uint32_t b = bits_of(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u); /* quiet NaN */
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+uint16_t mgpo_f32_to_f16(float x)
+{
+    uint32_t b = bits_of(x);
+    uint16_t sign = (uint16_t)((b >> 16) & 0x8000u);
+    uint32_t a = b & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520: Inf */
+    if (a >= 0x38800000u) {                                  /* >= 2^-14: normal */
+        uint32_t h = (a - 0x38000000u) >> 13, rest = a & 0x1fffu;
+        h += rest > 0x1000u || (rest == 0x1000u && (h & 1u));
+        return (uint16_t)(sign | h);
+    }
+    if (a <= 0x33000000u) return sign; /* <= 2^-25: 0 (2^-25 is a tie to even 0) */
+    uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u, shift = 126u - e;
+    uint32_t h = m >> shift, rest = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    h += rest > half || (rest == half && (h & 1u));
+    return (uint16_t)(sign | h);
+}
+
+uint16_t mgpo_f32_to_bf16_stochastic(float x, uint64_t random)
+{
+    uint32_t b = bits_of(x);
+    if ((b & 0x7f800000u) == 0x7f800000u) return mgpo_f32_to_bf16(x);
+    /* Sign and magnitude: adding to the magnitude's bits moves away from 0,
+     * carrying into the exponent where the gap doubles, as it should. */
+    return (uint16_t)((b + (uint32_t)(random & 0xffffu)) >> 16);
+}
+
+uint16_t mgpo_f32_to_f16_stochastic(float x, uint64_t random)
+{
+    uint32_t b = bits_of(x), a = b & 0x7fffffffu, sign = b & 0x80000000u;
+    if (a >= 0x7f800000u) return mgpo_f32_to_f16(x);
+    if (a >= 0x38800000u) {
+        /* Normal float16: 13 bits are dropped.  The truncated sum is a
+         * float16 value (or 65536 and above: Inf, an overflow). */
+        uint32_t t = (a + (uint32_t)(random & 0x1fffu)) & ~0x1fffu;
+        return mgpo_f32_to_f16(float_of(sign | t));
+    }
+    /* Subnormal float16: gaps of 2^-24.  q = |x| / 2^-24 < 1024, exact. */
+    float q = float_of(a) * 0x1p24f;
+    float whole = (float)(uint32_t)q, fraction = q - whole; /* both exact */
+    double u = (double)(uint32_t)(random >> 32) * 0x1p-32;
+    float rounded = (whole + ((double)fraction > u ? 1.0f : 0.0f)) * 0x1p-24f;
+    return mgpo_f32_to_f16(float_of(sign | bits_of(rounded)));
+}
+
+size_t mgpo_dtype_size(mgpo_dtype type)
+{
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: return 4;
+    case MGPO_DTYPE_BFLOAT16:
+    case MGPO_DTYPE_FLOAT16: return 2;
+    }
+    return 0;
+}
+
+/* ---- Block kernels (the portable table's) -------------------------------- */
+
+void mgpo_kernel_load(float *dst, const void *src, mgpo_dtype type, size_t n, float scale)
+{
+    if (type == MGPO_DTYPE_FLOAT32) {
+        const float *s = src;
+        for (size_t i = 0; i < n; i++) dst[i] = s[i] * scale;
+        return;
+    }
+    const uint16_t *h = src;
+    if (type == MGPO_DTYPE_BFLOAT16)
+        for (size_t i = 0; i < n; i++) dst[i] = float_of((uint32_t)h[i] << 16) * scale;
+    else
+        for (size_t i = 0; i < n; i++) dst[i] = mgpo_f16_to_f32(h[i]) * scale;
+}
+
+void mgpo_kernel_store(void *dst, mgpo_dtype type, const float *src, size_t n)
+{
+    uint16_t *h = dst;
+    if (type == MGPO_DTYPE_BFLOAT16)
+        for (size_t i = 0; i < n; i++) h[i] = mgpo_f32_to_bf16(src[i]);
+    else
+        for (size_t i = 0; i < n; i++) h[i] = mgpo_f32_to_f16(src[i]);
+}
+
+void mgpo_kernel_perturb_store(void *dst, mgpo_dtype type, const float *p, const float *m,
+                               float coefficient, size_t n)
+{
+    /* p + c*m rounded as mgpo_kernel_perturb rounds it, then to the type. */
+    uint16_t *h = dst;
+    if (type == MGPO_DTYPE_BFLOAT16)
+        for (size_t i = 0; i < n; i++) h[i] = mgpo_f32_to_bf16(p[i] + coefficient * m[i]);
+    else
+        for (size_t i = 0; i < n; i++) h[i] = mgpo_f32_to_f16(p[i] + coefficient * m[i]);
+}
+
+void mgpo_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t n,
+                           uint64_t key, uint64_t first_index)
+{
+    uint16_t *h = dst;
+    if (type == MGPO_DTYPE_BFLOAT16)
+        for (size_t i = 0; i < n; i++)
+            h[i] = mgpo_f32_to_bf16_stochastic(src[i], mgpo_random_bits(key, first_index + i));
+    else
+        for (size_t i = 0; i < n; i++)
+            h[i] = mgpo_f32_to_f16_stochastic(src[i], mgpo_random_bits(key, first_index + i));
+}

@@ -1,0 +1,51 @@
+/* The mixed-precision side of a slot: gradients of any element type under a
+ * loss scale, and bf16/fp16 parameter buffers driven from float32 master
+ * weights (docs/algorithm.md, "Mixed precision").
+ *
+ * A slot with an `out` buffer keeps its master in `params`, which the
+ * kernels step like any float32 tensor.  The caller's buffer only ever
+ * receives values computed from the master: round(master) after a step and
+ * at a restore, round_nearest(master + c*dir) at a perturb.  So the restore
+ * is bit-exact with no backup, in either restore mode, and a stochastic
+ * rounding is recomputed, not stored: its random bits are a pure function
+ * of (config.seed, completed steps, slot, element). */
+#include "internal.h"
+
+/* Stochastic rounding's streams, apart from the random direction's (which
+ * uses the slot index itself). */
+#define MGPO_ROUNDING_STREAM (UINT64_C(1) << 63)
+
+static inline const unsigned char *typed_at(const void *base, mgpo_dtype type, size_t index)
+{
+    return (const unsigned char *)base + index * mgpo_dtype_size(type);
+}
+
+const float *mgpo_slot_grads(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
+                             size_t count, float *scratch)
+{
+    if (sl->grad_type == MGPO_DTYPE_FLOAT32 && st->grad_unscale == 1.0f)
+        return (const float *)sl->grads + begin;
+    st->kernels->load(scratch, typed_at(sl->grads, sl->grad_type, begin), sl->grad_type, count,
+                      st->grad_unscale);
+    return scratch;
+}
+
+void mgpo_publish_block(const mgpo_state *st, const mgpo_slot *sl, size_t begin, size_t count,
+                        uint64_t step)
+{
+    void *dst = (void *)typed_at(sl->out, sl->out_type, begin);
+    if (st->config.rounding == MGPO_ROUNDING_STOCHASTIC) {
+        uint64_t stream = MGPO_ROUNDING_STREAM | (uint64_t)(sl - st->slots);
+        mgpo_store_stochastic(dst, sl->out_type, sl->params + begin, count,
+                              mgpo_random_key(st->config.seed, step, stream), (uint64_t)begin);
+    } else {
+        st->kernels->store(dst, sl->out_type, sl->params + begin, count);
+    }
+}
+
+void mgpo_perturb_out_block(const mgpo_state *st, const mgpo_slot *sl, const float *dir,
+                            size_t begin, size_t count)
+{
+    void *dst = (void *)typed_at(sl->out, sl->out_type, begin);
+    st->kernels->perturb_store(dst, sl->out_type, sl->params + begin, dir, sl->applied, count);
+}
