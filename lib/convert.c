@@ -94,8 +94,11 @@ uint16_t mgpo_f32_to_f16_stochastic(float x, uint64_t random)
     /* Subnormal float16: gaps of 2^-24.  q = |x| / 2^-24 < 1024, exact. */
     float q = float_of(a) * 0x1p24f;
     float whole = (float)(uint32_t)q, fraction = q - whole; /* both exact */
+    /* Up when fraction + u reaches 1, u uniform on the 2^32 multiples of
+     * 2^-32 in [0, 1), as the added bits carry in the normal case (0 random
+     * bits truncate).  1 - u is exact in double, so is the comparison. */
     double u = (double)(uint32_t)(random >> 32) * 0x1p-32;
-    float rounded = (whole + ((double)fraction > u ? 1.0f : 0.0f)) * 0x1p-24f;
+    float rounded = (whole + ((double)fraction >= 1.0 - u ? 1.0f : 0.0f)) * 0x1p-24f;
     return mgpo_f32_to_f16(float_of(sign | bits_of(rounded)));
 }
 

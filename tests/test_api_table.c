@@ -66,25 +66,29 @@ static mgpo_config edited_config(int which)
     case 22: k.optimizer_mode = MGPO_OPTIMIZER_EXTERNAL; k.max_grad_norm = 1.0; break;
     case 23: k.normalize = 2; break;
     case 24: k.direction = (mgpo_direction)2; break;
+    case 25: k.rounding = (mgpo_rounding)2; break;
+    case 26: k.reserved[7] = 1; break;
+    case 27: k.reserved[0] = 1; k.lr = -1.0; break; /* reserved words are checked first */
     default: break;
     }
     return k;
 }
 
-static const mgpo_status config_codes[25] = {
+#define BAD_CONFIGS 28
+static const mgpo_status config_codes[BAD_CONFIGS] = {
     MGPO_ERR_BAD_LR,      MGPO_ERR_BAD_LR,           MGPO_ERR_BAD_BETA,    MGPO_ERR_BAD_BETA,
     MGPO_ERR_BAD_BETA,    MGPO_ERR_BAD_BETA,         MGPO_ERR_BAD_BETA,    MGPO_ERR_BAD_BETA,
     MGPO_ERR_BAD_EPSILON, MGPO_ERR_BAD_EPSILON,      MGPO_ERR_BAD_WEIGHT_DECAY, MGPO_ERR_BAD_RHO,
     MGPO_ERR_BAD_SCALE_MAX, MGPO_ERR_BAD_ENUM,       MGPO_ERR_BAD_ENUM,    MGPO_ERR_BAD_ENUM,
     MGPO_ERR_BAD_ENUM,    MGPO_ERR_BAD_ENUM,         MGPO_ERR_BAD_CLIP,    MGPO_ERR_BAD_THREADS,
     MGPO_ERR_BAD_RHO,     MGPO_ERR_BAD_ENUM,         MGPO_ERR_BAD_CLIP,    MGPO_ERR_BAD_ENUM,
-    MGPO_ERR_BAD_ENUM};
+    MGPO_ERR_BAD_ENUM,    MGPO_ERR_BAD_ENUM,         MGPO_ERR_RESERVED_FIELD, MGPO_ERR_RESERVED_FIELD};
 
 /* Every bad field gives its own code from validation and from create; create
  * also leaves *out NULL.  Returns MGPO_OK when all of that holds. */
 static mgpo_status every_bad_config(void)
 {
-    for (int i = 0; i < 25; i++) {
+    for (int i = 0; i < BAD_CONFIGS; i++) {
         mgpo_config k = edited_config(i);
         if (mgpo_config_validate(&k) != config_codes[i]) return (mgpo_status)-1;
         mgpo_state *st = (mgpo_state *)&k;
@@ -107,6 +111,61 @@ static mgpo_status add_tensor_opts(mgpo_state *st, float *p, double lr_scale, do
     o.lr_scale = lr_scale;
     o.weight_decay_scale = wd_scale;
     return mgpo_add_tensor(st, p, NULL, 4, &o, NULL);
+}
+
+/* A bf16 tensor of 4 elements over the context's lora_w bytes, with one
+ * argument broken. */
+static mgpo_status add_typed(api_ctx *c, mgpo_state *st, int broken)
+{
+    void *p = c->lora_w;
+    const void *g = NULL;
+    mgpo_dtype pt = MGPO_DTYPE_BFLOAT16, gt = MGPO_DTYPE_FLOAT16;
+    size_t n = 4;
+    mgpo_tensor_options o = mgpo_tensor_options_default();
+    switch (broken) {
+    case 1: pt = (mgpo_dtype)3; break;
+    case 2: gt = (mgpo_dtype)-1; break;
+    case 3: n = 0; break;
+    case 4: o.reserved[2] = 1; break;
+    /* 8 bytes of bf16 params, fp32 grads from byte 6: overlap by bytes. */
+    case 5: g = (const unsigned char *)c->lora_w + 6; gt = MGPO_DTYPE_FLOAT32; break;
+    case 6: p = (unsigned char *)c->fresh_p + 254; break; /* last 2 bytes of fresh_p */
+    case 7: p = NULL; break;
+    default: break;
+    }
+    return mgpo_add_tensor_typed(st, p, pt, g, gt, n, &o, (size_t *)out_area(c));
+}
+
+/* Element sizes, including an unknown type. */
+static mgpo_status dtype_sizes(void)
+{
+    return mgpo_dtype_size(MGPO_DTYPE_FLOAT32) == 4 && mgpo_dtype_size(MGPO_DTYPE_BFLOAT16) == 2 &&
+                   mgpo_dtype_size(MGPO_DTYPE_FLOAT16) == 2 && mgpo_dtype_size((mgpo_dtype)3) == 0
+               ? MGPO_OK
+               : (mgpo_status)-1;
+}
+
+/* A typed pair (bf16 A and B) over the context's buffers, one field broken. */
+static mgpo_status add_typed_pair(api_ctx *c, mgpo_state *st, int broken)
+{
+    mgpo_lora_pair_typed p;
+    memset(&p, 0, sizeof p);
+    p.a = c->lora_a;
+    p.b = c->lora_b;
+    p.adapter_type = MGPO_DTYPE_BFLOAT16;
+    p.grad_type = MGPO_DTYPE_FLOAT16;
+    p.rank = 2;
+    p.n_in = 4;
+    p.n_out = 4;
+    p.scaling = 0.5;
+    p.mode = MGPO_LORA_ADAPTER;
+    switch (broken) {
+    case 1: p.adapter_type = (mgpo_dtype)3; break;
+    case 2: p.reserved[3] = 9; break;
+    case 3: p.base_type = (mgpo_dtype)7; break;
+    default: break;
+    }
+    return mgpo_add_lora_pair_typed(st, &p, NULL, (size_t *)out_area(c));
 }
 
 /* A valid pair over the context's own buffers, then one field broken. */
@@ -340,6 +399,73 @@ enum { PLAIN = 0, LORA = 1 };
       mgpo_set_lora_grads(c->f.st, 0, c->lora_a, c->lora_b))                                \
     X(lora_grads_index, "mgpo_set_lora_grads", MGPO_ERR_INVALID_ARGUMENT, PLAIN,            \
       mgpo_set_lora_grads(c->f.st, SIZE_MAX, NULL, NULL))                                   \
+    X(dtype_size, "mgpo_dtype_size", MGPO_OK, PLAIN, dtype_sizes())                         \
+    X(typed_null_st, "mgpo_add_tensor_typed", MGPO_ERR_NULL_ARGUMENT, PLAIN,                \
+      mgpo_add_tensor_typed(NULL, c->lora_w, 1, NULL, 1, 4, NULL, NULL))                    \
+    X(typed_null_params, "mgpo_add_tensor_typed", MGPO_ERR_NULL_ARGUMENT, PLAIN,            \
+      add_typed(c, c->fresh, 7))                                                            \
+    X(typed_param_enum, "mgpo_add_tensor_typed", MGPO_ERR_BAD_ENUM, PLAIN, add_typed(c, c->fresh, 1)) \
+    X(typed_grad_enum, "mgpo_add_tensor_typed", MGPO_ERR_BAD_ENUM, PLAIN, add_typed(c, c->fresh, 2)) \
+    X(typed_zero, "mgpo_add_tensor_typed", MGPO_ERR_INVALID_ARGUMENT, PLAIN,                \
+      add_typed(c, c->fresh, 3))                                                            \
+    X(typed_reserved, "mgpo_add_tensor_typed", MGPO_ERR_RESERVED_FIELD, PLAIN,              \
+      add_typed(c, c->fresh, 4))                                                            \
+    X(typed_self_overlap, "mgpo_add_tensor_typed", MGPO_ERR_OVERLAP, PLAIN,                 \
+      add_typed(c, c->fresh, 5))                                                            \
+    X(typed_overlap, "mgpo_add_tensor_typed", MGPO_ERR_OVERLAP, PLAIN, add_typed(c, c->fresh, 6)) \
+    X(typed_after_step, "mgpo_add_tensor_typed", MGPO_ERR_WRONG_PHASE, PLAIN,               \
+      add_typed(c, c->f.st, 0))                                                             \
+    X(grad_typed_null, "mgpo_set_grad_typed", MGPO_ERR_NULL_ARGUMENT, PLAIN,                \
+      mgpo_set_grad_typed(NULL, 0, c->lora_w, MGPO_DTYPE_BFLOAT16))                         \
+    X(grad_typed_enum, "mgpo_set_grad_typed", MGPO_ERR_BAD_ENUM, PLAIN,                     \
+      mgpo_set_grad_typed(c->fresh, 0, c->lora_w, (mgpo_dtype)3))                           \
+    X(grad_typed_index, "mgpo_set_grad_typed", MGPO_ERR_INVALID_ARGUMENT, PLAIN,            \
+      mgpo_set_grad_typed(c->fresh, 1, c->lora_w, MGPO_DTYPE_BFLOAT16))                     \
+    X(grad_typed_overlap, "mgpo_set_grad_typed", MGPO_ERR_OVERLAP, PLAIN,                   \
+      mgpo_set_grad_typed(c->fresh, 0, (const unsigned char *)c->fresh_p + 2,               \
+                          MGPO_DTYPE_FLOAT16))                                              \
+    X(typed_pair_null, "mgpo_add_lora_pair_typed", MGPO_ERR_NULL_ARGUMENT, PLAIN,           \
+      mgpo_add_lora_pair_typed(c->fresh, NULL, NULL, OUT(size_t)))                          \
+    X(typed_pair_enum, "mgpo_add_lora_pair_typed", MGPO_ERR_BAD_ENUM, LORA,                 \
+      add_typed_pair(c, c->fresh, 1))                                                       \
+    X(typed_pair_reserved, "mgpo_add_lora_pair_typed", MGPO_ERR_RESERVED_FIELD, LORA,       \
+      add_typed_pair(c, c->fresh, 2))                                                       \
+    X(typed_pair_base_enum, "mgpo_add_lora_pair_typed", MGPO_ERR_BAD_ENUM, LORA,            \
+      add_typed_pair(c, c->fresh, 3))                                                       \
+    X(typed_pair_after_step, "mgpo_add_lora_pair_typed", MGPO_ERR_WRONG_PHASE, LORA,        \
+      add_typed_pair(c, c->f.st, 0))                                                        \
+    X(lora_grads_typed_null, "mgpo_set_lora_grads_typed", MGPO_ERR_NULL_ARGUMENT, PLAIN,    \
+      mgpo_set_lora_grads_typed(NULL, 0, c->lora_a, c->lora_b, MGPO_DTYPE_FLOAT16))         \
+    X(lora_grads_typed_tensor, "mgpo_set_lora_grads_typed", MGPO_ERR_INVALID_ARGUMENT, PLAIN, \
+      mgpo_set_lora_grads_typed(c->f.st, 0, c->lora_a, c->lora_b, MGPO_DTYPE_FLOAT16))      \
+    X(master_set_null, "mgpo_set_master_weights", MGPO_ERR_NULL_ARGUMENT, PLAIN,            \
+      mgpo_set_master_weights(NULL, 0, c->lora_w, 4))                                       \
+    X(master_set_values, "mgpo_set_master_weights", MGPO_ERR_NULL_ARGUMENT, PLAIN,          \
+      mgpo_set_master_weights(c->fresh, 0, NULL, 64))                                       \
+    X(master_set_float, "mgpo_set_master_weights", MGPO_ERR_INVALID_ARGUMENT, PLAIN,        \
+      mgpo_set_master_weights(c->fresh, 0, c->fresh_g, 64))                                 \
+    X(master_set_index, "mgpo_set_master_weights", MGPO_ERR_INVALID_ARGUMENT, PLAIN,        \
+      mgpo_set_master_weights(c->fresh, SIZE_MAX, c->fresh_g, 64))                          \
+    X(master_get_null, "mgpo_get_master_weights", MGPO_ERR_NULL_ARGUMENT, PLAIN,            \
+      mgpo_get_master_weights(NULL, 0, OUT(float), 4))                                      \
+    X(master_get_dst, "mgpo_get_master_weights", MGPO_ERR_NULL_ARGUMENT, PLAIN,             \
+      mgpo_get_master_weights(c->fresh, 0, NULL, 64))                                       \
+    X(master_get_float, "mgpo_get_master_weights", MGPO_ERR_INVALID_ARGUMENT, PLAIN,        \
+      mgpo_get_master_weights(c->fresh, 0, OUT(float), 64))                                 \
+    X(grad_scale_null, "mgpo_set_grad_scale", MGPO_ERR_NULL_ARGUMENT, PLAIN,                \
+      mgpo_set_grad_scale(NULL, 2.0))                                                       \
+    X(grad_scale_zero, "mgpo_set_grad_scale", MGPO_ERR_BAD_GRAD_SCALE, PLAIN,               \
+      mgpo_set_grad_scale(c->f.st, 0.0))                                                    \
+    X(grad_scale_neg, "mgpo_set_grad_scale", MGPO_ERR_BAD_GRAD_SCALE, PLAIN,                \
+      mgpo_set_grad_scale(c->f.st, -1024.0))                                                \
+    X(grad_scale_nan, "mgpo_set_grad_scale", MGPO_ERR_BAD_GRAD_SCALE, PLAIN,                \
+      mgpo_set_grad_scale(c->f.st, NAN))                                                    \
+    X(grad_scale_inf, "mgpo_set_grad_scale", MGPO_ERR_BAD_GRAD_SCALE, PLAIN,                \
+      mgpo_set_grad_scale(c->f.st, INFINITY))                                               \
+    X(grad_scale_small, "mgpo_set_grad_scale", MGPO_ERR_BAD_GRAD_SCALE, PLAIN,              \
+      mgpo_set_grad_scale(c->f.st, MGPO_GRAD_SCALE_MIN / 2))                                \
+    X(grad_scale_big, "mgpo_set_grad_scale", MGPO_ERR_BAD_GRAD_SCALE, PLAIN,                \
+      mgpo_set_grad_scale(c->f.st, MGPO_GRAD_SCALE_MAX * 2))                                \
     X(momentum_null, "mgpo_set_momentum", MGPO_ERR_NULL_ARGUMENT, PLAIN,                    \
       mgpo_set_momentum(NULL, 0, c->lora_w))                                                \
     X(momentum_integrated, "mgpo_set_momentum", MGPO_ERR_INVALID_ARGUMENT, PLAIN,           \

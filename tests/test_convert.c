@@ -1,0 +1,324 @@
+/* The element-type conversions of mixed precision (lib/convert.c and the
+ * AVX2/F16C table), against references written here independently in
+ * double arithmetic with libm (frexp, ldexp, rint):
+ * - bfloat16 and float16 to float32: every one of the 65536 patterns;
+ * - float32 to them, round to nearest even: a stride through all 2^32
+ *   patterns plus every upper half with the low bits at and around the
+ *   rounding boundaries (MGPO_CONVERT_STRIDE=1 in the environment walks all
+ *   2^32: the ctest test_convert_exhaustive);
+ * - the AVX2 table gives the bits of the portable one on every input,
+ *   NaNs included, with the scale of a loss-scaled load, and for tails;
+ * - stochastic rounding: always one of the two neighbours, exact values
+ *   stay, and the share rounded up equals the dropped fraction. */
+#include <check.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static float f_of(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static uint32_t bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+/* ---- References ----------------------------------------------------------- */
+
+/* The value of a float16 pattern, from the IEEE binary16 definition. */
+static double ref_f16_value(uint16_t h)
+{
+    int s = h >> 15, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, e - 25);
+    return s ? -v : v;
+}
+
+/* Round a finite x to a grid of gap 2^q (q chosen by the caller) to nearest
+ * even: rint rounds ties to even in the default mode. */
+static double round_to_gap(double x, int q) { return ldexp(rint(ldexp(x, -q)), q); }
+
+/* The gap exponent of binary format (p bits of precision, emin) at x. */
+static int gap_exponent(double x, int p, int emin)
+{
+    int e;
+    frexp(x, &e); /* x = f * 2^e, f in [0.5, 1) */
+    e -= 1;       /* x = g * 2^e, g in [1, 2) */
+    if (e < emin) e = emin;
+    return e - (p - 1);
+}
+
+/* float32 -> float16 pattern, nearest even, NaN quieted with its payload's
+ * top bits as x86's vcvtps2ph does. */
+static uint16_t ref_to_f16(float x)
+{
+    uint32_t b = bits(x);
+    uint16_t sign = (uint16_t)((b >> 16) & 0x8000);
+    if (isnan(x)) return (uint16_t)(sign | 0x7e00 | ((b >> 13) & 0x3ff));
+    double a = fabs((double)x);
+    if (a == 0) return sign;
+    double r = isinf(x) ? INFINITY : round_to_gap(a, gap_exponent(a, 11, -14));
+    if (r >= 65536.0) return (uint16_t)(sign | 0x7c00);
+    if (r == 0) return sign;
+    /* r is a float16 value: find its pattern. */
+    int e;
+    double f = frexp(r, &e); /* r = f * 2^e */
+    if (e - 1 < -14) return (uint16_t)(sign | (uint16_t)ldexp(r, 24));
+    uint16_t m = (uint16_t)(ldexp(f, 11) - 1024);
+    return (uint16_t)(sign | ((e - 1 + 15) << 10) | m);
+}
+
+/* float32 -> bfloat16 pattern, nearest even, NaN quieted. */
+static uint16_t ref_to_bf16(float x)
+{
+    uint32_t b = bits(x);
+    if (isnan(x)) return (uint16_t)((b >> 16) | 0x40);
+    if (isinf(x) || x == 0) return (uint16_t)(b >> 16);
+    double a = fabs((double)x), r = round_to_gap(a, gap_exponent(a, 8, -126));
+    float rf = r > FLT_MAX ? INFINITY : (float)r; /* exact: r is a bfloat16 value */
+    return (uint16_t)((bits(rf) >> 16) | ((b >> 16) & 0x8000));
+}
+
+/* ---- Inputs ------------------------------------------------------------------- */
+
+/* Calls fn on a batch of float patterns: every `stride`-th one from 0, and
+ * every upper half with the low 16 bits at the boundaries of bfloat16's and
+ * float16's rounding (and NaN payloads, through the upper halves). */
+typedef void (*batch_fn)(const float *x, size_t n);
+
+static void walk(batch_fn fn, uint64_t stride)
+{
+    static const uint32_t lows[] = {0x0000, 0x0001, 0x0fff, 0x1000, 0x1001, 0x1fff, 0x2000,
+                                    0x3000, 0x7fff, 0x8000, 0x8001, 0xefff, 0xf000, 0xffff};
+    float x[MGPO_BLOCK_FLOATS];
+    size_t n = 0;
+    for (uint64_t u = 0; u <= UINT32_MAX; u += stride) {
+        x[n++] = f_of((uint32_t)u);
+        if (n == MGPO_BLOCK_FLOATS) fn(x, n), n = 0;
+    }
+    for (uint32_t hi = 0; hi <= 0xffff; hi++)
+        for (size_t k = 0; k < sizeof lows / sizeof lows[0]; k++) {
+            x[n++] = f_of(hi << 16 | lows[k]);
+            if (n == MGPO_BLOCK_FLOATS) fn(x, n), n = 0;
+        }
+    if (n) fn(x, n);
+}
+
+static uint64_t stride_from_env(uint64_t fallback)
+{
+    const char *s = getenv("MGPO_CONVERT_STRIDE");
+    return s && strtoull(s, NULL, 10) > 0 ? strtoull(s, NULL, 10) : fallback;
+}
+
+/* ---- float32 -> bf16/fp16, nearest ------------------------------------------ */
+
+static size_t mismatches;
+
+static void check_nearest(const float *x, size_t n)
+{
+    uint16_t h[MGPO_BLOCK_FLOATS], a[MGPO_BLOCK_FLOATS];
+    const mgpo_kernels *avx2 = mgpo_kernels_avx2();
+    for (int t = 0; t < 2; t++) {
+        mgpo_dtype type = t ? MGPO_DTYPE_FLOAT16 : MGPO_DTYPE_BFLOAT16;
+        mgpo_kernels_portable()->store(h, type, x, n);
+        if (avx2) avx2->store(a, type, x, n);
+        for (size_t i = 0; i < n; i++) {
+            uint16_t want = t ? ref_to_f16(x[i]) : ref_to_bf16(x[i]);
+            uint16_t scalar = t ? mgpo_f32_to_f16(x[i]) : mgpo_f32_to_bf16(x[i]);
+            if (scalar != want || h[i] != want || (avx2 && a[i] != want)) {
+                if (mismatches++ < 5)
+                    fprintf(stderr, "%s of 0x%08x: reference 0x%04x, scalar 0x%04x, "
+                                    "portable 0x%04x, avx2 0x%04x\n",
+                            t ? "f16" : "bf16", bits(x[i]), want, scalar, h[i],
+                            avx2 ? a[i] : want);
+            }
+        }
+    }
+}
+
+START_TEST(nearest_matches_reference)
+{
+    mismatches = 0;
+    walk(check_nearest, stride_from_env(4099));
+    ck_assert_uint_eq(mismatches, 0);
+}
+END_TEST
+
+/* ---- bf16/fp16 -> float32, and the scaled load ------------------------------ */
+
+START_TEST(widening_is_exact)
+{
+    static uint16_t h[65536];
+    static float portable[65536], avx2_out[65536];
+    for (uint32_t i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+    const mgpo_kernels *avx2 = mgpo_kernels_avx2();
+    for (int t = 0; t < 2; t++) {
+        mgpo_dtype type = t ? MGPO_DTYPE_FLOAT16 : MGPO_DTYPE_BFLOAT16;
+        mgpo_kernels_portable()->load(portable, h, type, 65536, 1.0f);
+        if (avx2) avx2->load(avx2_out, h, type, 65536, 1.0f);
+        for (uint32_t i = 0; i < 65536; i++) {
+            float want = t ? (float)ref_f16_value((uint16_t)i) : f_of(i << 16);
+            if (isnan(want)) {
+                /* NaNs come back quiet, sign and payload kept. */
+                ck_assert(isnan(portable[i]));
+                ck_assert_uint_eq(bits(portable[i]) & 0x80400000u, (i & 0x8000u) << 16 | 0x400000u);
+            } else {
+                ck_assert_msg(bits(portable[i]) == bits(want), "%s 0x%04x", t ? "f16" : "bf16", i);
+            }
+            if (avx2) ck_assert_uint_eq(bits(avx2_out[i]), bits(portable[i]));
+            /* Widening then rounding back gives the pattern (NaNs quieted). */
+            uint16_t back = t ? mgpo_f32_to_f16(portable[i]) : mgpo_f32_to_bf16(portable[i]);
+            if (!isnan(want)) ck_assert_uint_eq(back, i);
+        }
+    }
+}
+END_TEST
+
+/* The scaled load and the perturbed store, portable against AVX2, with
+ * every tail length and an odd start (the callers pass block offsets). */
+START_TEST(avx2_table_matches_portable)
+{
+    const mgpo_kernels *avx2 = mgpo_kernels_avx2(), *portable = mgpo_kernels_portable();
+    if (!avx2) return; /* nothing to compare on this machine */
+    enum { N = 203 };
+    float p[N], m[N], x[N], a[N], b[N];
+    uint16_t h[N + 1], ha[N], hb[N];
+    uint64_t s = 12345;
+    for (int i = 0; i < N; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        p[i] = f_of((uint32_t)(s >> 32) & 0xbfffffffu); /* any sign, |x| < 2 * 2^127 */
+        m[i] = (float)((int64_t)(s >> 11) % 1000) * 1e-3f;
+        x[i] = f_of((uint32_t)s);
+        h[i] = (uint16_t)(s >> 40);
+    }
+    static const float scales[] = {1.0f, 0x1p-16f, 1.0f / 3.0f, 0x1p16f};
+    for (size_t n = 0; n <= 40; n++)
+        for (int t = 0; t < 3; t++) {
+            mgpo_dtype type = (mgpo_dtype)t;
+            for (size_t k = 0; k < 4; k++) {
+                const void *src = t ? (const void *)(h + 1) : (const void *)(x + 1);
+                portable->load(a, src, type, n, scales[k]);
+                avx2->load(b, src, type, n, scales[k]);
+                ck_assert_int_eq(memcmp(a, b, n * sizeof *a), 0);
+            }
+            if (type == MGPO_DTYPE_FLOAT32) continue;
+            portable->store(ha, type, x + 1, n);
+            avx2->store(hb, type, x + 1, n);
+            ck_assert_int_eq(memcmp(ha, hb, n * sizeof *ha), 0);
+            portable->perturb_store(ha, type, p, m, -0.375f, n);
+            avx2->perturb_store(hb, type, p, m, -0.375f, n);
+            ck_assert_int_eq(memcmp(ha, hb, n * sizeof *ha), 0);
+        }
+    /* The perturbed store is round(p + c*m) with the sum rounded to float. */
+    portable->perturb_store(ha, MGPO_DTYPE_BFLOAT16, p, m, 1.5f, N);
+    for (int i = 0; i < N; i++) ck_assert_uint_eq(ha[i], ref_to_bf16(p[i] + 1.5f * m[i]));
+}
+END_TEST
+
+/* ---- Stochastic rounding ---------------------------------------------------- */
+
+/* The two neighbours of x in the type: toward zero and away from it. */
+static void neighbours(float x, mgpo_dtype type, double *lo, double *hi)
+{
+    double a = fabs((double)x);
+    int q = type == MGPO_DTYPE_FLOAT16 ? gap_exponent(a, 11, -14) : gap_exponent(a, 8, -126);
+    *lo = ldexp(floor(ldexp(a, -q)), q);
+    *hi = *lo == a ? a : *lo + ldexp(1.0, q);
+}
+
+static double value_of(uint16_t h, mgpo_dtype type)
+{
+    return type == MGPO_DTYPE_FLOAT16 ? ref_f16_value(h) : (double)f_of((uint32_t)h << 16);
+}
+
+static uint16_t sr(float x, mgpo_dtype type, uint64_t r)
+{
+    return type == MGPO_DTYPE_FLOAT16 ? mgpo_f32_to_f16_stochastic(x, r)
+                                      : mgpo_f32_to_bf16_stochastic(x, r);
+}
+
+START_TEST(stochastic_picks_a_neighbour)
+{
+    uint64_t s = 99;
+    for (int t = 1; t <= 2; t++) {
+        mgpo_dtype type = (mgpo_dtype)t;
+        for (int i = 0; i < 200000; i++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            /* Finite values up to the largest finite float16 or bfloat16. */
+            float x = f_of((uint32_t)(s >> 32));
+            if (!isfinite(x) || fabs(x) > (t == 2 ? 65504.0 : 3.38e38)) continue;
+            double lo, hi;
+            neighbours(x, type, &lo, &hi);
+            uint64_t r = mgpo_random_bits(7, (uint64_t)i);
+            double got = fabs(value_of(sr(x, type, r), type));
+            ck_assert_msg(got == lo || got == hi, "x %a: got %a, neighbours %a %a", x, got, lo, hi);
+            /* Random bits of 0 truncate; representable values stay. */
+            ck_assert_msg(fabs(value_of(sr(x, type, 0), type)) == lo, "x %a type %d: %a, lo %a", x,
+                          t, value_of(sr(x, type, 0), type), lo);
+            float exact = (float)value_of(sr(x, type, 0), type);
+            if (signbit(x)) exact = -exact;
+            ck_assert_uint_eq(sr(exact, type, r), sr(exact, type, 0));
+        }
+    }
+}
+END_TEST
+
+/* The share rounded up is the fraction of the gap: within 6 standard
+ * deviations over 2^17 draws, for a normal and a subnormal value of each
+ * type and fractions 1/4, 1/3 and 0.9. */
+START_TEST(stochastic_is_unbiased)
+{
+    const int draws = 1 << 17;
+    for (int t = 1; t <= 2; t++) {
+        mgpo_dtype type = (mgpo_dtype)t;
+        double bases[2] = {t == 2 ? 3.0 : 3.0, t == 2 ? 0x1p-20 : 0x1p-130};
+        double gaps[2] = {t == 2 ? 0x1p-9 : 0x1p-6, t == 2 ? 0x1p-24 : 0x1p-133};
+        const double fractions[3] = {0.25, 1.0 / 3.0, 0.9};
+        for (int b = 0; b < 2; b++)
+            for (int f = 0; f < 3; f++)
+                for (int sign = 0; sign < 2; sign++) {
+                    float x = (float)(bases[b] + fractions[f] * gaps[b]);
+                    if (sign) x = -x;
+                    double lo, hi;
+                    neighbours(x, type, &lo, &hi);
+                    double p = (fabs((double)x) - lo) / (hi - lo); /* the exact fraction */
+                    long up = 0;
+                    for (int i = 0; i < draws; i++) {
+                        uint64_t key = mgpo_random_key(11, (uint64_t)(b * 6 + f * 2 + sign), 5);
+                        up += fabs(value_of(sr(x, type, mgpo_random_bits(key, (uint64_t)i)), type)) == hi;
+                    }
+                    double share = (double)up / draws, sd = sqrt(p * (1 - p) / draws);
+                    ck_assert_msg(fabs(share - p) < 6 * sd, "type %d x %a: share %.6f, p %.6f", t,
+                                  x, share, p);
+                }
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("convert");
+    TCase *tc = tcase_create("convert");
+    tcase_set_timeout(tc, 3600);
+    tcase_add_test(tc, nearest_matches_reference);
+    tcase_add_test(tc, widening_is_exact);
+    tcase_add_test(tc, avx2_table_matches_portable);
+    tcase_add_test(tc, stochastic_picks_a_neighbour);
+    tcase_add_test(tc, stochastic_is_unbiased);
+    suite_add_tcase(s, tc);
+    SRunner *r = srunner_create(s);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
