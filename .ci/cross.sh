@@ -9,7 +9,7 @@
 # Installs crossbuild-essential-ARCH, check:ARCH and qemu-user when missing.
 # Runs the programs MGPO_CROSS_TESTS names (a ctest -R regex; default: the
 # golden, restore, exceptions, checkpoint, bad-input, API-table, threads,
-# memory and digest programs), since the whole suite under emulation on a
+# memory, digest and mixed-precision programs), since the whole suite under emulation on a
 # shared 2-core machine is too slow; MGPO_CROSS_TESTS=. runs everything
 # registered (host-only tests are not registered when cross-compiling).
 # The examples are off (MGPO_CROSS_EXAMPLES=ON builds them): on armhf GCC
@@ -59,7 +59,7 @@ missing="$(grep -E '"command"' "$dir/compile_commands.json" |
 [ -z "$missing" ] || ci_fail "compiled without -ffp-contract=off: $missing"
 ci_note "-ffp-contract=off on every lib/ and tests/ object"
 
-tests="${MGPO_CROSS_TESTS:-^test_(golden|restore|exceptions|checkpoint|bad_input|api_table|threads|memory|digest)$}"
+tests="${MGPO_CROSS_TESTS:-^test_(golden|restore|exceptions|checkpoint|bad_input|api_table|threads|memory|digest|convert|mixed|mixed_golden|checkpoint_mixed)$}"
 ci_note "running under $qemu: ctest -R '$tests'"
 # In-process test cases: forking under qemu costs more than the tests.
 CK_FORK=no CK_TIMEOUT_MULTIPLIER=100 \

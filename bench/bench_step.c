@@ -41,17 +41,23 @@ typedef struct options {
 } options;
 
 /* The cases, in table order; bytes moved per parameter. */
-enum { COPY, TRIAD, NAIVE_LLMC, NAIVE, ADAMW, MGPO, MGPO_RESTORE, MGPO_LOWMEM, CASES };
+enum {
+    COPY, TRIAD, NAIVE_LLMC, NAIVE, ADAMW, MGPO, MGPO_RESTORE, MGPO_LOWMEM,
+    BF16_ADAMW, BF16_MGPO, BF16_MGPO_SR, CASES
+};
 static const char *const case_names[CASES] = {
     "copy", "triad", "naive_llmc_O2", "naive_hoisted_O2", "mgpo_adamw_step",
-    "mgpo_iteration", "mgpo_iter_restore", "mgpo_iter_lowmem"};
+    "mgpo_iteration", "mgpo_iter_restore", "mgpo_iter_lowmem", "bf16_adamw_step",
+    "bf16_iteration", "bf16_iteration_sr"};
 /* copy: r a, w c.  triad: r b c, w a.  naive: r p g m v, w p m v.
  * libmgpo step: pass 1 r g; pass 2 r p g m v, w p m v.  exact perturb: r p m,
  * w p (and the exception list, a few bytes: not counted); its step reads p in
  * place and undoes c*m as it reads (the same traffic as a plain step).
  * explicit restore: r p m, w p.  low-memory mode: the same as exact, with no
- * list. */
-static const double case_bytes[CASES] = {8, 12, 28, 28, 32, 44, 56, 44};
+ * list.  bf16 (params and grads bf16, float32 master M in the state): step
+ * pass 1 r g (2); pass 2 r M g m v (14), w M m v and the bf16 params (14);
+ * perturb r M m (8), w the bf16 params (2). */
+static const double case_bytes[CASES] = {8, 12, 28, 28, 32, 44, 56, 44, 30, 40, 40};
 static const char *const case_notes[CASES] = {
     "c = a",
     "a = b + s*c",
@@ -60,7 +66,10 @@ static const char *const case_notes[CASES] = {
     "mgpo_step, rho = 0 (norm pass + fused update)",
     "mgpo_perturb + mgpo_step (restore fused into the step)",
     "mgpo_perturb + mgpo_restore + mgpo_step",
-    "as mgpo_iteration, MGPO_RESTORE_LOW_MEMORY"};
+    "as mgpo_iteration, MGPO_RESTORE_LOW_MEMORY",
+    "mgpo_step, bf16 params and grads, rho = 0",
+    "mgpo_perturb + mgpo_step, bf16 params and grads",
+    "as bf16_iteration, stochastic rounding"};
 
 static double now(void)
 {
@@ -142,6 +151,7 @@ static bool parse_args(int argc, char **argv, options *o)
 typedef struct buffers {
     size_t n;
     float *params, *grads;     /* the caller's, given to libmgpo */
+    uint16_t *params16, *grads16; /* the same as bfloat16 (truncated) */
     float *a, *b, *c;          /* STREAM arrays; then the naive loop's p, m, v */
 } buffers;
 
@@ -222,9 +232,12 @@ static void run_once(run_ctx *x)
         naive_adamw_hoisted(b->a, b->grads, b->b, b->c, b->n, LR, BETA1, BETA2, EPS, 0.0f,
                             ++x->t, x->threads);
         break;
-    case ADAMW: check(mgpo_step(x->st), "step"); break;
+    case ADAMW:
+    case BF16_ADAMW: check(mgpo_step(x->st), "step"); break;
     case MGPO:
     case MGPO_LOWMEM:
+    case BF16_MGPO:
+    case BF16_MGPO_SR:
         check(mgpo_perturb(x->st), "perturb");
         check(mgpo_step(x->st), "step");
         break;
@@ -244,11 +257,17 @@ static mgpo_state *make_state(buffers *b, int which, int threads)
     c.beta2 = BETA2;
     c.eps = EPS;
     c.num_threads = threads;
-    c.rho = which == ADAMW ? 0.0 : 0.05;
+    c.rho = which == ADAMW || which == BF16_ADAMW ? 0.0 : 0.05;
     if (which == MGPO_LOWMEM) c.restore_mode = MGPO_RESTORE_LOW_MEMORY;
+    if (which == BF16_MGPO_SR) c.rounding = MGPO_ROUNDING_STOCHASTIC;
     mgpo_state *st = NULL;
     check(mgpo_create(&st, &c, NULL), "create");
-    check(mgpo_add_tensor(st, b->params, b->grads, b->n, NULL, NULL), "add_tensor");
+    if (which >= BF16_ADAMW)
+        check(mgpo_add_tensor_typed(st, b->params16, MGPO_DTYPE_BFLOAT16, b->grads16,
+                                    MGPO_DTYPE_BFLOAT16, b->n, NULL, NULL),
+              "add_tensor_typed");
+    else
+        check(mgpo_add_tensor(st, b->params, b->grads, b->n, NULL, NULL), "add_tensor");
     return st;
 }
 
@@ -362,6 +381,15 @@ static void print_ratios(const result *r)
                   r->seconds[ADAMW] / r->seconds[NAIVE_LLMC], 1.0, true);
     print_verdict("MGPO iteration / naive loop (llm.c as written)",
                   r->seconds[MGPO] / r->seconds[NAIVE_LLMC], 1.7, true);
+    /* Mixed precision (no targets: reported beside the float32 rows). */
+    printf("  %-52s %6.2f\n", "bf16 AdamW step / float32 AdamW step",
+           r->seconds[BF16_ADAMW] / r->seconds[ADAMW]);
+    printf("  %-52s %6.2f\n", "bf16 MGPO iteration / float32 MGPO iteration",
+           r->seconds[BF16_MGPO] / r->seconds[MGPO]);
+    printf("  %-52s %6.2f\n", "bf16 iteration, stochastic / nearest rounding",
+           r->seconds[BF16_MGPO_SR] / r->seconds[BF16_MGPO]);
+    printf("  %-52s %6.2f\n", "bf16 AdamW 30 B/param bandwidth / best of copy, triad",
+           gbps(r, BF16_ADAMW, case_bytes[BF16_ADAMW]) / stream);
 }
 
 static void run_size(const options *o, size_t n, result *row, int round)
@@ -378,6 +406,19 @@ static void run_size(const options *o, size_t n, result *row, int round)
     fill_random(b.a, n, 3, 1.0f);
     fill_random(b.b, n, 4, 1.0f);
     fill_random(b.c, n, 5, 1.0f);
+    b.params16 = malloc(n * sizeof *b.params16);
+    b.grads16 = malloc(n * sizeof *b.grads16);
+    if (!b.params16 || !b.grads16) {
+        fprintf(stderr, "bench_step: out of memory for %zu bf16 values\n", n);
+        exit(EXIT_FAILURE);
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u, v;
+        memcpy(&u, &b.params[i], sizeof u);
+        memcpy(&v, &b.grads[i], sizeof v);
+        b.params16[i] = (uint16_t)(u >> 16);
+        b.grads16[i] = (uint16_t)(v >> 16);
+    }
     if (round == 0 && !same_work(&b)) exit(EXIT_FAILURE);
     for (int t = 0; t < o->thread_count; t++) {
         result *r = &row[t];
@@ -394,6 +435,8 @@ static void run_size(const options *o, size_t n, result *row, int round)
     free(b.a);
     free(b.b);
     free(b.c);
+    free(b.params16);
+    free(b.grads16);
 }
 
 int main(int argc, char **argv)
