@@ -165,7 +165,7 @@ elseif(MODE STREQUAL "link_lines")
   # Without rpath or LD_LIBRARY_PATH the loader cannot find libmgpo.so.0.3:
   # the failure the README explains (unless the prefix is on its path).
   execute_process(COMMAND "${work}/plain" RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
-  if(rc EQUAL 0 OR NOT err MATCHES "libmgpo\\.so\\.0\\.2")
+  if(rc EQUAL 0 OR NOT err MATCHES "libmgpo\\.so\\.0\\.3")
     message(FATAL_ERROR "the plain pkg-config line gave a binary that starts (${rc}): ${err}")
   endif()
   run(/bin/sh -c "ldd ./static" WORKING_DIRECTORY "${work}")
