@@ -47,6 +47,7 @@
 
 #include "internal.h" /* --portable: mgpo_state.kernels */
 #include "llmc_loops.h"
+#include "bench_common.h"
 #include "mgpo.h"
 
 #define MAX_LIST 8
@@ -70,13 +71,6 @@ typedef struct options {
 } options;
 
 static const float LR = 1e-3f, BETA1 = 0.9f, BETA2 = 0.999f, EPS = 1e-8f, MOMENTUM = 0.9f;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void check(mgpo_status s, const char *what)
 {
@@ -241,18 +235,18 @@ static double time_case(bench_case *c, int reps)
     if (!is_llmc(c->which)) c->st = make_state(c);
     double work = 20e-3, one = INFINITY;
     for (int w = 0; w < 3; w++) { /* warm-up; MGPO's first call perturbs nothing */
-        double t0 = now();
+        double t0 = bench_now();
         run_once(c);
-        one = fmin(one, now() - t0);
+        one = fmin(one, bench_now() - t0);
     }
     long inner = one > 0 ? (long)(work / one) : 1;
     if (inner < 1) inner = 1;
     if (inner > 100000) inner = 100000;
     double best = INFINITY;
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (long k = 0; k < inner; k++) run_once(c);
-        best = fmin(best, (now() - t0) / (double)inner);
+        best = fmin(best, (bench_now() - t0) / (double)inner);
     }
     mgpo_destroy(c->st);
     c->st = NULL;

@@ -24,6 +24,7 @@
 #include <omp.h>
 #endif
 
+#include "bench_common.h"
 #include "mgpo.h"
 #include "naive_adamw.h"
 
@@ -70,13 +71,6 @@ static const char *const case_notes[CASES] = {
     "mgpo_step, bf16 params and grads, rho = 0",
     "mgpo_perturb + mgpo_step, bf16 params and grads",
     "as bf16_iteration, stochastic rounding"};
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static size_t parse_size(const char *s)
 {
@@ -293,9 +287,9 @@ static double time_case(buffers *b, int which, int threads, int reps)
     for (int w = 0; w < WARMUP; w++) run_once(&x);
     double best = INFINITY;
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         run_once(&x);
-        double dt = now() - t0;
+        double dt = bench_now() - t0;
         if (dt < best) best = dt;
     }
     mgpo_destroy(x.st);

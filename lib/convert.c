@@ -10,7 +10,8 @@
  * Stochastic rounding rounds x up (away from zero) to the next value of the
  * target type with probability equal to the fraction of the gap that x has
  * passed, from random bits that are a pure function of (key, element)
- * (random.c), so a block gives the same bits on any thread.  bfloat16 and
+ * (random.c; 16 bits per bfloat16 element, 32 per float16 one: see
+ * mgpo_store_stochastic), so a block gives the same bits on any thread.  bfloat16 and
  * float16 normal values add uniform random bits below the kept ones and
  * truncate: exactly unbiased.  A float16 subnormal result (|x| < 2^-14)
  * compares the fraction with a 32-bit uniform: biased by less than 2^-32 of
@@ -72,16 +73,16 @@ uint16_t mgpo_f32_to_f16(float x)
     return (uint16_t)(sign | h);
 }
 
-uint16_t mgpo_f32_to_bf16_stochastic(float x, uint64_t random)
+uint16_t mgpo_f32_to_bf16_stochastic(float x, uint16_t random)
 {
     uint32_t b = bits_of(x);
     if ((b & 0x7f800000u) == 0x7f800000u) return mgpo_f32_to_bf16(x);
     /* Sign and magnitude: adding to the magnitude's bits moves away from 0,
      * carrying into the exponent where the gap doubles, as it should. */
-    return (uint16_t)((b + (uint32_t)(random & 0xffffu)) >> 16);
+    return (uint16_t)((b + random) >> 16);
 }
 
-uint16_t mgpo_f32_to_f16_stochastic(float x, uint64_t random)
+uint16_t mgpo_f32_to_f16_stochastic(float x, uint32_t random)
 {
     uint32_t b = bits_of(x), a = b & 0x7fffffffu, sign = b & 0x80000000u;
     if (a >= 0x7f800000u) return mgpo_f32_to_f16(x);
@@ -97,7 +98,7 @@ uint16_t mgpo_f32_to_f16_stochastic(float x, uint64_t random)
     /* Up when fraction + u reaches 1, u uniform on the 2^32 multiples of
      * 2^-32 in [0, 1), as the added bits carry in the normal case (0 random
      * bits truncate).  1 - u is exact in double, so is the comparison. */
-    double u = (double)(uint32_t)(random >> 32) * 0x1p-32;
+    double u = (double)random * 0x1p-32;
     float rounded = (whole + ((double)fraction >= 1.0 - u ? 1.0f : 0.0f)) * 0x1p-24f;
     return mgpo_f32_to_f16(float_of(sign | bits_of(rounded)));
 }
@@ -148,14 +149,24 @@ void mgpo_kernel_perturb_store(void *dst, mgpo_dtype type, const float *p, const
         for (size_t i = 0; i < n; i++) h[i] = mgpo_f32_to_f16(p[i] + coefficient * m[i]);
 }
 
+/* One 64-bit hash serves four bfloat16 or two float16 elements: the hash,
+ * not the rounding, is the cost. */
 void mgpo_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t n,
                            uint64_t key, uint64_t first_index)
 {
     uint16_t *h = dst;
-    if (type == MGPO_DTYPE_BFLOAT16)
-        for (size_t i = 0; i < n; i++)
-            h[i] = mgpo_f32_to_bf16_stochastic(src[i], mgpo_random_bits(key, first_index + i));
-    else
-        for (size_t i = 0; i < n; i++)
-            h[i] = mgpo_f32_to_f16_stochastic(src[i], mgpo_random_bits(key, first_index + i));
+    uint64_t bits = 0;
+    if (type == MGPO_DTYPE_BFLOAT16) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t e = first_index + i;
+            if (i == 0 || (e & 3u) == 0) bits = mgpo_random_bits(key, e >> 2);
+            h[i] = mgpo_f32_to_bf16_stochastic(src[i], (uint16_t)(bits >> (16u * (e & 3u))));
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t e = first_index + i;
+            if (i == 0 || (e & 1u) == 0) bits = mgpo_random_bits(key, e >> 1);
+            h[i] = mgpo_f32_to_f16_stochastic(src[i], (uint32_t)(bits >> (32u * (e & 1u))));
+        }
+    }
 }

@@ -365,6 +365,9 @@ typedef struct mgpo_kernels {
     void (*store)(void *dst, mgpo_dtype type, const float *src, size_t n);
     void (*perturb_store)(void *dst, mgpo_dtype type, const float *p, const float *m,
                           float coefficient, size_t n);
+    /* mgpo_store_stochastic. */
+    void (*store_stochastic)(void *dst, mgpo_dtype type, const float *src, size_t n,
+                             uint64_t key, uint64_t first_index);
 } mgpo_kernels;
 
 /* convert.c: element types.  bf16/fp16 to float32 is exact; to them,
@@ -379,8 +382,8 @@ static inline float mgpo_bf16_to_f32(uint16_t h)
 }
 uint16_t mgpo_f32_to_bf16(float x);
 uint16_t mgpo_f32_to_f16(float x);
-uint16_t mgpo_f32_to_bf16_stochastic(float x, uint64_t random);
-uint16_t mgpo_f32_to_f16_stochastic(float x, uint64_t random);
+uint16_t mgpo_f32_to_bf16_stochastic(float x, uint16_t random);
+uint16_t mgpo_f32_to_f16_stochastic(float x, uint32_t random);
 /* dst[i] = (float)src[i] * scale (a bf16/fp16 or float buffer). */
 void mgpo_kernel_load(float *dst, const void *src, mgpo_dtype type, size_t n, float scale);
 /* dst[i] = round_nearest(src[i]) into a bf16/fp16 buffer. */
@@ -388,7 +391,10 @@ void mgpo_kernel_store(void *dst, mgpo_dtype type, const float *src, size_t n);
 /* dst[i] = round_nearest(p[i] + c*m[i]), the sum rounded as mgpo_kernel_perturb. */
 void mgpo_kernel_perturb_store(void *dst, mgpo_dtype type, const float *p, const float *m,
                                float coefficient, size_t n);
-/* dst[i] = round_stochastic(src[i]) with mgpo_random_bits(key, first_index + i). */
+/* dst[i] = round_stochastic(src[i]); element e = first_index + i takes its
+ * bits from h = mgpo_random_bits(key, e / 4), 16 bits (e % 4) * 16 up, for
+ * bfloat16, and from h = mgpo_random_bits(key, e / 2), 32 bits (e % 2) * 32
+ * up, for float16: one hash per four or two elements. */
 void mgpo_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t n,
                            uint64_t key, uint64_t first_index);
 
@@ -413,6 +419,8 @@ void mgpo_avx2_load(float *dst, const void *src, mgpo_dtype type, size_t n, floa
 void mgpo_avx2_store(void *dst, mgpo_dtype type, const float *src, size_t n);
 void mgpo_avx2_perturb_store(void *dst, mgpo_dtype type, const float *p, const float *m,
                              float coefficient, size_t n);
+void mgpo_avx2_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t n,
+                                uint64_t key, uint64_t first_index);
 
 /* The portable C kernels above, always built. */
 const mgpo_kernels *mgpo_kernels_portable(void);
@@ -460,7 +468,25 @@ void mgpo_lora_free(mgpo_state *st, mgpo_item *item);
 /* random.c: a counter-based Gaussian generator (its spec is in random.c).
  * The key of (seed, step, stream), then the value of element `index`. */
 uint64_t mgpo_random_key(uint64_t seed, uint64_t step, uint64_t stream);
-uint64_t mgpo_random_bits(uint64_t key, uint64_t index);
+/* mix and absorb of random.c's spec, inline so that the stochastic
+ * rounding's loops keep them in registers. */
+#define MGPO_GOLDEN_GAMMA UINT64_C(0x9E3779B97F4A7C15)
+static inline uint64_t mgpo_random_mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= UINT64_C(0xBF58476D1CE4E5B9);
+    x ^= x >> 27;
+    x *= UINT64_C(0x94D049BB133111EB);
+    return x ^ (x >> 31);
+}
+static inline uint64_t mgpo_random_absorb(uint64_t h, uint64_t x)
+{
+    return mgpo_random_mix(h ^ mgpo_random_mix(x + MGPO_GOLDEN_GAMMA));
+}
+static inline uint64_t mgpo_random_bits(uint64_t key, uint64_t index)
+{
+    return mgpo_random_absorb(key, index);
+}
 float mgpo_random_normal(uint64_t key, uint64_t index);
 void mgpo_random_normal_fill(float *out, size_t count, uint64_t key, uint64_t first_index);
 

@@ -433,7 +433,7 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
 
 static const mgpo_kernels avx2 = {
     "avx2", sum_squares, perturb, unperturb, copy, perturb_exact, restore_exact, adamw, sgd,
-    mgpo_avx2_load, mgpo_avx2_store, mgpo_avx2_perturb_store,
+    mgpo_avx2_load, mgpo_avx2_store, mgpo_avx2_perturb_store, mgpo_avx2_store_stochastic,
 };
 
 const mgpo_kernels *mgpo_kernels_avx2(void)

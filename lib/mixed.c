@@ -36,8 +36,9 @@ void mgpo_publish_block(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
     void *dst = (void *)typed_at(sl->out, sl->out_type, begin);
     if (st->config.rounding == MGPO_ROUNDING_STOCHASTIC) {
         uint64_t stream = MGPO_ROUNDING_STREAM | (uint64_t)(sl - st->slots);
-        mgpo_store_stochastic(dst, sl->out_type, sl->params + begin, count,
-                              mgpo_random_key(st->config.seed, step, stream), (uint64_t)begin);
+        st->kernels->store_stochastic(dst, sl->out_type, sl->params + begin, count,
+                                      mgpo_random_key(st->config.seed, step, stream),
+                                      (uint64_t)begin);
     } else {
         st->kernels->store(dst, sl->out_type, sl->params + begin, count);
     }

@@ -20,25 +20,11 @@
 
 #include <math.h>
 
-#define GOLDEN_GAMMA 0x9E3779B97F4A7C15ull
-
-static inline uint64_t mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-static inline uint64_t absorb(uint64_t h, uint64_t x) { return mix(h ^ mix(x + GOLDEN_GAMMA)); }
-
 uint64_t mgpo_random_key(uint64_t seed, uint64_t step, uint64_t stream)
 {
-    return absorb(absorb(mix(seed + GOLDEN_GAMMA), step), stream);
+    return mgpo_random_absorb(mgpo_random_absorb(mgpo_random_mix(seed + MGPO_GOLDEN_GAMMA), step),
+                              stream);
 }
-
-uint64_t mgpo_random_bits(uint64_t key, uint64_t index) { return absorb(key, index); }
 
 float mgpo_random_normal(uint64_t key, uint64_t index)
 {

@@ -219,6 +219,20 @@ START_TEST(avx2_table_matches_portable)
             avx2->perturb_store(hb, type, p, m, -0.375f, n);
             ck_assert_int_eq(memcmp(ha, hb, n * sizeof *ha), 0);
         }
+    /* Stochastic rounding over every kind of value (x: any bits; p:
+     * float16 subnormals and normals mixed), from any start and length. */
+    float tiny[N];
+    for (int i = 0; i < N; i++) tiny[i] = (i % 3 ? 0x1p-20f : 1.5f) * m[i];
+    for (uint64_t first = 0; first < 8; first++)
+        for (size_t n = 0; n <= 60; n += 3)
+            for (int t = 1; t <= 2; t++)
+                for (int which = 0; which < 2; which++) {
+                    const float *src = which ? tiny : x;
+                    uint64_t key = mgpo_random_key(first, n, (uint64_t)t);
+                    portable->store_stochastic(ha, (mgpo_dtype)t, src, n, key, 4096 * first + first);
+                    avx2->store_stochastic(hb, (mgpo_dtype)t, src, n, key, 4096 * first + first);
+                    ck_assert_int_eq(memcmp(ha, hb, n * sizeof *ha), 0);
+                }
     /* The perturbed store is round(p + c*m) with the sum rounded to float. */
     portable->perturb_store(ha, MGPO_DTYPE_BFLOAT16, p, m, 1.5f, N);
     for (int i = 0; i < N; i++) ck_assert_uint_eq(ha[i], ref_to_bf16(p[i] + 1.5f * m[i]));
@@ -241,10 +255,11 @@ static double value_of(uint16_t h, mgpo_dtype type)
     return type == MGPO_DTYPE_FLOAT16 ? ref_f16_value(h) : (double)f_of((uint32_t)h << 16);
 }
 
+/* The bits each type takes: 32 for float16, 16 for bfloat16. */
 static uint16_t sr(float x, mgpo_dtype type, uint64_t r)
 {
-    return type == MGPO_DTYPE_FLOAT16 ? mgpo_f32_to_f16_stochastic(x, r)
-                                      : mgpo_f32_to_bf16_stochastic(x, r);
+    return type == MGPO_DTYPE_FLOAT16 ? mgpo_f32_to_f16_stochastic(x, (uint32_t)r)
+                                      : mgpo_f32_to_bf16_stochastic(x, (uint16_t)r);
 }
 
 START_TEST(stochastic_picks_a_neighbour)
@@ -268,6 +283,28 @@ START_TEST(stochastic_picks_a_neighbour)
             float exact = (float)value_of(sr(x, type, 0), type);
             if (signbit(x)) exact = -exact;
             ck_assert_uint_eq(sr(exact, type, r), sr(exact, type, 0));
+        }
+    }
+}
+END_TEST
+
+/* The block store takes each element's bits as internal.h specifies: four
+ * bfloat16 or two float16 elements per hash, from any start. */
+START_TEST(stochastic_store_follows_the_spec)
+{
+    enum { N = 37 };
+    float x[N];
+    uint16_t h[N];
+    for (int i = 0; i < N; i++) x[i] = 1.0f + (float)i * 0x1p-12f + 0x1p-20f;
+    const uint64_t key = mgpo_random_key(3, 4, 5), first = 3 * 4096 + 1;
+    for (int t = 1; t <= 2; t++) {
+        mgpo_dtype type = (mgpo_dtype)t;
+        mgpo_store_stochastic(h, type, x, N, key, first);
+        for (int i = 0; i < N; i++) {
+            uint64_t e = first + (uint64_t)i;
+            uint64_t bits = t == 1 ? mgpo_random_bits(key, e / 4) >> (16 * (e % 4))
+                                   : mgpo_random_bits(key, e / 2) >> (32 * (e % 2));
+            ck_assert_uint_eq(h[i], sr(x[i], type, bits));
         }
     }
 }
@@ -315,6 +352,7 @@ int main(void)
     tcase_add_test(tc, avx2_table_matches_portable);
     tcase_add_test(tc, stochastic_picks_a_neighbour);
     tcase_add_test(tc, stochastic_is_unbiased);
+    tcase_add_test(tc, stochastic_store_follows_the_spec);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
