@@ -9,7 +9,10 @@
  * The model: three tensors (one spanning four reduction blocks, so threads
  * split it) with a quadratic loss, and two LoRA pairs, one per mode, with the
  * loss 0.5 * ||W + s*B*A - T||^2.  Every configuration clips (and the test
- * checks that it did) and follows the warm-up + cosine schedule. */
+ * checks that it did) and follows the warm-up + cosine schedule.  The mixed
+ * configurations add a bf16 tensor with fp16 gradients and an fp16 tensor
+ * with bf16 gradients under a loss scale of 1024, with nearest or
+ * stochastic rounding. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +21,8 @@
 #include "test_util.h"
 
 #define STEPS 100
-#define CONFIGS 8 /* optimizer x scope x restore mode */
+#define CONFIGS 12 /* optimizer x scope x restore mode, then 4 mixed precision */
+#define MIXED_FIRST 8 /* configurations from here add bf16/fp16 tensors */
 #define PAIRS 2   /* adapter mode, base mode */
 #define RANK 2
 #define N_IN 24
@@ -32,13 +36,22 @@ static const char *config_name(int i)
 {
     static const char *names[CONFIGS] = {
         "adamw-global-exact",  "sgd-global-exact",  "adamw-tensor-exact",  "sgd-tensor-exact",
-        "adamw-global-lowmem", "sgd-global-lowmem", "adamw-tensor-lowmem", "sgd-tensor-lowmem"};
+        "adamw-global-lowmem", "sgd-global-lowmem", "adamw-tensor-lowmem", "sgd-tensor-lowmem",
+        "mixed-adamw-global-nearest", "mixed-sgd-global-stochastic",
+        "mixed-adamw-tensor-stochastic", "mixed-sgd-tensor-nearest"};
     return names[i];
 }
 
 static mgpo_config config_of(int i, int threads)
 {
     mgpo_config c = mgpo_config_default();
+    if (i >= MIXED_FIRST) {
+        /* Exact restore; stochastic rounding for the two middle ones. */
+        int k = i - MIXED_FIRST;
+        c.rounding = k == 1 || k == 2 ? MGPO_ROUNDING_STOCHASTIC : MGPO_ROUNDING_NEAREST;
+        c.seed = 2026;
+        i = k & 3;
+    }
     c.rho = 0.05;
     if (i & 1) {
         c.optimizer = MGPO_OPTIMIZER_SGD;
@@ -59,6 +72,37 @@ typedef struct lora_buffers {
     float a[RANK * N_IN], b[N_OUT * RANK], w[N_OUT * N_IN], target[N_OUT * N_IN];
     float ga[RANK * N_IN], gb[N_OUT * RANK];
 } lora_buffers;
+
+/* The mixed configurations' typed tensors: bf16 params with fp16 grads,
+ * fp16 params with bf16 grads; g = (p - target) * 1024 at the typed params,
+ * rounded to the gradient type. */
+#define TYPED 2
+static const size_t typed_sizes[TYPED] = {2 * MGPO_BLOCK_FLOATS + 3, 101};
+static const mgpo_dtype typed_param[TYPED] = {MGPO_DTYPE_BFLOAT16, MGPO_DTYPE_FLOAT16};
+static const mgpo_dtype typed_grad[TYPED] = {MGPO_DTYPE_FLOAT16, MGPO_DTYPE_BFLOAT16};
+#define LOSS_SCALE 1024.0f
+
+typedef struct typed_buffers {
+    uint16_t p[2 * MGPO_BLOCK_FLOATS + 3], g[2 * MGPO_BLOCK_FLOATS + 3];
+    float target[2 * MGPO_BLOCK_FLOATS + 3];
+} typed_buffers;
+
+static float typed_value(uint16_t h, mgpo_dtype t)
+{
+    return t == MGPO_DTYPE_FLOAT16 ? mgpo_f16_to_f32(h) : mgpo_bf16_to_f32(h);
+}
+
+static uint16_t typed_round(float x, mgpo_dtype t)
+{
+    return t == MGPO_DTYPE_FLOAT16 ? mgpo_f32_to_f16(x) : mgpo_f32_to_bf16(x);
+}
+
+static void typed_grad_of(typed_buffers *b, size_t k)
+{
+    for (size_t i = 0; i < typed_sizes[k]; i++)
+        b->g[i] = typed_round((typed_value(b->p[i], typed_param[k]) - b->target[i]) * LOSS_SCALE,
+                              typed_grad[k]);
+}
 
 typedef struct digest {
     uint64_t params, checkpoint;
@@ -130,6 +174,21 @@ static digest train(int i, int threads, int portable)
         ck_assert_int_eq(mgpo_add_lora_pair(m.st, &p, NULL, NULL), MGPO_OK);
     }
 
+    static typed_buffers typed[TYPED];
+    if (i >= MIXED_FIRST) {
+        for (size_t k = 0; k < TYPED; k++) {
+            float x[2 * MGPO_BLOCK_FLOATS + 3];
+            tu_fill(x, typed_sizes[k], 400 + k, -1.0f, 1.0f);
+            tu_fill(typed[k].target, typed_sizes[k], 500 + k, -0.5f, 0.5f);
+            for (size_t e = 0; e < typed_sizes[k]; e++)
+                typed[k].p[e] = typed_round(x[e], typed_param[k]);
+            ck_assert_int_eq(mgpo_add_tensor_typed(m.st, typed[k].p, typed_param[k], typed[k].g,
+                                                   typed_grad[k], typed_sizes[k], NULL, NULL),
+                             MGPO_OK);
+        }
+        ck_assert_int_eq(mgpo_set_grad_scale(m.st, LOSS_SCALE), MGPO_OK);
+    }
+
     mgpo_schedule sched = mgpo_schedule_paper(cfg.optimizer == MGPO_OPTIMIZER_SGD ? 0.05 : 0.01,
                                               STEPS);
     sched.warmup_steps = 10;
@@ -141,6 +200,16 @@ static digest train(int i, int threads, int portable)
         ck_assert_int_eq(mgpo_perturb(m.st), MGPO_OK);
         tu_model_grad(&m);
         for (size_t k = 0; k < PAIRS; k++) lora_grad(&pairs[k]);
+        if (i >= MIXED_FIRST) {
+            /* The loss scale is the state's: every gradient carries it. */
+            for (size_t k = 0; k < TYPED; k++) typed_grad_of(&typed[k], k);
+            for (size_t k = 0; k < TENSORS; k++)
+                for (size_t e = 0; e < sizes[k]; e++) m.grads[k][e] *= LOSS_SCALE;
+            for (size_t k = 0; k < PAIRS; k++) {
+                for (size_t e = 0; e < RANK * N_IN; e++) pairs[k].ga[e] *= LOSS_SCALE;
+                for (size_t e = 0; e < N_OUT * RANK; e++) pairs[k].gb[e] *= LOSS_SCALE;
+            }
+        }
         ck_assert_int_eq(mgpo_step(m.st), MGPO_OK);
         mgpo_stats s;
         ck_assert_int_eq(mgpo_get_stats(m.st, &s), MGPO_OK);
@@ -157,6 +226,12 @@ static digest train(int i, int threads, int portable)
         d.params = fnv_floats(d.params, pairs[k].b, N_OUT * RANK);
         d.params = fnv_floats(d.params, pairs[k].w, N_OUT * N_IN);
     }
+    if (i >= MIXED_FIRST)
+        for (size_t k = 0; k < TYPED; k++)
+            for (size_t e = 0; e < typed_sizes[k]; e++) {
+                unsigned char b[2] = {(unsigned char)typed[k].p[e], (unsigned char)(typed[k].p[e] >> 8)};
+                d.params = fnv_bytes(d.params, b, 2);
+            }
     /* Saved while perturbed: with the exact restore's data in exact mode. */
     ck_assert_int_eq(mgpo_perturb(m.st), MGPO_OK);
     size_t size = 0, written = 0;
