@@ -265,7 +265,8 @@ typedef enum mgpo_rounding {
     MGPO_ROUNDING_NEAREST = 0,   /* round to nearest, ties to even (torch's .to()) */
     MGPO_ROUNDING_STOCHASTIC = 1 /* up with probability equal to the dropped fraction,
                                     from a counter-based generator keyed by
-                                    (seed, step, tensor, element): the same bits for
+                                    (seed, step, slot, element; docs/algorithm.md,
+                                    "Stochastic rounding"): the same bits for
                                     any thread count, platform or resume */
 } mgpo_rounding;
 
@@ -429,7 +430,8 @@ MGPO_API mgpo_tensor_options mgpo_tensor_options_default(void);
  *  OVERLAP (params overlaps grads, or any buffer of an earlier registration
  *  that is written), BAD_LR / BAD_WEIGHT_DECAY (negative or non-finite
  *  scales, or lr * lr_scale, weight_decay * weight_decay_scale beyond the
- *  numeric bounds of docs/api.md), WRONG_PHASE, OUT_OF_MEMORY. */
+ *  numeric bounds of docs/api.md), RESERVED_FIELD (options), WRONG_PHASE,
+ *  OUT_OF_MEMORY. */
 MGPO_API mgpo_status mgpo_add_tensor(mgpo_state *state, float *params,
                                      const float *grads, size_t count,
                                      const mgpo_tensor_options *options,
@@ -469,8 +471,8 @@ typedef struct mgpo_lora_pair {
 /** Registers a LoRA pair as one item (and, under MGPO_SCOPE_TENSOR, one unit
  *  whose norms are measured in weight space).  A and B are stepped like
  *  tensors with `options`.  Same ownership and phase rules as
- *  mgpo_add_tensor; in base mode the state also owns a backup of W
- *  (n_out*n_in floats, kept in either restore mode).  Errors: NULL_ARGUMENT
+ *  mgpo_add_tensor; in base mode a perturbed pair (options.perturb) also
+ *  owns a backup of W (n_out*n_in floats, kept in either restore mode).  Errors: NULL_ARGUMENT
  *  (state, pair, A or B; W in base mode), SHAPE (a zero dimension or an
  *  overflowing size), INVALID_ARGUMENT (scaling not finite, <= 0 or above
  *  MGPO_LORA_SCALING_MAX, W given
@@ -537,10 +539,12 @@ MGPO_API size_t mgpo_dtype_size(mgpo_dtype type);
  *  float32 this is mgpo_add_tensor; otherwise the state allocates float32
  *  master weights, initialised from `params`, and from then on writes
  *  `params` at every perturb, restore and step (see above).  Ownership,
- *  phase and alignment rules as mgpo_add_tensor (2-byte alignment for
- *  bf16/fp16).  Errors: as mgpo_add_tensor (byte ranges for OVERLAP), and
- *  BAD_ENUM (an unknown type), UNSUPPORTED (a bf16/fp16 param_type in
- *  external optimizer mode, or with config.direction RANDOM). */
+ *  phase rules as mgpo_add_tensor; a bf16/fp16 buffer must be 2-byte
+ *  aligned (a float32 one needs no more than a float).  Errors: as
+ *  mgpo_add_tensor (byte ranges for OVERLAP), and BAD_ENUM (an unknown
+ *  type), INVALID_ARGUMENT (a bf16/fp16 buffer at an odd address),
+ *  UNSUPPORTED (a bf16/fp16 param_type in external optimizer mode, or with
+ *  config.direction RANDOM). */
 MGPO_API mgpo_status mgpo_add_tensor_typed(mgpo_state *state, void *params,
                                            mgpo_dtype param_type, const void *grads,
                                            mgpo_dtype grad_type, size_t count,
@@ -549,7 +553,8 @@ MGPO_API mgpo_status mgpo_add_tensor_typed(mgpo_state *state, void *params,
 
 /** mgpo_set_grad for a gradient buffer of any element type (`count` of the
  *  tensor's elements of `grad_type`); the type may differ from the one
- *  given before.  Errors: as mgpo_set_grad, BAD_ENUM. */
+ *  given before.  Errors: as mgpo_set_grad, BAD_ENUM, INVALID_ARGUMENT (a
+ *  bf16/fp16 buffer at an odd address). */
 MGPO_API mgpo_status mgpo_set_grad_typed(mgpo_state *state, size_t index, const void *grads,
                                          mgpo_dtype grad_type);
 
@@ -576,14 +581,15 @@ typedef struct mgpo_lora_pair_typed {
 
 /** mgpo_add_lora_pair for typed buffers; with every type float32 it is
  *  mgpo_add_lora_pair.  Errors: as mgpo_add_lora_pair, BAD_ENUM (a type),
- *  RESERVED_FIELD, UNSUPPORTED (bf16/fp16 A and B in external mode). */
+ *  RESERVED_FIELD, INVALID_ARGUMENT (a bf16/fp16 buffer at an odd
+ *  address), UNSUPPORTED (bf16/fp16 A and B in external mode). */
 MGPO_API mgpo_status mgpo_add_lora_pair_typed(mgpo_state *state,
                                               const mgpo_lora_pair_typed *pair,
                                               const mgpo_tensor_options *options,
                                               size_t *index);
 
 /** mgpo_set_lora_grads for gradients of `grad_type`.  Errors: as
- *  mgpo_set_lora_grads, BAD_ENUM. */
+ *  mgpo_set_lora_grads, BAD_ENUM, INVALID_ARGUMENT (odd address). */
 MGPO_API mgpo_status mgpo_set_lora_grads_typed(mgpo_state *state, size_t index,
                                                const void *grad_a, const void *grad_b,
                                                mgpo_dtype grad_type);
@@ -643,8 +649,8 @@ MGPO_API mgpo_status mgpo_set_grad_scale(mgpo_state *state, double scale);
  * mgpo_step counts t (completed steps, mgpo_stats.step) as in the
  * integrated mode.  gamma, and so gbar, is the raw gradient norm: clip,
  * unscale or accumulate in your own step as you like, after mgpo_step; if
- * your gradients are loss-scaled, unscale them before mgpo_step (gamma
- * would be scaled otherwise).  lr, lr_scale, weight decay, betas, eps,
+ * your gradients are loss-scaled, give the scale to mgpo_set_grad_scale
+ * (or unscale them before mgpo_step; gamma would be scaled otherwise).  lr, lr_scale, weight decay, betas, eps,
  * momentum, dampening and nesterov are unused in this mode; clipping must be
  * off (max_grad_norm 0).  Checkpoints hold gbar and the restore data, not
  * the caller's moments (save those with your optimizer). */

@@ -192,6 +192,12 @@ bool mgpo_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_
 mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
                           const void *grads, mgpo_dtype grad_type, size_t count,
                           const mgpo_tensor_options *o, size_t item, bool perturb);
+/* A bf16/fp16 buffer is read and written as uint16_t: it must be 2-byte
+ * aligned (NULL passes). */
+static inline bool mgpo_typed_aligned(const void *p, mgpo_dtype t)
+{
+    return t == MGPO_DTYPE_FLOAT32 || ((uintptr_t)p & 1u) == 0;
+}
 /* Unknown element type: MGPO_ERR_BAD_ENUM. */
 static inline bool mgpo_dtype_valid(mgpo_dtype t)
 {

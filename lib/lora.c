@@ -320,6 +320,10 @@ static mgpo_status validate_pair(const mgpo_state *st, const mgpo_lora_pair_type
         return MGPO_ERR_BAD_ENUM;
     if (p->mode == MGPO_LORA_BASE && !p->base_weight) return MGPO_ERR_NULL_ARGUMENT;
     if (p->mode == MGPO_LORA_ADAPTER && p->base_weight) return MGPO_ERR_INVALID_ARGUMENT;
+    if (!mgpo_typed_aligned(p->a, p->adapter_type) || !mgpo_typed_aligned(p->b, p->adapter_type) ||
+        !mgpo_typed_aligned(p->grad_a, p->grad_type) || !mgpo_typed_aligned(p->grad_b, p->grad_type) ||
+        !mgpo_typed_aligned(p->base_weight, p->base_type))
+        return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_status s = pair_sizes(p, z);
     if (s != MGPO_OK) return s;
     /* The weight-space norms multiply by scaling^2 (MGPO_LORA_SCALING_MAX). */
@@ -418,6 +422,8 @@ mgpo_status mgpo_set_lora_grads_typed(mgpo_state *st, size_t index, const void *
     if (index >= st->item_count || st->items[index].kind != MGPO_ITEM_LORA)
         return MGPO_ERR_INVALID_ARGUMENT;
     if (!mgpo_dtype_valid(grad_type)) return MGPO_ERR_BAD_ENUM;
+    if (!mgpo_typed_aligned(grad_a, grad_type) || !mgpo_typed_aligned(grad_b, grad_type))
+        return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_slot *sa = &st->slots[st->items[index].first_slot], *sb = sa + 1;
     const size_t size = mgpo_dtype_size(grad_type);
     /* Both are checked before either is set. */

@@ -303,6 +303,8 @@ mgpo_status mgpo_add_tensor_typed(mgpo_state *st, void *params, mgpo_dtype param
     if (!st || !params) return MGPO_ERR_NULL_ARGUMENT;
     if (count == 0 || count > SIZE_MAX / 4 / sizeof(float)) return MGPO_ERR_INVALID_ARGUMENT;
     if (!mgpo_dtype_valid(param_type) || !mgpo_dtype_valid(grad_type)) return MGPO_ERR_BAD_ENUM;
+    if (!mgpo_typed_aligned(params, param_type) || !mgpo_typed_aligned(grads, grad_type))
+        return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_tensor_options o = options ? *options : mgpo_tensor_options_default();
     mgpo_status s = mgpo_check_options(&st->config, &o);
     if (s == MGPO_OK) s = check_registration(st);
@@ -344,6 +346,7 @@ mgpo_status mgpo_set_grad_typed(mgpo_state *st, size_t index, const void *grads,
     if (index >= st->item_count || st->items[index].kind != MGPO_ITEM_TENSOR)
         return MGPO_ERR_INVALID_ARGUMENT;
     if (!mgpo_dtype_valid(grad_type)) return MGPO_ERR_BAD_ENUM;
+    if (!mgpo_typed_aligned(grads, grad_type)) return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_slot *sl = &st->slots[st->items[index].first_slot];
     if (grads) {
         mgpo_status s = mgpo_check_readable(st, grads, sl->count * mgpo_dtype_size(grad_type));

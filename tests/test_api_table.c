@@ -131,6 +131,8 @@ static mgpo_status add_typed(api_ctx *c, mgpo_state *st, int broken)
     case 5: g = (const unsigned char *)c->lora_w + 6; gt = MGPO_DTYPE_FLOAT32; break;
     case 6: p = (unsigned char *)c->fresh_p + 254; break; /* last 2 bytes of fresh_p */
     case 7: p = NULL; break;
+    case 8: p = (unsigned char *)c->lora_w + 1; break; /* odd address */
+    case 9: g = (const unsigned char *)c->fresh_g + 1; break;
     default: break;
     }
     return mgpo_add_tensor_typed(st, p, pt, g, gt, n, &o, (size_t *)out_area(c));
@@ -413,6 +415,12 @@ enum { PLAIN = 0, LORA = 1 };
     X(typed_self_overlap, "mgpo_add_tensor_typed", MGPO_ERR_OVERLAP, PLAIN,                 \
       add_typed(c, c->fresh, 5))                                                            \
     X(typed_overlap, "mgpo_add_tensor_typed", MGPO_ERR_OVERLAP, PLAIN, add_typed(c, c->fresh, 6)) \
+    X(typed_odd_params, "mgpo_add_tensor_typed", MGPO_ERR_INVALID_ARGUMENT, PLAIN,          \
+      add_typed(c, c->fresh, 8))                                                            \
+    X(typed_odd_grads, "mgpo_add_tensor_typed", MGPO_ERR_INVALID_ARGUMENT, PLAIN,           \
+      add_typed(c, c->fresh, 9))                                                            \
+    X(grad_typed_odd, "mgpo_set_grad_typed", MGPO_ERR_INVALID_ARGUMENT, PLAIN,              \
+      mgpo_set_grad_typed(c->fresh, 0, (const unsigned char *)c->lora_w + 1, MGPO_DTYPE_FLOAT16)) \
     X(typed_after_step, "mgpo_add_tensor_typed", MGPO_ERR_WRONG_PHASE, PLAIN,               \
       add_typed(c, c->f.st, 0))                                                             \
     X(grad_typed_null, "mgpo_set_grad_typed", MGPO_ERR_NULL_ARGUMENT, PLAIN,                \
