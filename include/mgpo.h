@@ -518,9 +518,14 @@ MGPO_API mgpo_status mgpo_set_lora_grads(mgpo_state *state, size_t index,
  *
  * Buffers of type bf16 or fp16 hold uint16_t bit patterns (IEEE binary16, or
  * the upper half of a float32), in the machine's byte order, 2-byte
- * aligned.  External optimizer mode takes float32 parameters only (the
- * typed registration returns MGPO_ERR_UNSUPPORTED there); its gradients may
- * be of any type, and the loss scale applies to its norms. */
+ * aligned.  External optimizer mode: the caller's optimizer keeps its own
+ * master weights, so a bf16/fp16 tensor has none in the state; a perturb
+ * writes round_nearest(p + c*m) into the buffer, after copying it (exact
+ * mode: 2 bytes per element, in the buffer's type), and the restore copies
+ * it back bit for bit (low-memory mode: round_nearest(p - c*m), not exact).
+ * Its gradients may be of any type and the loss scale applies to its norms.
+ * A LoRA pair with bf16/fp16 A and B is not supported there
+ * (MGPO_ERR_UNSUPPORTED); a bf16/fp16 W in base mode is. */
 
 /** Element type of a caller's buffer. */
 typedef enum mgpo_dtype {
@@ -538,13 +543,13 @@ MGPO_API size_t mgpo_dtype_size(mgpo_dtype type);
  *  mgpo_set_grad_typed) `count` elements of `grad_type`.  With param_type
  *  float32 this is mgpo_add_tensor; otherwise the state allocates float32
  *  master weights, initialised from `params`, and from then on writes
- *  `params` at every perturb, restore and step (see above).  Ownership,
+ *  `params` at every perturb, restore and step (see above; in external
+ *  mode no master: only perturb and restore write it).  Ownership,
  *  phase rules as mgpo_add_tensor; a bf16/fp16 buffer must be 2-byte
  *  aligned (a float32 one needs no more than a float).  Errors: as
  *  mgpo_add_tensor (byte ranges for OVERLAP), and BAD_ENUM (an unknown
  *  type), INVALID_ARGUMENT (a bf16/fp16 buffer at an odd address),
- *  UNSUPPORTED (a bf16/fp16 param_type in external optimizer mode, or with
- *  config.direction RANDOM). */
+ *  UNSUPPORTED (a bf16/fp16 param_type with config.direction RANDOM). */
 MGPO_API mgpo_status mgpo_add_tensor_typed(mgpo_state *state, void *params,
                                            mgpo_dtype param_type, const void *grads,
                                            mgpo_dtype grad_type, size_t count,

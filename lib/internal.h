@@ -37,8 +37,12 @@ typedef struct mgpo_slot {
     mgpo_dtype grad_type;   /* of grads */
     void *out;              /* caller's bf16/fp16 parameter buffer, or NULL: it
                                receives round(master) and perturbations; the
-                               master itself is never perturbed */
+                               master itself is never perturbed.  In external
+                               mode there is no master (params is NULL): the
+                               perturbation goes into `out` directly */
     mgpo_dtype out_type;    /* of out (FLOAT32 when out is NULL) */
+    void *out_backup;       /* external mode, exact restore: while perturbed, a
+                               copy of `out` in its own type */
     size_t count;
     float *m;               /* AdamW exp_avg or SGD momentum buffer; NULL in
                                external mode */
@@ -150,6 +154,9 @@ static inline bool mgpo_external(const mgpo_state *st)
 {
     return st->config.optimizer_mode == MGPO_OPTIMIZER_EXTERNAL;
 }
+
+/* The slot keeps float32 master weights (in params) for a bf16/fp16 buffer. */
+static inline bool mgpo_slot_has_master(const mgpo_slot *sl) { return sl->out && sl->params; }
 
 /* Bytes of the caller's parameter buffer of a slot, and its address. */
 static inline void *mgpo_slot_caller_params(const mgpo_slot *sl)
@@ -415,8 +422,14 @@ const float *mgpo_slot_grads(const mgpo_state *st, const mgpo_slot *sl, size_t b
  * count of completed steps the master holds. */
 void mgpo_publish_block(const mgpo_state *st, const mgpo_slot *sl, size_t begin, size_t count,
                         uint64_t step);
-/* Writes round_nearest(master + c*dir) of a block into the caller's buffer. */
+/* Writes round_nearest(master + c*dir) of a block into the caller's buffer;
+ * without a master (external mode), round_nearest(out + c*dir), after
+ * copying `out` into out_backup (exact restore). */
 void mgpo_perturb_out_block(const mgpo_state *st, const mgpo_slot *sl, const float *dir,
+                            size_t begin, size_t count);
+/* External mode without a master: puts a block of `out` back, from
+ * out_backup (exact) or as round_nearest(out - c*dir) (low memory). */
+void mgpo_restore_out_block(const mgpo_state *st, const mgpo_slot *sl, const float *dir,
                             size_t begin, size_t count);
 
 /* convert_avx2.c: the same three with AVX2 and F16C (x86-64 only; the AVX2

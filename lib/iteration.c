@@ -245,12 +245,17 @@ static double restore_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
 {
     (void)arg;
     if (sl->applied == 0.0f) return 0.0;
-    if (sl->out) {
+    if (mgpo_slot_has_master(sl)) {
         mgpo_publish_block(st, sl, begin, count, st->step);
         return 0.0;
     }
-    float *p = sl->params + begin, scratch[MGPO_BLOCK_FLOATS];
+    float scratch[MGPO_BLOCK_FLOATS];
     const float *m = mgpo_direction_block(st, sl, begin, count, scratch);
+    if (sl->out) {
+        mgpo_restore_out_block(st, sl, m, begin, count);
+        return 0.0;
+    }
+    float *p = sl->params + begin;
     if (!sl->backup) st->kernels->unperturb(p, m, sl->applied, count);
     else if (sl->full_copy) st->kernels->copy(p, sl->backup + begin, count, sl->stream);
     else st->kernels->restore_exact(p, sl->backup + begin, m, sl->applied, count);

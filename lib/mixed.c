@@ -11,6 +11,8 @@
  * of (config.seed, completed steps, slot, element). */
 #include "internal.h"
 
+#include <string.h>
+
 /* Stochastic rounding's streams, apart from the random direction's (which
  * uses the slot index itself). */
 #define MGPO_ROUNDING_STREAM (UINT64_C(1) << 63)
@@ -48,5 +50,31 @@ void mgpo_perturb_out_block(const mgpo_state *st, const mgpo_slot *sl, const flo
                             size_t begin, size_t count)
 {
     void *dst = (void *)typed_at(sl->out, sl->out_type, begin);
-    st->kernels->perturb_store(dst, sl->out_type, sl->params + begin, dir, sl->applied, count);
+    if (sl->params) {
+        st->kernels->perturb_store(dst, sl->out_type, sl->params + begin, dir, sl->applied, count);
+        return;
+    }
+    /* External mode: the caller's buffer is the only copy of the values. */
+    float clean[MGPO_BLOCK_FLOATS];
+    if (sl->out_backup)
+        memcpy((unsigned char *)sl->out_backup + begin * mgpo_dtype_size(sl->out_type), dst,
+               count * mgpo_dtype_size(sl->out_type));
+    st->kernels->load(clean, dst, sl->out_type, count, 1.0f);
+    st->kernels->perturb_store(dst, sl->out_type, clean, dir, sl->applied, count);
+}
+
+void mgpo_restore_out_block(const mgpo_state *st, const mgpo_slot *sl, const float *dir,
+                            size_t begin, size_t count)
+{
+    const size_t size = mgpo_dtype_size(sl->out_type);
+    void *dst = (void *)typed_at(sl->out, sl->out_type, begin);
+    if (sl->out_backup) {
+        memcpy(dst, (const unsigned char *)sl->out_backup + begin * size, count * size);
+        return;
+    }
+    /* Low-memory mode: subtract c*dir again (not bit-exact, as for float32). */
+    float value[MGPO_BLOCK_FLOATS];
+    st->kernels->load(value, dst, sl->out_type, count, 1.0f);
+    st->kernels->unperturb(value, dir, sl->applied, count);
+    st->kernels->store(dst, sl->out_type, value, count);
 }

@@ -224,18 +224,25 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
     /* In external mode the moments are the caller's optimizer's. */
     bool own = !mgpo_external(st);
     bool adamw = own && st->config.optimizer == MGPO_OPTIMIZER_ADAMW;
-    /* A bf16/fp16 buffer is restored from its float32 master: no backup. */
-    bool master = param_type != MGPO_DTYPE_FLOAT32;
-    bool backup = perturb && !master && st->config.restore_mode == MGPO_RESTORE_EXACT;
+    /* A bf16/fp16 buffer is restored from its float32 master: no backup.
+     * In external mode the caller's optimizer keeps the master, so the
+     * buffer gets a backup in its own type instead (exact restore). */
+    bool typed = param_type != MGPO_DTYPE_FLOAT32;
+    bool master = typed && own;
+    bool exact = perturb && st->config.restore_mode == MGPO_RESTORE_EXACT;
+    bool backup = exact && !typed, out_backup = exact && typed && !own;
+    size_t out_bytes = count * mgpo_dtype_size(param_type);
     float *m = own ? mgpo_alloc(st, bytes) : NULL;
     float *v = adamw ? mgpo_alloc(st, bytes) : NULL;
     float *b = backup ? mgpo_alloc(st, bytes) : NULL;
     float *w = master ? mgpo_alloc(st, bytes) : NULL;
-    if ((own && !m) || (adamw && !v) || (backup && !b) || (master && !w)) {
+    void *ob = out_backup ? mgpo_alloc(st, out_bytes) : NULL;
+    if ((own && !m) || (adamw && !v) || (backup && !b) || (master && !w) || (out_backup && !ob)) {
         mgpo_free(st, m, bytes);
         mgpo_free(st, v, bytes);
         mgpo_free(st, b, bytes);
         mgpo_free(st, w, bytes);
+        mgpo_free(st, ob, out_bytes);
         return MGPO_ERR_OUT_OF_MEMORY;
     }
     if (m) memset(m, 0, bytes);
@@ -245,8 +252,9 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
 
     mgpo_slot *sl = &st->slots[st->slot_count];
     memset(sl, 0, sizeof *sl);
-    sl->params = master ? w : params;
-    sl->out = master ? params : NULL;
+    sl->params = typed ? w : params; /* NULL: external mode, no master */
+    sl->out = typed ? params : NULL;
+    sl->out_backup = ob;
     sl->out_type = param_type;
     sl->grads = grads;
     sl->grad_type = grad_type;
@@ -275,7 +283,8 @@ static void free_slot(mgpo_state *st, mgpo_slot *sl)
     mgpo_free(st, sl->m, bytes);
     mgpo_free(st, sl->v, bytes);
     mgpo_free(st, sl->backup, bytes);
-    if (sl->out) mgpo_free(st, sl->params, bytes);
+    if (sl->out) mgpo_free(st, sl->params, bytes); /* the master (NULL in external mode) */
+    mgpo_free(st, sl->out_backup, sl->count * mgpo_dtype_size(sl->out_type));
 }
 
 void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before)
@@ -309,10 +318,8 @@ mgpo_status mgpo_add_tensor_typed(mgpo_state *st, void *params, mgpo_dtype param
     mgpo_status s = mgpo_check_options(&st->config, &o);
     if (s == MGPO_OK) s = check_registration(st);
     if (s != MGPO_OK) return s;
-    /* The caller's optimizer keeps its own master weights; a random
-     * direction is generated against the caller's buffer. */
-    if (param_type != MGPO_DTYPE_FLOAT32 &&
-        (mgpo_external(st) || st->config.direction == MGPO_DIRECTION_RANDOM))
+    /* The random direction's paths assume float32 parameters. */
+    if (param_type != MGPO_DTYPE_FLOAT32 && st->config.direction == MGPO_DIRECTION_RANDOM)
         return MGPO_ERR_UNSUPPORTED;
     size_t pbytes = count * mgpo_dtype_size(param_type), gbytes = count * mgpo_dtype_size(grad_type);
     if (grads && mgpo_ranges_overlap(params, pbytes, grads, gbytes)) return MGPO_ERR_OVERLAP;
@@ -383,7 +390,7 @@ static mgpo_status check_master_target(const mgpo_state *st, size_t index, size_
     size_t total = 0;
     for (size_t k = 0; k < it->slot_count; k++) {
         const mgpo_slot *sl = &st->slots[it->first_slot + k];
-        if (!sl->out) return MGPO_ERR_INVALID_ARGUMENT;
+        if (!mgpo_slot_has_master(sl)) return MGPO_ERR_INVALID_ARGUMENT;
         total += sl->count;
     }
     return count == total ? MGPO_OK : MGPO_ERR_INVALID_ARGUMENT;

@@ -4,7 +4,7 @@
  * rounding identical for any thread count and tracking updates smaller
  * than half a gap, an overflowing fp16 gradient refused cleanly, the loss
  * scale applied as g * (float)(1/S), master weights set and read, typed
- * LoRA pairs, and the limits of external mode. */
+ * LoRA pairs, and bf16 tensors in external mode (no master). */
 #include <check.h>
 #include <math.h>
 #include <stdint.h>
@@ -425,35 +425,90 @@ START_TEST(typed_lora_pairs)
 }
 END_TEST
 
-START_TEST(external_mode_limits)
+/* External mode: the caller's optimizer keeps the master.  A bf16 tensor's
+ * perturbation is round(p + c*m) from the buffer itself, the restore is a
+ * copy of a 2-byte-per-element backup (exact) or round(p - c*m) (low
+ * memory); the gradient norm is that of the unscaled fp16 gradients. */
+START_TEST(external_mode_typed)
 {
-    static uint16_t p16[N], g16[N];
-    static float p[N];
+    static uint16_t p16[N], clean[N], g16[N];
+    static float m[N], x[N];
+    tu_fill(x, N, 51, -1.0f, 1.0f);
+    tu_fill(m, N, 52, -0.2f, 0.2f);
+    for (int mode = 0; mode < 2; mode++) {
+        for (int i = 0; i < N; i++) p16[i] = mgpo_f32_to_bf16(x[i]);
+        memcpy(clean, p16, sizeof clean);
+        counter cnt = {0};
+        mgpo_allocator a = {count_alloc, count_free, &cnt};
+        mgpo_config c = mgpo_config_default();
+        c.optimizer_mode = MGPO_OPTIMIZER_EXTERNAL;
+        c.restore_mode = (mgpo_restore_mode)mode;
+        c.rho = 2.0; /* large enough to move bf16 values */
+        mgpo_state *st = NULL;
+        ck_assert_int_eq(mgpo_create(&st, &c, &a), MGPO_OK);
+        size_t before = cnt.live;
+        ck_assert_int_eq(mgpo_add_tensor_typed(st, p16, MGPO_DTYPE_BFLOAT16, g16,
+                                               MGPO_DTYPE_FLOAT16, N, NULL, NULL),
+                         MGPO_OK);
+        size_t bytes = cnt.live - before;
+        ck_assert_msg(mode ? bytes < 2048 : bytes >= 2 * N && bytes < 2 * N + 2048,
+                      "mode %d: %zu bytes", mode, bytes);
+        ck_assert_int_eq(mgpo_get_master_weights(st, 0, x, N), MGPO_ERR_INVALID_ARGUMENT);
+        ck_assert_int_eq(mgpo_set_momentum(st, 0, m), MGPO_OK);
+        ck_assert_int_eq(mgpo_perturb(st), MGPO_OK);
+        mgpo_unit_stats u;
+        ck_assert_int_eq(mgpo_get_unit_stats(st, 0, &u), MGPO_OK);
+        const float cf = (float)u.coefficient;
+        ck_assert(cf != 0.0f);
+        size_t moved = 0;
+        for (int i = 0; i < N; i++) {
+            ck_assert_uint_eq(p16[i], mgpo_f32_to_bf16(mgpo_bf16_to_f32(clean[i]) + cf * m[i]));
+            moved += p16[i] != clean[i];
+        }
+        ck_assert_uint_gt(moved, N / 2);
+        double sq = 0;
+        for (int i = 0; i < N; i++) {
+            g16[i] = mgpo_f32_to_f16((float)(i % 17) * 64.0f);
+            float g = mgpo_f16_to_f32(g16[i]) * (float)(1.0 / 256.0);
+            sq += (double)g * g;
+        }
+        ck_assert_int_eq(mgpo_set_grad_scale(st, 256.0), MGPO_OK);
+        ck_assert_int_eq(mgpo_step(st), MGPO_OK); /* restores */
+        if (mode == 0) {
+            ck_assert_int_eq(memcmp(p16, clean, sizeof clean), 0);
+        } else {
+            for (int i = 0; i < N; i++) {
+                float want = mgpo_bf16_to_f32(
+                    mgpo_f32_to_bf16(mgpo_bf16_to_f32(mgpo_f32_to_bf16(mgpo_bf16_to_f32(clean[i]) +
+                                                                         cf * m[i])) -
+                                     cf * m[i]));
+                ck_assert_uint_eq(p16[i], mgpo_f32_to_bf16(want));
+            }
+        }
+        mgpo_stats s;
+        ck_assert_int_eq(mgpo_get_stats(st, &s), MGPO_OK);
+        ck_assert(tu_close(s.grad_norm, sqrt(sq), 1e-12));
+        mgpo_destroy(st);
+        ck_assert_uint_eq(cnt.live, 0);
+    }
+
+    /* Not supported: bf16 A and B of a pair in external mode, and bf16
+     * parameters with the random direction. */
     mgpo_config c = mgpo_config_default();
     c.optimizer_mode = MGPO_OPTIMIZER_EXTERNAL;
     mgpo_state *st = NULL;
     ck_assert_int_eq(mgpo_create(&st, &c, NULL), MGPO_OK);
-    ck_assert_int_eq(mgpo_add_tensor_typed(st, p16, MGPO_DTYPE_BFLOAT16, NULL, MGPO_DTYPE_FLOAT32,
-                                           N, NULL, NULL),
-                     MGPO_ERR_UNSUPPORTED);
-    /* float32 parameters with fp16 gradients under a loss scale: gamma is
-     * the norm of the unscaled gradient. */
-    ck_assert_int_eq(mgpo_add_tensor_typed(st, p, MGPO_DTYPE_FLOAT32, g16, MGPO_DTYPE_FLOAT16, N,
-                                           NULL, NULL),
-                     MGPO_OK);
-    double sq = 0;
-    for (int i = 0; i < N; i++) {
-        g16[i] = mgpo_f32_to_f16((float)(i % 17) * 64.0f);
-        float g = mgpo_f16_to_f32(g16[i]) * (float)(1.0 / 256.0);
-        sq += (double)g * g;
-    }
-    ck_assert_int_eq(mgpo_set_grad_scale(st, 256.0), MGPO_OK);
-    ck_assert_int_eq(mgpo_step(st), MGPO_OK);
-    mgpo_stats s;
-    ck_assert_int_eq(mgpo_get_stats(st, &s), MGPO_OK);
-    ck_assert(tu_close(s.grad_norm, sqrt(sq), 1e-12));
+    mgpo_lora_pair_typed pair;
+    memset(&pair, 0, sizeof pair);
+    pair.a = p16;
+    pair.b = p16 + 64;
+    pair.adapter_type = MGPO_DTYPE_BFLOAT16;
+    pair.rank = 2;
+    pair.n_in = 8;
+    pair.n_out = 8;
+    pair.scaling = 1.0;
+    ck_assert_int_eq(mgpo_add_lora_pair_typed(st, &pair, NULL, NULL), MGPO_ERR_UNSUPPORTED);
     mgpo_destroy(st);
-
     c.optimizer_mode = MGPO_OPTIMIZER_INTEGRATED;
     c.direction = MGPO_DIRECTION_RANDOM;
     ck_assert_int_eq(mgpo_create(&st, &c, NULL), MGPO_OK);
@@ -477,7 +532,7 @@ int main(void)
     tcase_add_test(tc, loss_scale_multiplies_by_the_float_reciprocal);
     tcase_add_test(tc, master_weights_set_and_read);
     tcase_add_test(tc, typed_lora_pairs);
-    tcase_add_test(tc, external_mode_limits);
+    tcase_add_test(tc, external_mode_typed);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
