@@ -302,67 +302,7 @@ START_TEST(test_mixed_resume)
 }
 END_TEST
 
-/* ---- Sizes ----------------------------------------------------------------------
- * mgpo.h's formula: 48 + 264 + 48 units + 72 items + 56 slots, then 4 bytes
- * per element for m and for v (AdamW), 4 per element of a bf16/fp16
- * parameter buffer (its master), 4 per perturbed float32 parameter while
- * perturbed in exact mode, and while perturbed W of a base-mode pair in its
- * own type (here bf16: 2 bytes per element). */
-static size_t formula(const mgpo_config *cfg, int perturbed)
-{
-    const size_t slots = 3 + 4, units = cfg->scope == MGPO_SCOPE_TENSOR ? ITEMS : 1;
-    size_t elements = 0, masters = 0;
-    for (int k = 0; k < GRADS; k++) {
-        elements += counts[k];
-        if (param_types[k] != MGPO_DTYPE_FLOAT32) masters += counts[k];
-    }
-    size_t moments = cfg->optimizer == MGPO_OPTIMIZER_ADAMW ? 2 : 1;
-    /* The only float32 parameters (T2) are not perturbed: no copy. */
-    return 48 + 264 + 48 * units + 72 * ITEMS + 56 * slots + 4 * moments * elements +
-           4 * masters + (perturbed ? 2 * OUT * IN : 0);
-}
-
-START_TEST(test_mixed_sizes)
-{
-    const mgpo_config cfg = mixed_config(_i);
-    mixed_run a;
-    run_init(&a, &cfg, 0);
-    ck_assert_int_eq(mgpo_set_grad_scale(a.st, LOSS_SCALE), MGPO_OK);
-    for (int perturbed = 0; perturbed < 2; perturbed++) {
-        if (perturbed) ck_assert_int_eq(mgpo_perturb(a.st), MGPO_OK);
-        else for (uint64_t t = 0; t < 2; t++) iterate(&a, t);
-        size_t n = 0, written = 0;
-        ck_assert_int_eq(mgpo_checkpoint_size(a.st, &n), MGPO_OK);
-        ck_assert_uint_eq(n, formula(&cfg, perturbed));
-        unsigned char *buf = malloc(n + 1);
-        ck_assert_int_eq(mgpo_save(a.st, buf, n + 1, &written), MGPO_OK);
-        ck_assert_uint_eq(written, n);
-        free(buf);
-    }
-    /* Perturbed, every backup this state can hold is present: the bound
-     * the file loader applies before reading is exactly this size. */
-    size_t n = 0;
-    ck_assert_int_eq(mgpo_checkpoint_size(a.st, &n), MGPO_OK);
-    ck_assert_uint_eq(mgpo_ckpt_max_size(a.st), n);
-    /* And the file API round-trips it into a fresh state. */
-    char path[] = "/tmp/mgpo-mixed-XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    ck_assert_int_eq(mgpo_save_file(a.st, path), MGPO_OK);
-    mixed_run b;
-    run_init(&b, &cfg, 1);
-    ck_assert_int_eq(mgpo_load_file(b.st, path), MGPO_OK);
-    unlink(path);
-    unsigned char *ck = fx_save(a.st, &n);
-    ck_assert(fx_state_is(b.st, ck, n));
-    free(ck);
-    run_free(&b);
-    run_free(&a);
-}
-END_TEST
-
-/* ---- Refusals ---------------------------------------------------------------- */
+/* ---- Reading checkpoint fields (docs/checkpoint-format.md) ------------------ */
 
 static uint64_t rd_le(const unsigned char *at, int width)
 {
@@ -401,6 +341,94 @@ static size_t master_array(const unsigned char *ck, size_t s)
         at += 4 * count * (before + (arrays & MGPO_CKPT_SLOT_MASTER ? 1 : 0));
     }
 }
+
+/* ---- Sizes ----------------------------------------------------------------------
+ * mgpo.h's formula: 48 + 264 + 48 units + 72 items + 56 slots, then 4 bytes
+ * per element for m and for v (AdamW), 4 per element of a bf16/fp16
+ * parameter buffer (its master), 4 per perturbed float32 parameter while
+ * perturbed in exact mode, and while perturbed W of a base-mode pair in its
+ * own type (here bf16: 2 bytes per element). */
+static size_t formula(const mgpo_config *cfg, int perturbed)
+{
+    const size_t slots = 3 + 4, units = cfg->scope == MGPO_SCOPE_TENSOR ? ITEMS : 1;
+    size_t elements = 0, masters = 0;
+    for (int k = 0; k < GRADS; k++) {
+        elements += counts[k];
+        if (param_types[k] != MGPO_DTYPE_FLOAT32) masters += counts[k];
+    }
+    size_t moments = cfg->optimizer == MGPO_OPTIMIZER_ADAMW ? 2 : 1;
+    /* The only float32 parameters (T2) are not perturbed: no copy. */
+    return 48 + 264 + 48 * units + 72 * ITEMS + 56 * slots + 4 * moments * elements +
+           4 * masters + (perturbed ? 2 * OUT * IN : 0);
+}
+
+/* The bytes of the new arrays, read independently of the host's byte
+ * order: the master of slot `s` (item `item`) as little-endian float32,
+ * and W's backup (the last bytes) as the little-endian 16-bit patterns of
+ * the clean bf16 W. */
+static void assert_arrays_le(const mixed_run *r, const unsigned char *ck, size_t size,
+                             const uint16_t *clean_w)
+{
+    float master[T0];
+    ck_assert_int_eq(mgpo_get_master_weights(r->st, 0, master, T0), MGPO_OK);
+    const unsigned char *at = ck + master_array(ck, 0);
+    for (size_t i = 0; i < T0; i++) {
+        uint32_t u;
+        memcpy(&u, &master[i], 4);
+        ck_assert_uint_eq(rd_le(at + 4 * i, 4), u);
+    }
+    const unsigned char *w = ck + size - 2 * OUT * IN;
+    for (size_t i = 0; i < OUT * IN; i++) ck_assert_uint_eq(rd_le(w + 2 * i, 2), clean_w[i]);
+}
+
+START_TEST(test_mixed_sizes)
+{
+    const mgpo_config cfg = mixed_config(_i);
+    mixed_run a;
+    run_init(&a, &cfg, 0);
+    ck_assert_int_eq(mgpo_set_grad_scale(a.st, LOSS_SCALE), MGPO_OK);
+    uint16_t clean_w[OUT * IN];
+    for (int perturbed = 0; perturbed < 2; perturbed++) {
+        if (perturbed) {
+            memcpy(clean_w, a.buf[BW2], sizeof clean_w);
+            ck_assert_int_eq(mgpo_perturb(a.st), MGPO_OK);
+            ck_assert(memcmp(clean_w, a.buf[BW2], sizeof clean_w) != 0);
+        } else {
+            for (uint64_t t = 0; t < 2; t++) iterate(&a, t);
+        }
+        size_t n = 0, written = 0;
+        ck_assert_int_eq(mgpo_checkpoint_size(a.st, &n), MGPO_OK);
+        ck_assert_uint_eq(n, formula(&cfg, perturbed));
+        unsigned char *buf = malloc(n + 1);
+        ck_assert_int_eq(mgpo_save(a.st, buf, n + 1, &written), MGPO_OK);
+        ck_assert_uint_eq(written, n);
+        if (perturbed) assert_arrays_le(&a, buf, n, clean_w);
+        free(buf);
+    }
+    /* Perturbed, every backup this state can hold is present: the bound
+     * the file loader applies before reading is exactly this size. */
+    size_t n = 0;
+    ck_assert_int_eq(mgpo_checkpoint_size(a.st, &n), MGPO_OK);
+    ck_assert_uint_eq(mgpo_ckpt_max_size(a.st), n);
+    /* And the file API round-trips it into a fresh state. */
+    char path[] = "/tmp/mgpo-mixed-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(mgpo_save_file(a.st, path), MGPO_OK);
+    mixed_run b;
+    run_init(&b, &cfg, 1);
+    ck_assert_int_eq(mgpo_load_file(b.st, path), MGPO_OK);
+    unlink(path);
+    unsigned char *ck = fx_save(a.st, &n);
+    ck_assert(fx_state_is(b.st, ck, n));
+    free(ck);
+    run_free(&b);
+    run_free(&a);
+}
+END_TEST
+
+/* ---- Refusals ---------------------------------------------------------------- */
 
 typedef struct refusal {
     mixed_run r;
