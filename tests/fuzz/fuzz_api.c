@@ -6,8 +6,8 @@
  * The input is a program: one opcode byte, then that call's arguments taken
  * from the following bytes (zeros once the input ends).  Configurations get
  * extreme doubles, registrations take offsets into one parameter pool (so
- * buffers may overlap or be odd), tensors may have bf16/fp16 parameters
- * (master weights) and gradients, gradients are filled with NaN, Inf,
+ * buffers may overlap or be odd), tensors and LoRA pairs may have bf16/fp16
+ * parameters (master weights), gradients and W, gradients are filled with NaN, Inf,
  * subnormals or huge values, and perturb, restore, step, set_lr/set_rho/
  * set_grad_scale, save and load, the getters and destroy come in any
  * order.  The allocator can be told to refuse its next requests.
@@ -120,7 +120,8 @@ typedef struct reg {
     int lora;
     size_t p, count, g; /* tensor: params at pool+p, grads at gpool+g (count
                            elements of ptype / gtype; offsets in floats) */
-    mgpo_dtype ptype, gtype;
+    mgpo_dtype ptype, gtype; /* a pair: of A and B, of their gradients */
+    mgpo_dtype wtype;        /* a pair's W */
     int has_grad;
     mgpo_tensor_options o;
     mgpo_lora_pair pair; /* offsets in a/b/base_weight, as pool indices */
@@ -203,13 +204,22 @@ static mgpo_status add_reg(mgpo_state *st, const reg *r, float *pool, float *gpo
     if (!r->lora)
         return mgpo_add_tensor_typed(st, pool + r->p, r->ptype, r->has_grad ? gpool + r->g : NULL,
                                      r->gtype, r->count, &r->o, NULL);
-    mgpo_lora_pair pr = r->pair;
+    mgpo_lora_pair_typed pr;
+    memset(&pr, 0, sizeof pr);
+    pr.rank = r->pair.rank;
+    pr.n_in = r->pair.n_in;
+    pr.n_out = r->pair.n_out;
+    pr.scaling = r->pair.scaling;
+    pr.mode = r->pair.mode;
+    pr.adapter_type = r->ptype;
+    pr.grad_type = r->gtype;
+    pr.base_type = r->wtype;
     pr.a = pool + r->a;
     pr.b = pool + r->b;
     pr.base_weight = pr.mode == MGPO_LORA_BASE ? pool + r->w : NULL;
     pr.grad_a = r->has_grad ? gpool + r->ga : NULL;
     pr.grad_b = r->has_grad ? gpool + r->gb : NULL;
-    return mgpo_add_lora_pair(st, &pr, &r->o, NULL);
+    return mgpo_add_lora_pair_typed(st, &pr, &r->o, NULL);
 }
 
 /* save -> load into a fresh state registered the same way -> save. */
@@ -260,7 +270,7 @@ static int grads_finite(const world *w)
     for (size_t i = 0; i < w->nregs; i++) {
         const reg *r = &w->regs[i];
         if (!r->has_grad) return 0;
-        if (!r->lora && (r->gtype != MGPO_DTYPE_FLOAT32 || r->ptype != MGPO_DTYPE_FLOAT32))
+        if (r->gtype != MGPO_DTYPE_FLOAT32 || r->ptype != MGPO_DTYPE_FLOAT32)
             return 0; /* not checked */
         if (!r->lora && !all_finite(w->gpool + r->g, r->count)) return 0;
         if (r->lora && (!all_finite(w->gpool + r->ga, r->pair.rank * r->pair.n_in) ||
@@ -320,15 +330,39 @@ static int pool_finite(const world *w)
     return 1;
 }
 
-/* Whether pool float i lies in a bf16/fp16 parameter buffer: the state
- * writes those from its master weights, so the caller does not. */
+/* The pool buffers a registration writes: offset and length in floats,
+ * element type (a tensor's parameters; a pair's A, B and, in base mode,
+ * W).  Returns how many. */
+static int regions(const reg *r, size_t at[3], size_t len[3], mgpo_dtype type[3])
+{
+    if (!r->lora) {
+        at[0] = r->p;
+        len[0] = floats_of(r->count, r->ptype);
+        type[0] = r->ptype;
+        return 1;
+    }
+    at[0] = r->a;
+    len[0] = floats_of(r->pair.rank * r->pair.n_in, r->ptype);
+    at[1] = r->b;
+    len[1] = floats_of(r->pair.n_out * r->pair.rank, r->ptype);
+    type[0] = type[1] = r->ptype;
+    if (r->pair.mode != MGPO_LORA_BASE) return 2;
+    at[2] = r->w;
+    len[2] = floats_of(r->pair.n_out * r->pair.n_in, r->wtype);
+    type[2] = r->wtype;
+    return 3;
+}
+
+/* Whether pool float i lies in a bf16/fp16 buffer: the state writes A, B
+ * and tensors of those types from their master weights, so the caller does
+ * not; a typed W is left alone too. */
 static int in_typed(const world *w, size_t i)
 {
     for (size_t k = 0; k < w->nregs; k++) {
-        const reg *r = &w->regs[k];
-        if (!r->lora && r->ptype != MGPO_DTYPE_FLOAT32 && i >= r->p &&
-            i < r->p + floats_of(r->count, r->ptype))
-            return 1;
+        size_t at[3], len[3];
+        mgpo_dtype type[3];
+        for (int j = regions(&w->regs[k], at, len, type) - 1; j >= 0; j--)
+            if (type[j] != MGPO_DTYPE_FLOAT32 && i >= at[j] && i < at[j] + len[j]) return 1;
     }
     return 0;
 }
@@ -337,17 +371,10 @@ static int in_typed(const world *w, size_t i)
 static int meets_registered(const world *w, size_t p, size_t n)
 {
     for (size_t k = 0; k < w->nregs; k++) {
-        const reg *r = &w->regs[k];
-        size_t at[3] = {r->p, r->a, r->w}, len[3] = {floats_of(r->count, r->ptype), 0, 0};
-        if (r->lora) {
-            at[0] = r->a;
-            len[0] = r->pair.rank * r->pair.n_in;
-            at[1] = r->b;
-            len[1] = r->pair.n_out * r->pair.rank;
-            len[2] = r->pair.mode == MGPO_LORA_BASE ? r->pair.n_out * r->pair.n_in : 0;
-        }
-        for (int j = 0; j < 3; j++)
-            if (len[j] && p < at[j] + len[j] && at[j] < p + n) return 1;
+        size_t at[3], len[3];
+        mgpo_dtype type[3];
+        for (int j = regions(&w->regs[k], at, len, type) - 1; j >= 0; j--)
+            if (p < at[j] + len[j] && at[j] < p + n) return 1;
     }
     return 0;
 }
@@ -358,12 +385,12 @@ static int meets_registered(const world *w, size_t p, size_t n)
  * checkpoint must not hold: the loader refuses them.)  A buffer that meets
  * a registered one is left alone: the registration is refused (OVERLAP),
  * and the caller may not write the other's values. */
-static void make_typed_finite(world *w, const reg *r)
+static void make_finite(world *w, size_t p, size_t count, mgpo_dtype type)
 {
-    if (meets_registered(w, r->p, floats_of(r->count, r->ptype))) return;
-    uint16_t *h = (uint16_t *)(void *)(w->pool + r->p);
-    const int bf16 = r->ptype == MGPO_DTYPE_BFLOAT16;
-    for (size_t i = 0; i < r->count; i++) {
+    if (type == MGPO_DTYPE_FLOAT32 || meets_registered(w, p, floats_of(count, type))) return;
+    uint16_t *h = (uint16_t *)(void *)(w->pool + p);
+    const int bf16 = type == MGPO_DTYPE_BFLOAT16;
+    for (size_t i = 0; i < count; i++) {
         /* NaN or Inf: the exponent field all ones (8 bits of bf16 from bit
          * 7, 5 bits of fp16 from bit 10). */
         int nonfinite = bf16 ? ((h[i] >> 7) & 0xFF) == 0xFF : ((h[i] >> 10) & 0x1F) == 0x1F;
@@ -390,13 +417,18 @@ static void op_add(world *w, input *in, int kind)
         if (r.p + floats_of(r.count, r.ptype) > POOL)
             r.count = (POOL - r.p) * sizeof(float) / mgpo_dtype_size(r.ptype);
         r.g = below(in, GPOOL - floats_of(r.count, r.gtype) + 1);
-        if (r.ptype != MGPO_DTYPE_FLOAT32) make_typed_finite(w, &r);
+        make_finite(w, r.p, r.count, r.ptype);
     } else {
         r.pair.rank = 1 + below(in, 3);
         r.pair.n_in = 1 + below(in, 6);
         r.pair.n_out = 1 + below(in, 6);
         r.pair.scaling = byte(in) & 1 ? dbl(in) : 2.0;
         r.pair.mode = byte(in) & 1 ? MGPO_LORA_BASE : MGPO_LORA_ADAPTER;
+        /* Element types of A and B, their gradients, and W. */
+        uint8_t t = byte(in);
+        r.ptype = (mgpo_dtype)(t % 3);
+        r.gtype = (mgpo_dtype)(t / 3 % 3);
+        r.wtype = (mgpo_dtype)(t / 9 % 3);
         size_t na = r.pair.rank * r.pair.n_in, nb = r.pair.n_out * r.pair.rank,
                nw = r.pair.n_out * r.pair.n_in;
         r.a = below(in, POOL - na + 1);
@@ -404,6 +436,9 @@ static void op_add(world *w, input *in, int kind)
         r.w = below(in, POOL - nw + 1);
         r.ga = below(in, GPOOL - na + 1);
         r.gb = below(in, GPOOL - nb + 1);
+        /* Only A and B get master weights (W may hold anything). */
+        make_finite(w, r.a, na, r.ptype);
+        make_finite(w, r.b, nb, r.ptype);
     }
     r.o = options(in);
     snapshot before;
@@ -434,7 +469,8 @@ static void op_set_grad(world *w, input *in)
     } else {
         ga = below(in, GPOOL - r->pair.rank * r->pair.n_in + 1);
         gb = below(in, GPOOL - r->pair.n_out * r->pair.rank + 1);
-        s = mgpo_set_lora_grads(w->st, i, set ? w->gpool + ga : NULL, set ? w->gpool + gb : NULL);
+        s = mgpo_set_lora_grads_typed(w->st, i, set ? w->gpool + ga : NULL,
+                                      set ? w->gpool + gb : NULL, r->gtype);
     }
     check_known(s);
     if (s == MGPO_OK) {

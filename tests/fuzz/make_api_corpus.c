@@ -45,10 +45,16 @@ static void typed_tensor(prog *p, unsigned char at, unsigned char count, unsigne
 }
 /* mgpo_set_grad_scale(1024), as 8 raw bytes of the double. */
 static void loss_scale_1024(prog *p) { E(p, SET, 2, 0xFF, 0x40, 0x90, 0, 0, 0, 0, 0, 0); }
-/* A LoRA pair: rank, n_in, n_out (1-based args), mode (1 base), offsets. */
+/* A LoRA pair: rank, n_in, n_out (1-based args), mode (1 base), element
+ * types t (A and B t % 3, gradients t / 3 % 3, W t / 9 % 3), offsets. */
+static void lora_typed(prog *p, unsigned char base, unsigned char t, unsigned char a,
+                       unsigned char b, unsigned char w)
+{
+    E(p, LORA, 1, 1, 3, 2, 0, base, t, a, b, w, 10, 60, 0);
+}
 static void lora(prog *p, unsigned char base, unsigned char a, unsigned char b, unsigned char w)
 {
-    E(p, LORA, 1, 1, 3, 2, 0, base, a, b, w, 10, 60, 0);
+    lora_typed(p, base, 0, a, b, w);
 }
 /* Gradients: value table index k, ramp on. */
 static void grads(prog *p, unsigned char k) { E(p, FILL_GRAD, 0, 127, k, 1); }
@@ -114,6 +120,22 @@ int main(int argc, char **argv)
         E(&p, PERTURB, SAVE, 3, 0, LOAD, 90, 1, 1, 0x10, STEP, SAVE, 0, 1, LOAD, 30, 0, 1, 0);
         iterations(&p, 1);
         snprintf(name, sizeof name, "typed-%d", f);
+        bad |= write_seed(argv[1], name, &p);
+    }
+    /* LoRA pairs with bf16/fp16 A and B (master weights), gradients and W:
+     * adapter and base mode, under a loss scale. */
+    static const unsigned char pair_types[4] = {1 + 2 * 3 + 0 * 9, 2 + 0 * 3 + 1 * 9,
+                                                0 + 1 * 3 + 1 * 9, 1 + 1 * 3 + 2 * 9};
+    for (unsigned char f = 0; f < 8; f++) {
+        prog p = {{0}, 0};
+        create(&p, (unsigned char)((f & 1 ? 4 : 0) | (f & 4 ? 0x40 : 0)));
+        lora_typed(&p, f & 2 ? 1 : 0, pair_types[f % 4], 0, 20, 40);
+        tensor(&p, 100, 9, 200);
+        loss_scale_1024(&p);
+        grads(&p, 2);
+        iterations(&p, 4);
+        E(&p, PERTURB, SAVE, 0, 1, LOAD, 7, 0, 1, 0, STEP);
+        snprintf(name, sizeof name, "typed-lora-%d", f);
         bad |= write_seed(argv[1], name, &p);
     }
     /* Non-finite, subnormal and huge gradients while perturbed. */
