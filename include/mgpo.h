@@ -824,43 +824,54 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
 
 /* ---- Checkpoints (docs/checkpoint-format.md) ---------------------------- */
 
-/* A checkpoint holds the whole optimizer state: configuration, per-tensor
- * moments (m, and v for AdamW; none in external mode, where the caller's
- * optimizer saves its own, to be attached again before mgpo_load), step counts, the gradient-norm EMAs, the
- * statistics, the perturbed flag and the coefficients applied, and, when
- * saved while perturbed in exact mode, the clean copy of every perturbed
- * parameter (and of W for a LoRA pair in base mode).  It does not hold the
- * caller's parameters: save those yourself, at the same moment.
+/* A checkpoint holds the whole optimizer state: configuration (rounding
+ * included), the loss scale (mgpo_set_grad_scale), per-tensor moments (m,
+ * and v for AdamW; none in external mode, where the caller's optimizer
+ * saves its own, to be attached again before mgpo_load), the float32
+ * master weights of every bf16/fp16 parameter buffer, step counts, the
+ * gradient-norm EMAs, the statistics, the perturbed flag and the
+ * coefficients applied, and, when saved while perturbed, the clean copy of
+ * every perturbed float32 parameter (exact mode) and of W for a LoRA pair
+ * in base mode (either mode, in W's own type).  The stochastic rounding's
+ * generator needs nothing more: its position is (config.seed, step).  It
+ * does not hold the caller's buffers: save those yourself, at the same
+ * moment (a bf16/fp16 buffer in its own type).
  *
- * The resume rule: load into a state registered like the saved one, then
- * put back into every buffer the library writes (parameters, LoRA A and B,
- * and W in base mode) the values it held when mgpo_save ran.  If the state
- * was perturbed then, those are the perturbed values; the state comes back
- * perturbed and the next mgpo_restore or mgpo_step returns to the clean
- * values bit for bit (exact mode) or by subtracting c*m (low-memory mode,
- * the same arithmetic the uninterrupted run does).  Either way the resumed
- * run is bitwise identical to the uninterrupted one.  To store clean
+ * The resume rule: load into a state registered like the saved one (the
+ * same element types too), then put back into every buffer the library
+ * writes (parameters of any type, LoRA A and B, and W in base mode) the
+ * values it held when mgpo_save ran; for a bf16/fp16 buffer those are the
+ * rounded values the state wrote into it.  Load itself never writes a
+ * caller's buffer.  If the state was perturbed then, those are the
+ * perturbed values; the state comes back perturbed and the next
+ * mgpo_restore or mgpo_step returns to the clean values bit for bit (exact
+ * mode, and always for a bf16/fp16 buffer, rewritten from its master, and
+ * for W) or by subtracting c*m (a float32 buffer in low-memory mode, the
+ * same arithmetic the uninterrupted run does).  Either way the resumed run
+ * is bitwise identical to the uninterrupted one.  To store clean
  * parameters, call mgpo_restore before saving (the checkpoint is then also
  * smaller: no backup). */
 
 /** Bytes that mgpo_save would write for the state as it is now: 48 bytes of
- *  header, 248 of configuration and counters, 48 per unit, 64 per tensor or
+ *  header, 264 of configuration and counters, 48 per unit, 72 per tensor or
  *  pair, 56 per stepped buffer (a pair has two); then 4 bytes per parameter
- *  for m, 4 more for v (AdamW) (neither in external mode), and while
- *  perturbed in exact mode 4 more per perturbed parameter (and per element
- *  of W for a base-mode pair).
+ *  for m, 4 more for v (AdamW) (neither in external mode), 4 more per
+ *  element of a bf16/fp16 parameter buffer (its master weights); while
+ *  perturbed in exact mode 4 more per perturbed float32 parameter; and
+ *  while perturbed, for a base-mode pair, n_out*n_in elements of W's type
+ *  (4 or 2 bytes each, either restore mode).
  *  Read-only.  Errors: NULL_ARGUMENT. */
 MGPO_API mgpo_status mgpo_checkpoint_size(const mgpo_state *state, size_t *size);
 
 /** Serialises the state into `buffer` (capacity bytes, any alignment) in
- *  the versioned format of docs/checkpoint-format.md (version 2: every
+ *  the versioned format of docs/checkpoint-format.md (version 3: every
  *  field little-endian, so a checkpoint moves between machines of either
- *  byte order; mgpo_load still reads version 1, the writer's byte order, on
- *  a machine of that order), and writes its size to
+ *  byte order; mgpo_load still reads version 2 and version 1, the writer's
+ *  byte order, on a machine of that order), and writes its size to
  *  *written.  Read-only on the state; while it is perturbed in exact mode it
- *  also reads your parameter buffers, from which it rebuilds the clean
- *  values the checkpoint holds (so do not write them concurrently: they must
- *  not be written while perturbed anyway).  Errors: NULL_ARGUMENT,
+ *  also reads your float32 parameter buffers, from which it rebuilds the
+ *  clean values the checkpoint holds (so do not write them concurrently:
+ *  they must not be written while perturbed anyway).  Errors: NULL_ARGUMENT,
  *  BUFFER_TOO_SMALL (capacity < mgpo_checkpoint_size; nothing written, not
  *  even *written). */
 MGPO_API mgpo_status mgpo_save(const mgpo_state *state, void *buffer,
@@ -868,12 +879,18 @@ MGPO_API mgpo_status mgpo_save(const mgpo_state *state, void *buffer,
 
 /** Replaces the whole state with a checkpoint.  The state must have been
  *  registered like the saved one: the same tensors and pairs in the same
- *  order, with the same sizes, options, LoRA shapes, scalings and modes, and
- *  the same optimizer, scope and restore mode.  Every other hyper-parameter
- *  (lr, betas, rho, ...) is taken from the checkpoint; num_threads and the
- *  all-reduce hook stay the state's.  Allowed at any time, also before the
- *  first step.  Never touches the caller's buffers: restore them as the
- *  resume rule above says.  Validates everything before changing anything;
+ *  order, with the same sizes, parameter element types (and W's type in
+ *  base mode; gradient types may differ), options, LoRA shapes, scalings
+ *  and modes, and the same optimizer, scope and restore mode.  Every other
+ *  hyper-parameter (lr, betas, rho, rounding, the loss scale, ...) is taken
+ *  from the checkpoint; num_threads and the all-reduce hook stay the
+ *  state's.  A version-1 or version-2 file (written before mixed precision)
+ *  means round-to-nearest and a loss scale of 1, and loads only into a
+ *  state whose parameter buffers and W are all float32.  Allowed at any
+ *  time, also before the first step.  Never touches the caller's buffers
+ *  (not even a bf16/fp16 one: its master comes back, the buffer is yours to
+ *  put back): restore them as the resume rule above says.  Validates
+ *  everything before changing anything;
  *  on any error the state is exactly as before.  Errors (the order of the
  *  checks is in docs/checkpoint-format.md): NULL_ARGUMENT; CHECKPOINT_MAGIC (not a libmgpo checkpoint);
  *  CHECKPOINT_TRUNCATED (shorter than the header, or size differs from the
@@ -886,8 +903,9 @@ MGPO_API mgpo_status mgpo_save(const mgpo_state *state, void *buffer,
  *  rates beyond the bounds, a step count of UINT64_MAX, a non-finite or
  *  -0.0 norm or EMA, an unset EMA with a value, a coefficient that is not
  *  the float of its unit's, a non-finite m, a negative or non-finite v, a
- *  momentum_sq that is not the sum of squares of m; the full list is in
- *  docs/api.md, "What the loader accepts"). */
+ *  momentum_sq that is not the sum of squares of m, a non-finite master
+ *  weight, an unknown rounding, a loss scale that mgpo_set_grad_scale would
+ *  refuse; the full list is in docs/api.md, "What the loader accepts"). */
 MGPO_API mgpo_status mgpo_load(mgpo_state *state, const void *buffer, size_t size);
 
 /** mgpo_save to the file `path`, atomically: writes a temporary

@@ -33,9 +33,9 @@ static void put(writer *w, const void *p, size_t n)
 }
 
 /* ---- Byte order ------------------------------------------------------------
- * Version 2 stores every field little-endian on every machine; these helpers
- * are the only code that knows it.  Version 1 (read only) used the writer's
- * byte order, which the reader gets as `little`. */
+ * Versions 2 and 3 store every field little-endian on every machine; these
+ * helpers are the only code that knows it.  Version 1 (read only) used the
+ * writer's byte order, which the reader gets as `little`. */
 
 static bool host_is_little_endian(void)
 {
@@ -43,6 +43,12 @@ static bool host_is_little_endian(void)
     unsigned char first;
     memcpy(&first, &one, 1);
     return first == 1;
+}
+
+static void store_le16(unsigned char *at, uint16_t x)
+{
+    at[0] = (unsigned char)x;
+    at[1] = (unsigned char)(x >> 8);
 }
 
 static void store_le32(unsigned char *at, uint32_t x)
@@ -53,6 +59,11 @@ static void store_le32(unsigned char *at, uint32_t x)
 static void store_le64(unsigned char *at, uint64_t x)
 {
     for (int i = 0; i < 8; i++) at[i] = (unsigned char)(x >> (8 * i));
+}
+
+static uint16_t decode16(const unsigned char *at, bool little)
+{
+    return (uint16_t)(at[little ? 0 : 1] | at[little ? 1 : 0] << 8);
 }
 
 static uint32_t decode32(const unsigned char *at, bool little)
@@ -107,6 +118,29 @@ static void put_floats(writer *w, const float *x, size_t n)
         for (size_t j = 0; j < k; j++) store_le32(b + 4 * j, float_bits(x[i + j]));
         put(w, b, 4 * k);
     }
+}
+
+/* The same for the bit patterns of a bf16/fp16 buffer (uint16_t each). */
+static void put_halves(writer *w, const uint16_t *x, size_t n)
+{
+    if (host_is_little_endian()) {
+        put(w, x, n * sizeof *x);
+        return;
+    }
+    enum { PIECE = 512 };
+    unsigned char b[PIECE * 2];
+    for (size_t i = 0; i < n; i += PIECE) {
+        size_t k = n - i < PIECE ? n - i : PIECE;
+        for (size_t j = 0; j < k; j++) store_le16(b + 2 * j, x[i + j]);
+        put(w, b, 2 * k);
+    }
+}
+
+/* n elements of `type` (a buffer of the caller's kind). */
+static void put_elements(writer *w, const void *x, mgpo_dtype type, size_t n)
+{
+    if (type == MGPO_DTYPE_FLOAT32) put_floats(w, x, n);
+    else put_halves(w, x, n);
 }
 
 /* ---- Reader -------------------------------------------------------------- */
@@ -165,6 +199,23 @@ static void get_floats(reader *r, float *dst, size_t n, bool apply)
     for (size_t i = 0; i < n; i++) dst[i] = bits_float(decode32(at + 4 * i, r->little));
 }
 
+/* n elements of `type` into dst (pass 2 only), as get_floats. */
+static void get_elements(reader *r, void *dst, mgpo_dtype type, size_t n, bool apply)
+{
+    if (type == MGPO_DTYPE_FLOAT32) {
+        get_floats(r, dst, n, apply);
+        return;
+    }
+    const unsigned char *at = take(r, n * sizeof(uint16_t));
+    if (!apply || !at) return;
+    if (r->little == host_is_little_endian()) {
+        memcpy(dst, at, n * sizeof(uint16_t));
+        return;
+    }
+    uint16_t *out = dst;
+    for (size_t i = 0; i < n; i++) out[i] = decode16(at + 2 * i, r->little);
+}
+
 static bool same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
 static bool is_flag(uint32_t x) { return x <= 1u; }
 /* A norm, EMA or sum of squares as a run computes it: finite, >= 0 and never
@@ -186,11 +237,20 @@ static bool is_applied(float applied, double unit_coefficient)
 
 /* ---- LoRA-specific part ----------------------------------------------------
  * The only code here that knows mgpo_lora_item.  An item record carries the
- * pair's shape (zeros for a plain tensor) and the coefficient applied to W in
- * base mode; the copy of the clean W follows all slot arrays when that
- * coefficient is non-zero. */
+ * pair's shape (zeros for a plain tensor), the coefficient applied to W in
+ * base mode and (version 3) W's element type; the copy of the clean W, in
+ * W's own type, follows all slot arrays when that coefficient is non-zero. */
 
-static size_t lora_base_floats(const mgpo_item *it)
+/* W's element type as recorded: float32 (0) for a tensor or an adapter-mode
+ * pair, which have no W. */
+static mgpo_dtype lora_base_type(const mgpo_item *it)
+{
+    const mgpo_lora_item *l = it->lora;
+    return l && l->desc.mode == MGPO_LORA_BASE ? l->desc.base_type : MGPO_DTYPE_FLOAT32;
+}
+
+/* Elements of W in the checkpoint (0 unless perturbed in base mode). */
+static size_t lora_base_elements(const mgpo_item *it)
 {
     const mgpo_lora_item *l = it->lora;
     if (!l || !l->base_backup || l->base_applied == 0.0f) return 0;
@@ -206,15 +266,24 @@ static void put_item_lora(writer *w, const mgpo_item *it)
     put_f64(w, l ? l->desc.scaling : 0.0);
     put_u32(w, l ? (uint32_t)l->desc.mode : 0);
     put_f32(w, l && l->base_backup ? l->base_applied : 0.0f);
+    put_u32(w, (uint32_t)lora_base_type(it));
+    put_u32(w, 0);
 }
 
-static mgpo_status get_item_lora(reader *r, mgpo_item *it, bool perturbed, double coefficient,
-                                 bool apply)
+static mgpo_status get_item_lora(reader *r, mgpo_item *it, uint32_t version, bool perturbed,
+                                 double coefficient, bool apply)
 {
     uint64_t rank = get_u64(r), n_in = get_u64(r), n_out = get_u64(r);
     double scaling = get_f64(r);
     uint32_t mode = get_u32(r);
     float applied = get_f32(r);
+    /* Before version 3 every W was float32. */
+    uint32_t base_type = MGPO_DTYPE_FLOAT32, reserved = 0;
+    if (version >= MGPO_CKPT_VERSION) {
+        base_type = get_u32(r);
+        reserved = get_u32(r);
+    }
+    CHECK(reserved == 0 && base_type == (uint32_t)lora_base_type(it));
     mgpo_lora_item *l = it->lora;
     if (!l) {
         CHECK(rank == 0 && n_in == 0 && n_out == 0 && same_bits(scaling, 0.0) && mode == 0 &&
@@ -231,23 +300,48 @@ static mgpo_status get_item_lora(reader *r, mgpo_item *it, bool perturbed, doubl
 
 static void put_lora_base(writer *w, const mgpo_item *it)
 {
-    put_floats(w, it->lora ? it->lora->base_backup : NULL, lora_base_floats(it));
+    put_elements(w, it->lora ? it->lora->base_backup : NULL, lora_base_type(it),
+                 lora_base_elements(it));
 }
 
 /* `present`: the record's coefficient is non-zero (validated: then the
- * state has a base backup of n_out*n_in floats). */
+ * state has a base backup of n_out*n_in elements of W's type). */
 static void get_lora_base(reader *r, mgpo_item *it, bool present, bool apply)
 {
     if (!present || !it->lora || !it->lora->base_backup) return;
-    get_floats(r, it->lora->base_backup, it->lora->desc.n_out * it->lora->desc.n_in, apply);
+    get_elements(r, it->lora->base_backup, lora_base_type(it),
+                 it->lora->desc.n_out * it->lora->desc.n_in, apply);
 }
 
 /* ---- Sizes ----------------------------------------------------------------- */
 
-static size_t slot_floats(const mgpo_slot *sl)
+/* A slot's clean copy is saved while it is perturbed in exact mode: float32
+ * (`backup`), or, for a bf16/fp16 buffer in external mode (no master), in
+ * the buffer's own type (`out_backup`). */
+static bool slot_saves_backup(const mgpo_slot *sl)
 {
-    size_t arrays = (sl->m ? 1 : 0) + (sl->v ? 1 : 0) + (sl->backup && sl->applied != 0.0f ? 1 : 0);
-    return arrays * sl->count;
+    return (sl->backup || sl->out_backup) && sl->applied != 0.0f;
+}
+
+/* Bytes of a slot's arrays: m, v, the clean copy while perturbed (exact
+ * mode), the master weights of a bf16/fp16 buffer (which has no copy);
+ * `all`: as if perturbed (the largest it can be). */
+static size_t slot_bytes(const mgpo_slot *sl, bool all)
+{
+    bool copy = all ? (sl->backup || sl->out_backup) : slot_saves_backup(sl);
+    size_t floats = (sl->m ? 1 : 0) + (sl->v ? 1 : 0) + (copy && sl->backup ? 1 : 0) +
+                    (mgpo_slot_has_master(sl) ? 1 : 0);
+    size_t typed = copy && sl->out_backup ? mgpo_dtype_size(sl->out_type) : 0;
+    return sl->count * (floats * sizeof(float) + typed);
+}
+
+/* Bytes of a base-mode pair's W in its own type (whether saved or not). */
+static size_t lora_base_bytes(const mgpo_item *it)
+{
+    const mgpo_lora_item *l = it->lora;
+    return l && l->base_backup
+               ? l->desc.n_out * l->desc.n_in * mgpo_dtype_size(lora_base_type(it))
+               : 0;
 }
 
 /* Header and records: everything but the float arrays. */
@@ -260,24 +354,23 @@ static size_t records_size(const mgpo_state *st)
 
 size_t mgpo_ckpt_max_size(const mgpo_state *st)
 {
-    size_t floats = 0;
+    size_t bytes = 0, base = 0;
     for (size_t i = 0; i < st->slot_count; i++) {
         const mgpo_slot *sl = &st->slots[i];
-        floats += (1 + (sl->v ? 1 : 0) + (sl->backup ? 1 : 0)) * sl->count;
+        /* m counted even in external mode: a bound, not the size. */
+        bytes += slot_bytes(sl, true) + (sl->m ? 0 : sl->count * sizeof(float));
     }
-    for (size_t i = 0; i < st->item_count; i++) {
-        const mgpo_lora_item *l = st->items[i].lora;
-        if (l && l->base_backup) floats += l->desc.n_out * l->desc.n_in;
-    }
-    return records_size(st) + floats * sizeof(float);
+    for (size_t i = 0; i < st->item_count; i++) base += lora_base_bytes(&st->items[i]);
+    return records_size(st) + bytes + base;
 }
 
 size_t mgpo_ckpt_size(const mgpo_state *st)
 {
-    size_t floats = 0;
-    for (size_t i = 0; i < st->slot_count; i++) floats += slot_floats(&st->slots[i]);
-    for (size_t i = 0; i < st->item_count; i++) floats += lora_base_floats(&st->items[i]);
-    return records_size(st) + floats * sizeof(float);
+    size_t bytes = 0, base = 0;
+    for (size_t i = 0; i < st->slot_count; i++) bytes += slot_bytes(&st->slots[i], false);
+    for (size_t i = 0; i < st->item_count; i++)
+        base += lora_base_elements(&st->items[i]) * mgpo_dtype_size(lora_base_type(&st->items[i]));
+    return records_size(st) + bytes + base;
 }
 
 /* ---- Saving ---------------------------------------------------------------- */
@@ -316,13 +409,25 @@ static void put_state(writer *w, const mgpo_state *st)
     put_u64(w, st->slot_count);
     put_u64(w, st->unit_count);
     put_u64(w, c->seed);
+    /* Version 3.  Stochastic rounding needs nothing else: its generator's
+     * position is (seed, step), both above. */
+    put_u32(w, (uint32_t)c->rounding);
+    put_u32(w, 0);
+    put_f64(w, st->grad_scale);
 }
 
 /* The slot record's `arrays` bits: which float arrays follow the record. */
 static uint32_t slot_arrays(const mgpo_slot *sl, bool backup)
 {
     return (sl->v ? MGPO_CKPT_SLOT_HAS_V : 0u) | (backup ? MGPO_CKPT_SLOT_HAS_BACKUP : 0u) |
-           (sl->m ? 0u : MGPO_CKPT_SLOT_EXTERNAL);
+           (sl->m ? 0u : MGPO_CKPT_SLOT_EXTERNAL) |
+           (mgpo_slot_has_master(sl) ? MGPO_CKPT_SLOT_MASTER : 0u);
+}
+
+/* The element type of the caller's parameter buffer of a slot. */
+static uint32_t slot_param_type(const mgpo_slot *sl)
+{
+    return (uint32_t)(sl->out ? sl->out_type : MGPO_DTYPE_FLOAT32);
 }
 
 static void put_records(writer *w, const mgpo_state *st)
@@ -347,7 +452,7 @@ static void put_records(writer *w, const mgpo_state *st)
     }
     for (size_t i = 0; i < st->slot_count; i++) {
         const mgpo_slot *sl = &st->slots[i];
-        bool backup = sl->backup && sl->applied != 0.0f;
+        bool backup = slot_saves_backup(sl);
         put_u64(w, sl->count);
         put_u64(w, sl->item);
         put_f64(w, sl->lr_scale);
@@ -355,7 +460,7 @@ static void put_records(writer *w, const mgpo_state *st)
         put_u32(w, sl->perturb ? 1u : 0u);
         put_u32(w, slot_arrays(sl, backup));
         put_f32(w, sl->applied);
-        put_u32(w, 0);
+        put_u32(w, slot_param_type(sl));
         put_f64(w, sl->momentum_sq);
     }
 }
@@ -391,6 +496,11 @@ static void put_arrays(writer *w, const mgpo_state *st)
         if (sl->m) put_floats(w, sl->m, sl->count);
         if (sl->v) put_floats(w, sl->v, sl->count);
         if (sl->backup && sl->applied != 0.0f) put_clean_params(w, st, sl);
+        /* External mode, bf16/fp16: the copy in the buffer's type. */
+        if (sl->out_backup && sl->applied != 0.0f)
+            put_elements(w, sl->out_backup, sl->out_type, sl->count);
+        /* The master is the clean value (never perturbed). */
+        if (mgpo_slot_has_master(sl)) put_floats(w, sl->params, sl->count);
     }
     for (size_t i = 0; i < st->item_count; i++) put_lora_base(w, &st->items[i]);
 }
@@ -475,11 +585,11 @@ mgpo_status mgpo_ckpt_check_header(const unsigned char *b, size_t size, uint64_t
     else if (decode32(b + MGPO_CKPT_OFF_ENDIAN, false) == MGPO_CKPT_ENDIAN_MARK) le = false;
     else return MGPO_ERR_CHECKPOINT_ENDIAN;
     uint32_t v = decode32(b + MGPO_CKPT_OFF_VERSION, le);
-    if (v != MGPO_CKPT_VERSION && v != MGPO_CKPT_VERSION_NATIVE)
+    if (v != MGPO_CKPT_VERSION && v != MGPO_CKPT_VERSION_FLOAT32 && v != MGPO_CKPT_VERSION_NATIVE)
         return MGPO_ERR_CHECKPOINT_VERSION;
-    /* Version 2 is little-endian by definition; version 1 is read only on
-     * the byte order that wrote it. */
-    if (v == MGPO_CKPT_VERSION ? !le : le != host_is_little_endian())
+    /* Versions 2 and 3 are little-endian by definition; version 1 is read
+     * only on the byte order that wrote it. */
+    if (v != MGPO_CKPT_VERSION_NATIVE ? !le : le != host_is_little_endian())
         return MGPO_ERR_CHECKPOINT_ENDIAN;
     if (size < MGPO_CKPT_HEADER_SIZE) return MGPO_ERR_CHECKPOINT_TRUNCATED;
     if (mgpo_crc32c(0, b, MGPO_CKPT_OFF_HEADER_CRC) != decode32(b + MGPO_CKPT_OFF_HEADER_CRC, le))
@@ -559,9 +669,9 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
     s.clipped = get_i32(r);
     CHECK(s.perturbed == 0 || s.perturbed == 1);
     CHECK(s.clipped == 0 || s.clipped == 1);
-    /* Version 2 stores the counters here as mgpo_get_stats reports them;
-     * version 1 wrote zeros (and a perturbed flag of 0). */
-    if (version == MGPO_CKPT_VERSION)
+    /* Versions 2 and 3 store the counters here as mgpo_get_stats reports
+     * them; version 1 wrote zeros (and a perturbed flag of 0). */
+    if (version != MGPO_CKPT_VERSION_NATIVE)
         CHECK(s.step == step && s.skipped_steps == skipped && s.perturbed == (int)flag);
     else
         CHECK(s.step == 0 && s.skipped_steps == 0);
@@ -572,9 +682,26 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
     uint64_t items = get_u64(r), slots = get_u64(r), units = get_u64(r);
     CHECK(items == st->item_count && slots == st->slot_count && units == st->unit_count);
     /* Version 1 has no seed (its state record ends here, 240 bytes). */
-    c.seed = version == 1 ? 0 : get_u64(r);
+    c.seed = version == MGPO_CKPT_VERSION_NATIVE ? 0 : get_u64(r);
+    /* Version 2 ends here (248 bytes): its runs rounded to nearest (there
+     * were no bf16/fp16 buffers) and had no loss scale. */
+    uint32_t rounding = MGPO_ROUNDING_NEAREST, reserved = 0;
+    double grad_scale = 1.0;
+    if (version >= MGPO_CKPT_VERSION) {
+        rounding = get_u32(r);
+        reserved = get_u32(r);
+        grad_scale = get_f64(r);
+    }
+    CHECK((rounding == MGPO_ROUNDING_NEAREST || rounding == MGPO_ROUNDING_STOCHASTIC) &&
+          reserved == 0);
+    /* As mgpo_set_grad_scale accepts (NaN fails both comparisons). */
+    CHECK(grad_scale >= MGPO_GRAD_SCALE_MIN && grad_scale <= MGPO_GRAD_SCALE_MAX);
+    c.rounding = (mgpo_rounding)rounding;
     if (apply) {
         st->config = c;
+        st->grad_scale = grad_scale;
+        /* The reciprocal as mgpo_set_grad_scale rounds it. */
+        st->grad_unscale = (float)(1.0 / grad_scale);
         st->lr = c.lr;
         st->step = step;
         st->skipped_steps = skipped;
@@ -619,7 +746,7 @@ static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, ui
     return MGPO_OK;
 }
 
-static mgpo_status get_items(reader *r, mgpo_state *st, bool perturbed,
+static mgpo_status get_items(reader *r, mgpo_state *st, uint32_t version, bool perturbed,
                              const double *coefficient, bool apply)
 {
     for (size_t i = 0; i < st->item_count; i++) {
@@ -628,13 +755,13 @@ static mgpo_status get_items(reader *r, mgpo_state *st, bool perturbed,
         uint64_t slots = get_u64(r), unit = get_u64(r);
         CHECK(kind == (uint32_t)it->kind && perturb == (it->perturb ? 1u : 0u) &&
               slots == it->slot_count && unit == it->unit);
-        mgpo_status s = get_item_lora(r, it, perturbed, coefficient[it->unit], apply);
+        mgpo_status s = get_item_lora(r, it, version, perturbed, coefficient[it->unit], apply);
         if (s != MGPO_OK) return s;
     }
     return MGPO_OK;
 }
 
-static mgpo_status get_slots(reader *r, mgpo_state *st, bool perturbed,
+static mgpo_status get_slots(reader *r, mgpo_state *st, uint32_t version, bool perturbed,
                              const double *coefficient, bool apply)
 {
     float item_applied = 0.0f;
@@ -644,18 +771,23 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, bool perturbed,
         double lr_scale = get_f64(r), wd_scale = get_f64(r);
         uint32_t perturb = get_u32(r), arrays = get_u32(r);
         float applied = get_f32(r);
-        uint32_t reserved = get_u32(r);
+        /* Reserved (0, which is float32) before version 3. */
+        uint32_t param_type = get_u32(r);
         double momentum_sq = get_f64(r); /* checked against m in get_arrays */
         CHECK(count == sl->count && item == sl->item && same_bits(lr_scale, sl->lr_scale) &&
               same_bits(wd_scale, sl->weight_decay_scale) &&
-              perturb == (sl->perturb ? 1u : 0u) && reserved == 0);
+              perturb == (sl->perturb ? 1u : 0u));
+        /* The element type decides which buffers exist (a master, no
+         * copy), so it must match; older versions had float32 only. */
+        CHECK(param_type == slot_param_type(sl) &&
+              (version >= MGPO_CKPT_VERSION || param_type == MGPO_DTYPE_FLOAT32));
         CHECK(is_applied(applied, coefficient[st->items[sl->item].unit]) &&
               (applied == 0.0f || (perturbed && sl->perturb)));
         /* The slots of one item (A and B of a pair) move together. */
         bool first = sl->item == 0 || st->slots[i - 1].item != sl->item;
         CHECK(first || same_bits(applied, item_applied));
         item_applied = applied;
-        CHECK(arrays == slot_arrays(sl, sl->backup && applied != 0.0f));
+        CHECK(arrays == slot_arrays(sl, (sl->backup || sl->out_backup) && applied != 0.0f));
         /* A perturbation is undone along the momentum it followed: in
          * external mode the caller must have attached it before loading. */
         CHECK(applied == 0.0f || sl->dir);
@@ -705,16 +837,28 @@ static double recorded_momentum_sq(const unsigned char *slot_record, bool little
     return get_f64(&rec);
 }
 
+/* A master array (not consumed): finite, as every value a run gives one
+ * (registration, mgpo_set_master_weights and a step from finite values). */
+static bool master_valid(const reader *r, const mgpo_slot *sl)
+{
+    if (r->short_read || r->left < sl->count * sizeof(float)) return true; /* truncated */
+    for (size_t i = 0; i < sl->count; i++)
+        if (!isfinite(bits_float(decode32(r->p + i * sizeof(float), r->little)))) return false;
+    return true;
+}
+
 /* The arrays.  Which ones are present is read back from the (validated)
  * records, not from the state, whose flags pass 1 must not change.  Array
  * lengths come from the state's own slots, which the records matched, so no
- * size read here can overflow or miss a buffer.  The moments are checked in
- * pass 1; the clean parameter copies may hold anything the caller's
- * parameters held. */
+ * size read here can overflow or miss a buffer.  The moments and masters
+ * are checked in pass 1; the clean parameter copies may hold anything the
+ * caller's parameters held. */
 static mgpo_status get_arrays(reader *r, mgpo_state *st, uint32_t version, uint64_t step,
                               const unsigned char *items, const unsigned char *slots,
                               bool apply)
 {
+    const size_t item_size =
+        version >= MGPO_CKPT_VERSION ? MGPO_CKPT_ITEM_SIZE : MGPO_CKPT_ITEM_SIZE_V2;
     for (size_t i = 0; i < st->slot_count; i++) {
         mgpo_slot *sl = &st->slots[i];
         const unsigned char *record = slots + i * MGPO_CKPT_SLOT_SIZE;
@@ -737,15 +881,21 @@ static mgpo_status get_arrays(reader *r, mgpo_state *st, uint32_t version, uint6
             CHECK(apply || moments_valid(r, sl, step, true, 0.0, NULL));
             get_floats(r, sl->v, sl->count, apply);
         }
-        if (arrays & MGPO_CKPT_SLOT_HAS_BACKUP) {
+        if ((arrays & MGPO_CKPT_SLOT_HAS_BACKUP) && sl->out_backup) {
+            get_elements(r, sl->out_backup, sl->out_type, sl->count, apply);
+        } else if (arrays & MGPO_CKPT_SLOT_HAS_BACKUP) {
             get_floats(r, sl->backup, sl->count, apply);
             /* The clean values arrive as a plain copy. */
             if (apply) sl->full_copy = true;
         }
+        if (arrays & MGPO_CKPT_SLOT_MASTER) {
+            CHECK(apply || master_valid(r, sl));
+            get_floats(r, sl->params, sl->count, apply);
+        }
     }
     for (size_t i = 0; i < st->item_count; i++) {
         float base = bits_float(
-            decode32(items + i * MGPO_CKPT_ITEM_SIZE + MGPO_CKPT_ITEM_OFF_BASE_APPLIED, r->little));
+            decode32(items + i * item_size + MGPO_CKPT_ITEM_OFF_BASE_APPLIED, r->little));
         get_lora_base(r, &st->items[i], base != 0.0f, apply);
     }
     return MGPO_OK;
@@ -765,9 +915,9 @@ static mgpo_status parse(mgpo_state *st, const unsigned char *payload, size_t si
     mgpo_status s = get_state(r, st, version, apply, &perturbed, &step, &config);
     if (s == MGPO_OK) s = get_units(r, st, &config, step, coefficient, apply);
     const unsigned char *items = r->p;
-    if (s == MGPO_OK) s = get_items(r, st, perturbed, coefficient, apply);
+    if (s == MGPO_OK) s = get_items(r, st, version, perturbed, coefficient, apply);
     const unsigned char *slots = r->p;
-    if (s == MGPO_OK) s = get_slots(r, st, perturbed, coefficient, apply);
+    if (s == MGPO_OK) s = get_slots(r, st, version, perturbed, coefficient, apply);
     if (s == MGPO_OK) s = get_arrays(r, st, version, step, items, slots, apply);
     if (s != MGPO_OK) return s;
     if (r->short_read || r->left != 0) return MGPO_ERR_CHECKPOINT_TRUNCATED;

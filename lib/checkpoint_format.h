@@ -1,18 +1,21 @@
 /* The checkpoint format's constants (docs/checkpoint-format.md is the
  * specification; this header and lib/checkpoint.c must agree with it).
  * Private: shared by lib/checkpoint.c and the tests that craft or reseal
- * checkpoints.  Version 2 stores every field little-endian on every machine
- * (lib/checkpoint.c's put/get helpers are the only code that knows it); the
- * endian mark is then the bytes 04 03 02 01. */
+ * checkpoints.  Versions 2 and 3 store every field little-endian on every
+ * machine (lib/checkpoint.c's put/get helpers are the only code that knows
+ * it); the endian mark is then the bytes 04 03 02 01. */
 #ifndef MGPO_CHECKPOINT_FORMAT_H
 #define MGPO_CHECKPOINT_FORMAT_H
 
 #define MGPO_CKPT_MAGIC "MGPOCKPT" /* 8 bytes, no terminator */
 #define MGPO_CKPT_MAGIC_SIZE 8u
 #define MGPO_CKPT_ENDIAN_MARK 0x01020304u
-#define MGPO_CKPT_VERSION 2u        /* the version written */
-#define MGPO_CKPT_VERSION_NATIVE 1u /* read only: the same layout in the writer's
-                                       byte order, statistics step fields 0 */
+#define MGPO_CKPT_VERSION 3u        /* the version written: mixed precision */
+#define MGPO_CKPT_VERSION_FLOAT32 2u /* read only: little-endian, float32 buffers
+                                        only, shorter state and item records */
+#define MGPO_CKPT_VERSION_NATIVE 1u /* read only: version 2's layout in the
+                                       writer's byte order, statistics step
+                                       fields 0, no seed */
 
 /* Header: 48 bytes at offset 0. */
 #define MGPO_CKPT_OFF_ENDIAN 8u       /* u32 MGPO_CKPT_ENDIAN_MARK */
@@ -25,15 +28,25 @@
 #define MGPO_CKPT_OFF_HEADER_CRC 44u  /* u32 CRC-32C of bytes [0, 44) */
 #define MGPO_CKPT_HEADER_SIZE 48u
 
-/* Payload records (sizes in bytes). */
-#define MGPO_CKPT_STATE_SIZE 248u /* configuration, counters, statistics, counts, seed */
+/* Payload records (sizes in bytes, of version 3). */
+#define MGPO_CKPT_STATE_SIZE 264u /* configuration, counters, statistics, counts, seed,
+                                     rounding, loss scale */
+#define MGPO_CKPT_STATE_SIZE_V2 248u /* ends after the seed */
+#define MGPO_CKPT_STATE_SIZE_V1 240u /* ends before the seed */
+#define MGPO_CKPT_STATE_OFF_ROUNDING 248u   /* u32 config.rounding, then u32 0 */
+#define MGPO_CKPT_STATE_OFF_GRAD_SCALE 256u /* f64 the loss scale */
 /* State record offset 20: bit set = normalize off (the scale fixed at 1). */
 #define MGPO_CKPT_FIXED_SCALE 1u
 #define MGPO_CKPT_UNIT_SIZE 48u
-#define MGPO_CKPT_ITEM_SIZE 64u
+#define MGPO_CKPT_ITEM_SIZE 72u
+#define MGPO_CKPT_ITEM_SIZE_V2 64u /* versions 1 and 2: no base type */
 #define MGPO_CKPT_SLOT_SIZE 56u
 #define MGPO_CKPT_ITEM_OFF_BASE_APPLIED 60u /* f32 within an item record */
+#define MGPO_CKPT_ITEM_OFF_BASE_TYPE 64u    /* u32 W's mgpo_dtype, then u32 0 */
 #define MGPO_CKPT_SLOT_OFF_ARRAYS 36u       /* u32 within a slot record */
+#define MGPO_CKPT_SLOT_OFF_PARAM_TYPE 44u   /* u32 the caller's parameter
+                                               mgpo_dtype (reserved, 0, before
+                                               version 3) */
 #define MGPO_CKPT_SLOT_OFF_MOMENTUM_SQ 48u  /* f64 within a slot record */
 
 /* Bits of a slot record's `arrays` field: which float arrays follow m. */
@@ -41,6 +54,9 @@
 #define MGPO_CKPT_SLOT_HAS_BACKUP 2u
 /* The momentum is the caller's (external optimizer mode): no m array. */
 #define MGPO_CKPT_SLOT_EXTERNAL 4u
+/* The caller's buffer is bf16/fp16: the float32 master array follows
+ * (version 3). */
+#define MGPO_CKPT_SLOT_MASTER 8u
 
 /* Between lib/checkpoint.c and lib/checkpoint_file.c (need internal.h). */
 #ifdef MGPO_INTERNAL_H

@@ -2,10 +2,11 @@
  * another (e.g. x86-64 and s390x under qemu-user), compare with a run that
  * never stopped.
  *
- *   ckpt_endian_tool write PREFIX        for each fixture layout L (0-2):
- *       three iterations of the fixture (fx_prepare: layouts 0 and 1 are
- *       saved perturbed), then PREFIX.L.ckpt (mgpo_save_file) and
- *       PREFIX.L.params (the caller's parameters, float32 little-endian).
+ *   ckpt_endian_tool write PREFIX        for each fixture layout L (0-3):
+ *       three iterations of the fixture (fx_prepare: layouts 0, 1 and 3 are
+ *       saved perturbed; 3 has bf16 and fp16 tensors), then PREFIX.L.ckpt
+ *       (mgpo_save_file) and PREFIX.L.params (the caller's parameters,
+ *       each element little-endian in its type: 4 or 2 bytes).
  *   ckpt_endian_tool resume PREFIX [N]   for each layout: a fresh state
  *       registered like the writer's loads PREFIX.L.ckpt, puts the
  *       parameters back (the resume rule of mgpo.h), runs N more iterations
@@ -43,15 +44,28 @@ static float float_le(const unsigned char in[4])
     return x;
 }
 
+/* Element i of tensor k, little-endian in its type, into b; its size. */
+static size_t element_le(unsigned char b[4], const fx *f, size_t k, size_t i)
+{
+    if (f->type[k] == MGPO_DTYPE_FLOAT32) {
+        le_float(b, f->params[k][i]);
+        return 4;
+    }
+    uint16_t h = ((const uint16_t *)(const void *)f->params[k])[i];
+    b[0] = (unsigned char)h;
+    b[1] = (unsigned char)(h >> 8);
+    return 2;
+}
+
 /* Digest of the parameters (little-endian bytes) and the checkpoint. */
 static int digests(const fx *f, uint64_t *params, uint64_t *state)
 {
     uint64_t h = 0xCBF29CE484222325ull;
     for (size_t k = 0; k < FX_TENSORS; k++)
         for (size_t i = 0; i < f->count[k]; i++) {
-            unsigned char b[4];
-            le_float(b, f->params[k][i]);
-            h = fnv1a(h, b, 4);
+            unsigned char b[4] = {0};
+            size_t n = element_le(b, f, k, i);
+            h = fnv1a(h, b, n);
         }
     *params = h;
     size_t n = 0;
@@ -80,8 +94,8 @@ static int write_layout(const char *prefix, int layout)
     for (size_t k = 0; k < FX_TENSORS && !bad; k++)
         for (size_t i = 0; i < f.count[k] && !bad; i++) {
             unsigned char b[4];
-            le_float(b, f.params[k][i]);
-            bad = fwrite(b, 1, 4, out) != 4;
+            size_t n = element_le(b, &f, k, i);
+            bad = fwrite(b, 1, n, out) != n;
         }
     if (out && fclose(out) != 0) bad = 1;
     if (bad) fprintf(stderr, "%s: cannot write\n", path);
@@ -94,8 +108,7 @@ static int resume_layout(const char *prefix, int layout, uint64_t more)
 {
     char path[4096];
     fx resumed, straight;
-    mgpo_config cfg = fx_layout_config(layout);
-    if (fx_init(&resumed, &cfg, 64) != MGPO_OK || fx_prepare(&straight, layout) != MGPO_OK)
+    if (fx_init_layout(&resumed, layout) != MGPO_OK || fx_prepare(&straight, layout) != MGPO_OK)
         return 2;
     snprintf(path, sizeof path, "%s.%d.ckpt", prefix, layout);
     mgpo_status s = mgpo_load_file(resumed.st, path);
@@ -110,8 +123,10 @@ static int resume_layout(const char *prefix, int layout, uint64_t more)
     for (size_t k = 0; k < FX_TENSORS && !rc; k++)
         for (size_t i = 0; i < resumed.count[k] && !rc; i++) {
             unsigned char b[4];
-            if (fread(b, 1, 4, in) != 4) rc = 2;
-            else resumed.params[k][i] = float_le(b);
+            size_t n = resumed.type[k] == MGPO_DTYPE_FLOAT32 ? 4 : 2;
+            if (fread(b, 1, n, in) != n) rc = 2;
+            else if (n == 4) resumed.params[k][i] = float_le(b);
+            else ((uint16_t *)(void *)resumed.params[k])[i] = (uint16_t)(b[0] | b[1] << 8);
         }
     if (in) fclose(in);
     for (uint64_t t = 3; t < 3 + more && !rc; t++)

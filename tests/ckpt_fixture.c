@@ -30,26 +30,58 @@ static float noise(uint64_t a, uint64_t b)
     return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
 }
 
-mgpo_status fx_init(fx *f, const mgpo_config *cfg, size_t big)
+mgpo_tensor_options fx_options(size_t k)
+{
+    mgpo_tensor_options o = mgpo_tensor_options_default();
+    if (k == 3) {
+        o.perturb = 0;
+        o.lr_scale = 0.5;
+        o.weight_decay_scale = 0.0;
+    }
+    return o;
+}
+
+float fx_param(const fx *f, size_t k, size_t i)
+{
+    const uint16_t *h = (const uint16_t *)(const void *)f->params[k];
+    switch (f->type[k]) {
+    case MGPO_DTYPE_BFLOAT16: return mgpo_bf16_to_f32(h[i]);
+    case MGPO_DTYPE_FLOAT16: return mgpo_f16_to_f32(h[i]);
+    default: return f->params[k][i];
+    }
+}
+
+mgpo_status fx_init_typed(fx *f, const mgpo_config *cfg, size_t big,
+                          const mgpo_dtype types[FX_TENSORS])
 {
     memset(f, 0, sizeof *f);
+    f->loss_scale = 1.0f;
     const size_t counts[FX_TENSORS] = {big ? big : 5000, 37, 1, 300};
     mgpo_status s = mgpo_create(&f->st, cfg, NULL);
     for (size_t k = 0; k < FX_TENSORS && s == MGPO_OK; k++) {
         f->count[k] = counts[k];
-        f->params[k] = malloc(counts[k] * sizeof(float));
+        f->type[k] = types[k];
+        f->params[k] = calloc(counts[k], sizeof(float));
         f->grads[k] = calloc(counts[k], sizeof(float));
         if (!f->params[k] || !f->grads[k]) return MGPO_ERR_OUT_OF_MEMORY;
-        for (size_t i = 0; i < counts[k]; i++) f->params[k][i] = noise(k, i);
-        mgpo_tensor_options o = mgpo_tensor_options_default();
-        if (k == 3) {
-            o.perturb = 0;
-            o.lr_scale = 0.5;
-            o.weight_decay_scale = 0.0;
+        uint16_t *h = (uint16_t *)(void *)f->params[k];
+        for (size_t i = 0; i < counts[k]; i++) {
+            float x = noise(k, i);
+            if (types[k] == MGPO_DTYPE_BFLOAT16) h[i] = mgpo_f32_to_bf16(x);
+            else if (types[k] == MGPO_DTYPE_FLOAT16) h[i] = mgpo_f32_to_f16(x);
+            else f->params[k][i] = x;
         }
-        s = mgpo_add_tensor(f->st, f->params[k], f->grads[k], counts[k], &o, NULL);
+        mgpo_tensor_options o = fx_options(k);
+        s = mgpo_add_tensor_typed(f->st, f->params[k], types[k], f->grads[k], MGPO_DTYPE_FLOAT32,
+                                  counts[k], &o, NULL);
     }
     return s;
+}
+
+mgpo_status fx_init(fx *f, const mgpo_config *cfg, size_t big)
+{
+    static const mgpo_dtype float32[FX_TENSORS] = {MGPO_DTYPE_FLOAT32};
+    return fx_init_typed(f, cfg, big, float32);
 }
 
 void fx_free(fx *f)
@@ -68,7 +100,8 @@ void fx_grads(fx *f, uint64_t t)
 {
     for (size_t k = 0; k < FX_TENSORS; k++)
         for (size_t i = 0; i < f->count[k]; i++)
-            f->grads[k][i] = 0.5f * f->params[k][i] + 0.1f * noise(t + 100, k * 7919 + i);
+            f->grads[k][i] =
+                f->loss_scale * (0.5f * fx_param(f, k, i) + 0.1f * noise(t + 100, k * 7919 + i));
 }
 
 mgpo_status fx_iterate(fx *f, uint64_t t)
@@ -89,14 +122,35 @@ mgpo_config fx_layout_config(int layout)
         c.nesterov = 1;
         return c;
     }
-    default: return fx_config(MGPO_OPTIMIZER_ADAMW, MGPO_SCOPE_TENSOR, MGPO_RESTORE_EXACT);
+    case 2: return fx_config(MGPO_OPTIMIZER_ADAMW, MGPO_SCOPE_TENSOR, MGPO_RESTORE_EXACT);
+    default: {
+        mgpo_config c = fx_config(MGPO_OPTIMIZER_ADAMW, MGPO_SCOPE_GLOBAL, MGPO_RESTORE_EXACT);
+        c.rounding = MGPO_ROUNDING_STOCHASTIC;
+        c.seed = 0x5EED;
+        /* Large enough that the perturbation moves bf16 values. */
+        c.rho = 0.5;
+        return c;
     }
+    }
+}
+
+#define FX_LOSS_SCALE 1024.0f
+
+mgpo_status fx_init_layout(fx *f, int layout)
+{
+    static const mgpo_dtype mixed[FX_TENSORS] = {MGPO_DTYPE_BFLOAT16, MGPO_DTYPE_FLOAT16,
+                                                 MGPO_DTYPE_FLOAT32, MGPO_DTYPE_FLOAT32};
+    static const mgpo_dtype float32[FX_TENSORS] = {MGPO_DTYPE_FLOAT32};
+    mgpo_config cfg = fx_layout_config(layout);
+    mgpo_status s = fx_init_typed(f, &cfg, 64, layout == 3 ? mixed : float32);
+    if (layout == 3) f->loss_scale = FX_LOSS_SCALE;
+    return s;
 }
 
 mgpo_status fx_prepare(fx *f, int layout)
 {
-    mgpo_config cfg = fx_layout_config(layout);
-    mgpo_status s = fx_init(f, &cfg, 64);
+    mgpo_status s = fx_init_layout(f, layout);
+    if (s == MGPO_OK && layout == 3) s = mgpo_set_grad_scale(f->st, FX_LOSS_SCALE);
     for (uint64_t t = 0; t < 3 && s == MGPO_OK; t++) s = fx_iterate(f, t);
     if (s == MGPO_OK && layout != 2) s = mgpo_perturb(f->st);
     return s;
@@ -137,6 +191,42 @@ void fx_reseal(unsigned char *buf, size_t size)
     fx_store_le(buf + MGPO_CKPT_OFF_PAYLOAD_CRC, &crc, sizeof crc);
     crc = mgpo_crc32c(0, buf, MGPO_CKPT_OFF_HEADER_CRC);
     fx_store_le(buf + MGPO_CKPT_OFF_HEADER_CRC, &crc, sizeof crc);
+}
+
+static uint64_t load_le64(const unsigned char *at)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++) x |= (uint64_t)at[i] << (8 * i);
+    return x;
+}
+
+unsigned char *fx_downgrade_v2(const unsigned char *v3, size_t size, size_t *v2_size)
+{
+    const size_t state = MGPO_CKPT_HEADER_SIZE + MGPO_CKPT_STATE_SIZE;
+    if (size < state) return NULL;
+    const unsigned char *p = v3 + MGPO_CKPT_HEADER_SIZE;
+    size_t items = (size_t)load_le64(p + 216), units = (size_t)load_le64(p + 232);
+    size_t units_end = state + units * MGPO_CKPT_UNIT_SIZE;
+    if (size < units_end + items * MGPO_CKPT_ITEM_SIZE) return NULL;
+    size_t n = size - (MGPO_CKPT_STATE_SIZE - MGPO_CKPT_STATE_SIZE_V2) -
+               items * (MGPO_CKPT_ITEM_SIZE - MGPO_CKPT_ITEM_SIZE_V2);
+    unsigned char *out = malloc(n), *to = out;
+    if (!out) return NULL;
+    memcpy(to, v3, MGPO_CKPT_HEADER_SIZE + MGPO_CKPT_STATE_SIZE_V2);
+    to += MGPO_CKPT_HEADER_SIZE + MGPO_CKPT_STATE_SIZE_V2;
+    memcpy(to, v3 + state, units * MGPO_CKPT_UNIT_SIZE);
+    to += units * MGPO_CKPT_UNIT_SIZE;
+    for (size_t i = 0; i < items; i++, to += MGPO_CKPT_ITEM_SIZE_V2)
+        memcpy(to, v3 + units_end + i * MGPO_CKPT_ITEM_SIZE, MGPO_CKPT_ITEM_SIZE_V2);
+    size_t rest = units_end + items * MGPO_CKPT_ITEM_SIZE;
+    memcpy(to, v3 + rest, size - rest);
+    uint32_t two = MGPO_CKPT_VERSION_FLOAT32;
+    uint64_t total = n;
+    fx_store_le(out + MGPO_CKPT_OFF_VERSION, &two, sizeof two);
+    fx_store_le(out + MGPO_CKPT_OFF_TOTAL_SIZE, &total, sizeof total);
+    fx_reseal(out, n);
+    *v2_size = n;
+    return out;
 }
 
 int fx_state_is(const mgpo_state *st, const unsigned char *bytes, size_t size)

@@ -16,9 +16,13 @@
 
 typedef struct fx {
     mgpo_state *st;
-    float *params[FX_TENSORS];
-    float *grads[FX_TENSORS];
+    float *params[FX_TENSORS]; /* count floats; a bf16/fp16 tensor's count
+                                  elements (uint16_t) fill the first half,
+                                  the rest is 0 */
+    float *grads[FX_TENSORS];  /* float32, times loss_scale */
     size_t count[FX_TENSORS];
+    mgpo_dtype type[FX_TENSORS]; /* of params */
+    float loss_scale;          /* the caller's: fx_grads multiplies by it */
 } fx;
 
 /* A test configuration: lr large enough that parameters move visibly. */
@@ -26,17 +30,31 @@ mgpo_config fx_config(mgpo_optimizer opt, mgpo_scope scope, mgpo_restore_mode mo
 /* Creates the state and registers the tensors; `big` floats in tensor 0
  * (0 means 5000, two blocks).  Returns MGPO_OK or the first error. */
 mgpo_status fx_init(fx *f, const mgpo_config *cfg, size_t big);
+/* fx_init with tensor k's parameters of element type types[k] (gradients
+ * float32); the values are the same, rounded to the type. */
+mgpo_status fx_init_typed(fx *f, const mgpo_config *cfg, size_t big,
+                          const mgpo_dtype types[FX_TENSORS]);
+/* The options tensor k is registered with (tensor 3: not perturbed, lr
+ * scale 0.5, no decay). */
+mgpo_tensor_options fx_options(size_t k);
+/* Parameter i of tensor k as a float (converted from bf16/fp16). */
+float fx_param(const fx *f, size_t k, size_t i);
 void fx_free(fx *f);
 /* The learning rate of step t (a short warm-up and decay). */
 double fx_lr(uint64_t t);
 /* Fills the gradients for iteration t from the current parameters. */
 void fx_grads(fx *f, uint64_t t);
-/* Three small states used by the fuzzers, each after three steps, with 64
- * floats in tensor 0: 0 AdamW, global scope, exact restore, perturbed;
+/* Four small states used by the fuzzers, each after three steps, with 64
+ * elements in tensor 0: 0 AdamW, global scope, exact restore, perturbed;
  * 1 SGD Nesterov, per-tensor scope, low-memory restore, perturbed;
- * 2 AdamW, per-tensor scope, exact restore, clean. */
-#define FX_LAYOUTS 3
+ * 2 AdamW, per-tensor scope, exact restore, clean;
+ * 3 mixed precision: as 0 with tensor 0 bf16 and tensor 1 fp16
+ * (master weights), stochastic rounding, a loss scale of 1024, perturbed. */
+#define FX_LAYOUTS 4
 mgpo_config fx_layout_config(int layout);
+/* The layout's registrations (and the caller's loss scale), no step yet:
+ * a state that can load the layout's checkpoints. */
+mgpo_status fx_init_layout(fx *f, int layout);
 mgpo_status fx_prepare(fx *f, int layout);
 /* One iteration: set lr, perturb, gradients at the perturbed point, step. */
 mgpo_status fx_iterate(fx *f, uint64_t t);
@@ -49,6 +67,13 @@ void fx_store_le(unsigned char *at, const void *value, size_t n);
 /* Recomputes both checksums of a checkpoint of `size` bytes (>= 48) so that
  * a deliberately edited one passes the checksum tests. */
 void fx_reseal(unsigned char *buf, size_t size);
+/* The version-2 form of a version-3 checkpoint (malloc'd, *v2_size its
+ * size): the state record cut after the seed (248 bytes: no rounding, no
+ * loss scale), each item record cut to 64 bytes (no W type), version 2,
+ * resealed; slot records and arrays as they are.  For a float32 state with
+ * round-to-nearest and a loss scale of 1 it is what the version-2 writer
+ * wrote.  NULL on a short input or allocation failure. */
+unsigned char *fx_downgrade_v2(const unsigned char *v3, size_t size, size_t *v2_size);
 /* 1 when the state saves to exactly `bytes` (size and content). */
 int fx_state_is(const mgpo_state *st, const unsigned char *bytes, size_t size);
 

@@ -393,21 +393,21 @@ START_TEST(test_refuses_header_errors)
     expect_refused(&b, st, b.ck, 0, MGPO_ERR_CHECKPOINT_TRUNCATED);
     expect_refused(&b, st, b.ck, MGPO_CKPT_HEADER_SIZE - 1, MGPO_ERR_CHECKPOINT_TRUNCATED);
 
-    /* Version 2 is little-endian: big-endian marks (with the version in
+    /* Version 3 is little-endian: big-endian marks (with the version in
      * that order, as such a writer would put it) are refused, as are marks
      * of no byte order. */
     uint32_t swapped = __builtin_bswap32(MGPO_CKPT_ENDIAN_MARK), other = 0x04010203u;
-    uint32_t v2_big = __builtin_bswap32(2u);
+    uint32_t v2_big = __builtin_bswap32(MGPO_CKPT_VERSION);
     unsigned char *big = edited(&b, MGPO_CKPT_OFF_ENDIAN, &swapped, 4, 0);
     fx_store_le(big + MGPO_CKPT_OFF_VERSION, &v2_big, 4);
     fx_reseal(big, b.size);
     expect_refused(&b, st, big, b.size, MGPO_ERR_CHECKPOINT_ENDIAN);
     free(big);
     expect_edit_refused(&b, MGPO_CKPT_OFF_ENDIAN, &other, 4, 1, MGPO_ERR_CHECKPOINT_ENDIAN);
-    /* The swapped mark alone makes the version read 0x02000000. */
+    /* The swapped mark alone makes the version read 0x03000000. */
     expect_edit_refused(&b, MGPO_CKPT_OFF_ENDIAN, &swapped, 4, 1, MGPO_ERR_CHECKPOINT_VERSION);
-    uint32_t v3 = 3, v0 = 0, one = 1, big_header = 64;
-    expect_edit_refused(&b, MGPO_CKPT_OFF_VERSION, &v3, 4, 1, MGPO_ERR_CHECKPOINT_VERSION);
+    uint32_t v4 = MGPO_CKPT_VERSION + 1, v0 = 0, one = 1, big_header = 64;
+    expect_edit_refused(&b, MGPO_CKPT_OFF_VERSION, &v4, 4, 1, MGPO_ERR_CHECKPOINT_VERSION);
     expect_edit_refused(&b, MGPO_CKPT_OFF_VERSION, &v0, 4, 0, MGPO_ERR_CHECKPOINT_VERSION);
     expect_edit_refused(&b, MGPO_CKPT_OFF_FLAGS, &one, 4, 1, MGPO_ERR_CHECKPOINT_VERSION);
     expect_edit_refused(&b, MGPO_CKPT_OFF_HEADER_SIZE, &big_header, 4, 1,
@@ -504,7 +504,7 @@ START_TEST(test_refuses_bad_records)
     expect_edit_refused(&b, SLOT(0) + 36, &one, 4, 1, L);   /* arrays: backup missing */
     expect_edit_refused(&b, SLOT(3) + 40, &f_one, 4, 1, L); /* applied on an unperturbed slot */
     expect_edit_refused(&b, SLOT(0) + 40, &f_nan, 4, 1, L); /* applied NaN */
-    expect_edit_refused(&b, SLOT(0) + 44, &one, 4, 1, L);   /* reserved */
+    expect_edit_refused(&b, SLOT(0) + 44, &one, 4, 1, L);   /* parameter type bf16 */
     bad_teardown(&b);
 }
 END_TEST

@@ -6,10 +6,11 @@
  * The input is a program: one opcode byte, then that call's arguments taken
  * from the following bytes (zeros once the input ends).  Configurations get
  * extreme doubles, registrations take offsets into one parameter pool (so
- * buffers may overlap or be odd), gradients are filled with NaN, Inf,
- * subnormals or huge values, and perturb, restore, step, set_lr/set_rho,
- * save and load, the getters and destroy come in any order.  The allocator
- * can be told to refuse its next requests.
+ * buffers may overlap or be odd), tensors and LoRA pairs may have bf16/fp16
+ * parameters (master weights), gradients and W, gradients are filled with NaN, Inf,
+ * subnormals or huge values, and perturb, restore, step, set_lr/set_rho/
+ * set_grad_scale, save and load, the getters and destroy come in any
+ * order.  The allocator can be told to refuse its next requests.
  *
  * After every call the target aborts unless what mgpo.h promises holds:
  *   - an error (other than NONFINITE_GRADIENT) changed nothing: the caller's
@@ -117,7 +118,10 @@ static void budget_free(void *ctx, void *ptr, size_t size)
 
 typedef struct reg {
     int lora;
-    size_t p, count, g; /* tensor: params at pool+p, grads at gpool+g (count) */
+    size_t p, count, g; /* tensor: params at pool+p, grads at gpool+g (count
+                           elements of ptype / gtype; offsets in floats) */
+    mgpo_dtype ptype, gtype; /* a pair: of A and B, of their gradients */
+    mgpo_dtype wtype;        /* a pair's W */
     int has_grad;
     mgpo_tensor_options o;
     mgpo_lora_pair pair; /* offsets in a/b/base_weight, as pool indices */
@@ -142,7 +146,13 @@ static void fail(const char *what, int status)
 
 static void check_known(mgpo_status s)
 {
-    if ((int)s < 0 || (int)s > MGPO_ERR_UNSUPPORTED) fail("unknown status", (int)s);
+    if ((int)s < 0 || (int)s > MGPO_ERR_RESERVED_FIELD) fail("unknown status", (int)s);
+}
+
+/* Floats of the pools that `count` elements of `type` take. */
+static size_t floats_of(size_t count, mgpo_dtype type)
+{
+    return (count * mgpo_dtype_size(type) + sizeof(float) - 1) / sizeof(float);
 }
 
 static unsigned char *save(const mgpo_state *st, size_t *n)
@@ -192,15 +202,24 @@ static int perturbed(const world *w)
 static mgpo_status add_reg(mgpo_state *st, const reg *r, float *pool, float *gpool)
 {
     if (!r->lora)
-        return mgpo_add_tensor(st, pool + r->p, r->has_grad ? gpool + r->g : NULL, r->count,
-                               &r->o, NULL);
-    mgpo_lora_pair pr = r->pair;
+        return mgpo_add_tensor_typed(st, pool + r->p, r->ptype, r->has_grad ? gpool + r->g : NULL,
+                                     r->gtype, r->count, &r->o, NULL);
+    mgpo_lora_pair_typed pr;
+    memset(&pr, 0, sizeof pr);
+    pr.rank = r->pair.rank;
+    pr.n_in = r->pair.n_in;
+    pr.n_out = r->pair.n_out;
+    pr.scaling = r->pair.scaling;
+    pr.mode = r->pair.mode;
+    pr.adapter_type = r->ptype;
+    pr.grad_type = r->gtype;
+    pr.base_type = r->wtype;
     pr.a = pool + r->a;
     pr.b = pool + r->b;
     pr.base_weight = pr.mode == MGPO_LORA_BASE ? pool + r->w : NULL;
     pr.grad_a = r->has_grad ? gpool + r->ga : NULL;
     pr.grad_b = r->has_grad ? gpool + r->gb : NULL;
-    return mgpo_add_lora_pair(st, &pr, &r->o, NULL);
+    return mgpo_add_lora_pair_typed(st, &pr, &r->o, NULL);
 }
 
 /* save -> load into a fresh state registered the same way -> save. */
@@ -239,12 +258,20 @@ static int all_finite(const float *x, size_t n)
     return 1;
 }
 
+static int in_typed(const struct world *w, size_t i);
+
+/* The float32 parameters in the pool are finite (typed buffers are not
+ * floats; an fp16 one may hold the Inf of an overflow). */
+static int pool_finite(const struct world *w);
+
 /* The gradients of every registration that has them are finite. */
 static int grads_finite(const world *w)
 {
     for (size_t i = 0; i < w->nregs; i++) {
         const reg *r = &w->regs[i];
         if (!r->has_grad) return 0;
+        if (r->gtype != MGPO_DTYPE_FLOAT32 || r->ptype != MGPO_DTYPE_FLOAT32)
+            return 0; /* not checked */
         if (!r->lora && !all_finite(w->gpool + r->g, r->count)) return 0;
         if (r->lora && (!all_finite(w->gpool + r->ga, r->pair.rank * r->pair.n_in) ||
                         !all_finite(w->gpool + r->gb, r->pair.n_out * r->pair.rank)))
@@ -267,6 +294,7 @@ static void op_create(world *w, input *in)
     c.restore_mode = (f >> 3) & 1 ? MGPO_RESTORE_LOW_MEMORY : MGPO_RESTORE_EXACT;
     c.sign = (f >> 4) & 1 ? MGPO_SIGN_ASCENT : MGPO_SIGN_LOOKAHEAD;
     c.nesterov = (f >> 5) & 1;
+    c.rounding = (f >> 6) & 1 ? MGPO_ROUNDING_STOCHASTIC : MGPO_ROUNDING_NEAREST;
     c.lr = 1e-2;
     /* Bit mask of fields replaced by extreme values. */
     uint16_t which = (uint16_t)(byte(in) | byte(in) << 8);
@@ -295,24 +323,112 @@ static mgpo_tensor_options options(input *in)
     return o;
 }
 
-static void op_add(world *w, input *in, int lora)
+static int pool_finite(const world *w)
+{
+    for (size_t i = 0; i < POOL; i++)
+        if (!in_typed(w, i) && !isfinite(w->pool[i])) return 0;
+    return 1;
+}
+
+/* The pool buffers a registration writes: offset and length in floats,
+ * element type (a tensor's parameters; a pair's A, B and, in base mode,
+ * W).  Returns how many. */
+static int regions(const reg *r, size_t at[3], size_t len[3], mgpo_dtype type[3])
+{
+    if (!r->lora) {
+        at[0] = r->p;
+        len[0] = floats_of(r->count, r->ptype);
+        type[0] = r->ptype;
+        return 1;
+    }
+    at[0] = r->a;
+    len[0] = floats_of(r->pair.rank * r->pair.n_in, r->ptype);
+    at[1] = r->b;
+    len[1] = floats_of(r->pair.n_out * r->pair.rank, r->ptype);
+    type[0] = type[1] = r->ptype;
+    if (r->pair.mode != MGPO_LORA_BASE) return 2;
+    at[2] = r->w;
+    len[2] = floats_of(r->pair.n_out * r->pair.n_in, r->wtype);
+    type[2] = r->wtype;
+    return 3;
+}
+
+/* Whether pool float i lies in a bf16/fp16 buffer: the state writes A, B
+ * and tensors of those types from their master weights, so the caller does
+ * not; a typed W is left alone too. */
+static int in_typed(const world *w, size_t i)
+{
+    for (size_t k = 0; k < w->nregs; k++) {
+        size_t at[3], len[3];
+        mgpo_dtype type[3];
+        for (int j = regions(&w->regs[k], at, len, type) - 1; j >= 0; j--)
+            if (type[j] != MGPO_DTYPE_FLOAT32 && i >= at[j] && i < at[j] + len[j]) return 1;
+    }
+    return 0;
+}
+
+/* Whether pool floats [p, p + n) meet a buffer the state writes. */
+static int meets_registered(const world *w, size_t p, size_t n)
+{
+    for (size_t k = 0; k < w->nregs; k++) {
+        size_t at[3], len[3];
+        mgpo_dtype type[3];
+        for (int j = regions(&w->regs[k], at, len, type) - 1; j >= 0; j--)
+            if (p < at[j] + len[j] && at[j] < p + n) return 1;
+    }
+    return 0;
+}
+
+/* Parameters stay finite (as op_fill keeps them): a bf16/fp16 buffer about
+ * to be registered gets 0.5 for every element that is NaN or Inf in its
+ * type.  (Registration takes such values into the master weights, which a
+ * checkpoint must not hold: the loader refuses them.)  A buffer that meets
+ * a registered one is left alone: the registration is refused (OVERLAP),
+ * and the caller may not write the other's values. */
+static void make_finite(world *w, size_t p, size_t count, mgpo_dtype type)
+{
+    if (type == MGPO_DTYPE_FLOAT32 || meets_registered(w, p, floats_of(count, type))) return;
+    uint16_t *h = (uint16_t *)(void *)(w->pool + p);
+    const int bf16 = type == MGPO_DTYPE_BFLOAT16;
+    for (size_t i = 0; i < count; i++) {
+        /* NaN or Inf: the exponent field all ones (8 bits of bf16 from bit
+         * 7, 5 bits of fp16 from bit 10). */
+        int nonfinite = bf16 ? ((h[i] >> 7) & 0xFF) == 0xFF : ((h[i] >> 10) & 0x1F) == 0x1F;
+        if (nonfinite) h[i] = bf16 ? 0x3F00 : 0x3800; /* 0.5 */
+    }
+}
+
+static void op_add(world *w, input *in, int kind)
 {
     if (w->nregs == MAX_REGS) return;
     reg r;
     memset(&r, 0, sizeof r);
-    r.lora = lora;
+    r.lora = kind == 1;
     r.has_grad = byte(in) & 1;
-    if (!lora) {
+    if (!r.lora) {
         r.p = below(in, POOL);
         r.count = 1 + below(in, 64);
-        if (r.p + r.count > POOL) r.count = POOL - r.p;
-        r.g = below(in, GPOOL - r.count + 1);
+        if (kind == 2) {
+            /* Typed: bf16 or fp16 parameters, gradients of any type. */
+            uint8_t t = byte(in);
+            r.ptype = t & 1 ? MGPO_DTYPE_FLOAT16 : MGPO_DTYPE_BFLOAT16;
+            r.gtype = (mgpo_dtype)((t >> 1) % 3);
+        }
+        if (r.p + floats_of(r.count, r.ptype) > POOL)
+            r.count = (POOL - r.p) * sizeof(float) / mgpo_dtype_size(r.ptype);
+        r.g = below(in, GPOOL - floats_of(r.count, r.gtype) + 1);
+        make_finite(w, r.p, r.count, r.ptype);
     } else {
         r.pair.rank = 1 + below(in, 3);
         r.pair.n_in = 1 + below(in, 6);
         r.pair.n_out = 1 + below(in, 6);
         r.pair.scaling = byte(in) & 1 ? dbl(in) : 2.0;
         r.pair.mode = byte(in) & 1 ? MGPO_LORA_BASE : MGPO_LORA_ADAPTER;
+        /* Element types of A and B, their gradients, and W. */
+        uint8_t t = byte(in);
+        r.ptype = (mgpo_dtype)(t % 3);
+        r.gtype = (mgpo_dtype)(t / 3 % 3);
+        r.wtype = (mgpo_dtype)(t / 9 % 3);
         size_t na = r.pair.rank * r.pair.n_in, nb = r.pair.n_out * r.pair.rank,
                nw = r.pair.n_out * r.pair.n_in;
         r.a = below(in, POOL - na + 1);
@@ -320,6 +436,9 @@ static void op_add(world *w, input *in, int lora)
         r.w = below(in, POOL - nw + 1);
         r.ga = below(in, GPOOL - na + 1);
         r.gb = below(in, GPOOL - nb + 1);
+        /* Only A and B get master weights (W may hold anything). */
+        make_finite(w, r.a, na, r.ptype);
+        make_finite(w, r.b, nb, r.ptype);
     }
     r.o = options(in);
     snapshot before;
@@ -345,12 +464,13 @@ static void op_set_grad(world *w, input *in)
     mgpo_status s;
     size_t g = 0, ga = 0, gb = 0;
     if (!r->lora) {
-        g = below(in, GPOOL - r->count + 1);
-        s = mgpo_set_grad(w->st, i, set ? w->gpool + g : NULL);
+        g = below(in, GPOOL - floats_of(r->count, r->gtype) + 1);
+        s = mgpo_set_grad_typed(w->st, i, set ? w->gpool + g : NULL, r->gtype);
     } else {
         ga = below(in, GPOOL - r->pair.rank * r->pair.n_in + 1);
         gb = below(in, GPOOL - r->pair.n_out * r->pair.rank + 1);
-        s = mgpo_set_lora_grads(w->st, i, set ? w->gpool + ga : NULL, set ? w->gpool + gb : NULL);
+        s = mgpo_set_lora_grads_typed(w->st, i, set ? w->gpool + ga : NULL,
+                                      set ? w->gpool + gb : NULL, r->gtype);
     }
     check_known(s);
     if (s == MGPO_OK) {
@@ -369,7 +489,7 @@ static void op_iterate(world *w, int which)
 {
     int was = perturbed(w);
     int exact = w->cfg.restore_mode == MGPO_RESTORE_EXACT;
-    int finite_in = grads_finite(w) && all_finite(w->pool, POOL);
+    int finite_in = grads_finite(w) && pool_finite(w);
     snapshot before;
     take(w, &before);
     mgpo_status s = which == 0 ? mgpo_perturb(w->st)
@@ -390,22 +510,28 @@ static void op_iterate(world *w, int which)
         fail("exact restore is not bit-exact", s);
     }
     if (FUZZ_CHECK_FINITE && which == 2 && s == MGPO_OK && finite_in &&
-        !all_finite(w->pool, POOL))
+        !pool_finite(w))
         fail("an OK step from finite gradients left a non-finite parameter", s);
     drop(&before);
 }
 
-static void op_set(world *w, input *in, int rho)
+/* which: 0 set_lr, 1 set_rho, 2 set_grad_scale (saved in checkpoints, so
+ * a refused one shows in the state bytes too). */
+static void op_set(world *w, input *in, int which)
 {
     double x = dbl(in);
     snapshot before;
     take(w, &before);
-    mgpo_status s = rho ? mgpo_set_rho(w->st, x) : mgpo_set_lr(w->st, x);
+    mgpo_status s = which == 1   ? mgpo_set_rho(w->st, x)
+                    : which == 0 ? mgpo_set_lr(w->st, x)
+                                 : mgpo_set_grad_scale(w->st, x);
     check_known(s);
-    if (s != MGPO_OK && !same_as(w, &before)) fail("a refused set_lr/rho changed something", s);
+    if (s != MGPO_OK && !same_as(w, &before)) fail("a refused set_lr/rho/scale changed something", s);
+    if (which == 2 && (s == MGPO_OK) != (x >= MGPO_GRAD_SCALE_MIN && x <= MGPO_GRAD_SCALE_MAX))
+        fail("set_grad_scale accepted or refused wrongly", s);
     if (s == MGPO_OK) {
-        if (rho) w->cfg.rho = x;
-        else w->cfg.lr = x;
+        if (which == 1) w->cfg.rho = x;
+        else if (which == 0) w->cfg.lr = x;
     }
     drop(&before);
 }
@@ -419,10 +545,10 @@ static void op_fill(world *w, input *in, int params)
     float x = value(in);
     int ramp = byte(in) & 1;
     for (size_t i = at; i < at + n && i < POOL; i++)
-        dst[i] = ramp ? x * (float)(i - at + 1) : x;
+        if (!params || !in_typed(w, i)) dst[i] = ramp ? x * (float)(i - at + 1) : x;
     if (params)
         for (size_t i = 0; i < POOL; i++)
-            if (!isfinite(dst[i])) dst[i] = 0.5f; /* parameters stay finite */
+            if (!in_typed(w, i) && !isfinite(dst[i])) dst[i] = 0.5f; /* parameters stay finite */
 }
 
 static void op_save(world *w, input *in)
@@ -509,13 +635,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (!w->st) continue;
         switch (op) {
-        case 1: case 2: op_add(w, &in, 0); break;
+        case 1: op_add(w, &in, 0); break;
+        case 2: op_add(w, &in, 2); break; /* bf16/fp16 */
         case 3: op_add(w, &in, 1); break;
         case 4: op_set_grad(w, &in); break;
         case 5: op_iterate(w, 0); break;
         case 6: op_iterate(w, 1); break;
         case 7: op_iterate(w, 2); break;
-        case 8: op_set(w, &in, byte(&in) & 1); break;
+        case 8: op_set(w, &in, (int)(byte(&in) % 3)); break;
         case 9: op_fill(w, &in, 0); break;
         case 10: op_fill(w, &in, 1); break;
         case 11: op_save(w, &in); break;

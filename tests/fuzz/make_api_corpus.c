@@ -3,6 +3,7 @@
  * `make_api_corpus tests/fuzz/corpus-api`).  Each seed is a short program in
  * fuzz_api's encoding (one opcode byte, then its arguments): ordinary
  * training loops in every configuration, LoRA pairs in both modes,
+ * bf16/fp16 tensors under a loss scale with both roundings,
  * non-finite and extreme gradients, extreme configurations, refused
  * set_lr/set_rho, saves into buffers of odd sizes, edited loads, refused
  * allocations, destroy. */
@@ -10,7 +11,7 @@
 #include <string.h>
 
 /* Opcodes, as fuzz_api.c's switch. */
-enum { CREATE = 0, ADD = 1, LORA = 3, SET_GRAD = 4, PERTURB = 5, RESTORE = 6, STEP = 7,
+enum { CREATE = 0, ADD = 1, ADD_TYPED = 2, LORA = 3, SET_GRAD = 4, PERTURB = 5, RESTORE = 6, STEP = 7,
        SET = 8, FILL_GRAD = 9, FILL_PARAM = 10, SAVE = 11, LOAD = 12, GET = 13, REFUSE = 14,
        DESTROY = 15 };
 
@@ -28,17 +29,32 @@ static void emit(prog *p, const unsigned char *bytes, size_t n)
 #define E(p, ...) emit(p, (const unsigned char[]){__VA_ARGS__}, sizeof((const unsigned char[]){__VA_ARGS__}))
 
 /* create with flags f (bit 0 nlg, 1 SGD, 2 tensor scope, 3 low memory,
- * 4 ascent, 5 nesterov) and no extreme fields. */
+ * 4 ascent, 5 nesterov, 6 stochastic rounding) and no extreme fields. */
 static void create(prog *p, unsigned char f) { E(p, CREATE, f, 0, 0); }
 /* A tensor at pool offset at, count, grads at g, default options. */
 static void tensor(prog *p, unsigned char at, unsigned char count, unsigned char g)
 {
     E(p, ADD, 1, at, (unsigned char)(count - 1), g, 0);
 }
-/* A LoRA pair: rank, n_in, n_out (1-based args), mode (1 base), offsets. */
+/* A bf16 (t bit 0 clear) or fp16 tensor with gradients of type t >> 1
+ * (0 float32, 1 bf16, 2 fp16) at gpool offset g. */
+static void typed_tensor(prog *p, unsigned char at, unsigned char count, unsigned char g,
+                         unsigned char t)
+{
+    E(p, ADD_TYPED, 1, at, (unsigned char)(count - 1), t, g, 0);
+}
+/* mgpo_set_grad_scale(1024), as 8 raw bytes of the double. */
+static void loss_scale_1024(prog *p) { E(p, SET, 2, 0xFF, 0x40, 0x90, 0, 0, 0, 0, 0, 0); }
+/* A LoRA pair: rank, n_in, n_out (1-based args), mode (1 base), element
+ * types t (A and B t % 3, gradients t / 3 % 3, W t / 9 % 3), offsets. */
+static void lora_typed(prog *p, unsigned char base, unsigned char t, unsigned char a,
+                       unsigned char b, unsigned char w)
+{
+    E(p, LORA, 1, 1, 3, 2, 0, base, t, a, b, w, 10, 60, 0);
+}
 static void lora(prog *p, unsigned char base, unsigned char a, unsigned char b, unsigned char w)
 {
-    E(p, LORA, 1, 1, 3, 2, 0, base, a, b, w, 10, 60, 0);
+    lora_typed(p, base, 0, a, b, w);
 }
 /* Gradients: value table index k, ramp on. */
 static void grads(prog *p, unsigned char k) { E(p, FILL_GRAD, 0, 127, k, 1); }
@@ -87,6 +103,39 @@ int main(int argc, char **argv)
         iterations(&p, 4);
         E(&p, PERTURB, SAVE, 0, 1, LOAD, 7, 0, 1, 1);
         snprintf(name, sizeof name, "lora-%d", f);
+        bad |= write_seed(argv[1], name, &p);
+    }
+    /* bf16 and fp16 tensors (master weights) beside a float32 one, under a
+     * loss scale, rounded to nearest or stochastically, in both restore
+     * modes and optimizers: saved, edited and loaded, perturbed and clean. */
+    for (unsigned char f = 0; f < 8; f++) {
+        prog p = {{0}, 0};
+        create(&p, (unsigned char)((f & 1 ? 0x40 : 0) | (f & 2 ? 2 : 0) | (f & 4 ? 8 : 0)));
+        typed_tensor(&p, 0, 40, 0, (unsigned char)(f & 1 ? 1 | 4 : 2));
+        typed_tensor(&p, 40, 20, 100, (unsigned char)(f & 1 ? 0 : 1));
+        tensor(&p, 64, 7, 200);
+        loss_scale_1024(&p);
+        grads(&p, 15);
+        iterations(&p, 3);
+        E(&p, PERTURB, SAVE, 3, 0, LOAD, 90, 1, 1, 0x10, STEP, SAVE, 0, 1, LOAD, 30, 0, 1, 0);
+        iterations(&p, 1);
+        snprintf(name, sizeof name, "typed-%d", f);
+        bad |= write_seed(argv[1], name, &p);
+    }
+    /* LoRA pairs with bf16/fp16 A and B (master weights), gradients and W:
+     * adapter and base mode, under a loss scale. */
+    static const unsigned char pair_types[4] = {1 + 2 * 3 + 0 * 9, 2 + 0 * 3 + 1 * 9,
+                                                0 + 1 * 3 + 1 * 9, 1 + 1 * 3 + 2 * 9};
+    for (unsigned char f = 0; f < 8; f++) {
+        prog p = {{0}, 0};
+        create(&p, (unsigned char)((f & 1 ? 4 : 0) | (f & 4 ? 0x40 : 0)));
+        lora_typed(&p, f & 2 ? 1 : 0, pair_types[f % 4], 0, 20, 40);
+        tensor(&p, 100, 9, 200);
+        loss_scale_1024(&p);
+        grads(&p, 2);
+        iterations(&p, 4);
+        E(&p, PERTURB, SAVE, 0, 1, LOAD, 7, 0, 1, 0, STEP);
+        snprintf(name, sizeof name, "typed-lora-%d", f);
         bad |= write_seed(argv[1], name, &p);
     }
     /* Non-finite, subnormal and huge gradients while perturbed. */
