@@ -548,8 +548,9 @@ MGPO_API size_t mgpo_dtype_size(mgpo_dtype type);
  *  phase rules as mgpo_add_tensor; a bf16/fp16 buffer must be 2-byte
  *  aligned (a float32 one needs no more than a float).  Errors: as
  *  mgpo_add_tensor (byte ranges for OVERLAP), and BAD_ENUM (an unknown
- *  type), INVALID_ARGUMENT (a bf16/fp16 buffer at an odd address),
- *  UNSUPPORTED (a bf16/fp16 param_type with config.direction RANDOM). */
+ *  type), INVALID_ARGUMENT (a bf16/fp16 buffer at an odd address, or, for
+ *  master weights, a NaN or Inf in `params`), UNSUPPORTED (a bf16/fp16
+ *  param_type with config.direction RANDOM). */
 MGPO_API mgpo_status mgpo_add_tensor_typed(mgpo_state *state, void *params,
                                            mgpo_dtype param_type, const void *grads,
                                            mgpo_dtype grad_type, size_t count,
@@ -587,7 +588,8 @@ typedef struct mgpo_lora_pair_typed {
 /** mgpo_add_lora_pair for typed buffers; with every type float32 it is
  *  mgpo_add_lora_pair.  Errors: as mgpo_add_lora_pair, BAD_ENUM (a type),
  *  RESERVED_FIELD, INVALID_ARGUMENT (a bf16/fp16 buffer at an odd
- *  address), UNSUPPORTED (bf16/fp16 A and B in external mode). */
+ *  address, or a NaN or Inf in bf16/fp16 A or B), UNSUPPORTED (bf16/fp16 A
+ *  and B in external mode). */
 MGPO_API mgpo_status mgpo_add_lora_pair_typed(mgpo_state *state,
                                               const mgpo_lora_pair_typed *pair,
                                               const mgpo_tensor_options *options,
@@ -742,8 +744,10 @@ MGPO_API mgpo_status mgpo_restore(mgpo_state *state);
  *  nothing else changed: gbar and t stay; in external mode the caller must
  *  not step) when a gradient holds NaN or Inf, a unit's norm (a LoRA
  *  pair's, in weight space) or new EMA is not finite, the gradient norm
- *  after clipping is >= MGPO_GRAD_NORM_MAX, or, for SGD with weight decay
- *  in integrated mode, a decayed parameter is NaN or Inf. */
+ *  after clipping is >= MGPO_GRAD_NORM_MAX, or, for SGD in integrated
+ *  mode, a decayed parameter is NaN or Inf or the bound on the new
+ *  momentum buffer or on the update reaches 2^100 (docs/api.md, "Numeric
+ *  bounds": parameters near the end of the float range). */
 MGPO_API mgpo_status mgpo_step(mgpo_state *state);
 
 /** Whether the parameters currently hold a perturbation (1) or not (0).

@@ -652,8 +652,10 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
      * match the state. */
     CHECK(direction == (uint32_t)c.direction);
     /* No run reaches UINT64_MAX steps (t + 1 would wrap to 0), and none is
-     * perturbed before its first step. */
-    CHECK(step != UINT64_MAX && (flag == 0 || step > 0));
+     * perturbed before its first step but in external mode (which perturbs
+     * once the caller's momentum is attached). */
+    CHECK(step != UINT64_MAX &&
+          (flag == 0 || step > 0 || c.optimizer_mode == MGPO_OPTIMIZER_EXTERNAL));
     *perturbed = flag != 0;
     *step_out = step;
     *config_out = c;
@@ -734,12 +736,16 @@ static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, ui
          * (0, scale_max] and a coefficient of the configured sign whose
          * float is finite and non-zero. */
         bool none = same_bits(un.scale, 0.0) && same_bits(un.coefficient, 0.0);
-        CHECK(none || (un.scale > 0.0 && un.scale <= c->scale_max &&
+        /* External mode perturbs before the first step too (once the
+         * momentum is attached), with the scale of an unset EMA: 1. */
+        bool early = !un.gbar_set && c->optimizer_mode == MGPO_OPTIMIZER_EXTERNAL;
+        CHECK(none || (un.scale > 0.0 &&
+                       (early ? same_bits(un.scale, 1.0) : un.scale <= c->scale_max) &&
                        (un.coefficient > 0.0) == (c->sign == MGPO_SIGN_ASCENT) &&
                        fabs(un.coefficient) <= FLT_MAX && (float)un.coefficient != 0.0f));
         if (!un.gbar_set)
             CHECK(same_bits(un.gbar, 0.0) && same_bits(un.gamma, 0.0) &&
-                  same_bits(un.momentum_norm, 0.0) && none);
+                  (early || (same_bits(un.momentum_norm, 0.0) && none)));
         coefficient[u] = un.coefficient;
         if (apply) st->units[u] = un;
     }

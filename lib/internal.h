@@ -64,6 +64,8 @@ typedef struct mgpo_slot {
     double momentum_sq;     /* ||m||^2 after the last step (cached for perturb) */
     bool stream;            /* state too big for the caches: write-once outputs
                                (backup, restored params) bypass them */
+    double *block_max;      /* SGD with weight decay: max |theta| of each block
+                               at the last step's pass 1 (block_count values) */
     /* Per-step constants, filled serially before the parallel update. */
     float k_decay, k_step, k_lr;
 } mgpo_slot;
@@ -215,6 +217,11 @@ mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb,
                           size_t *index);
 /* Undoes the last mgpo_add_item/mgpo_add_slot calls after a failure. */
 void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before);
+
+/* The largest update an SGD step may make from the pass-1 bounds (docs/api.md,
+ * "Numeric bounds"): its momentum buffer and lr times its direction stay
+ * below this, so no float reaches Inf. */
+#define MGPO_SGD_STEP_MAX MGPO_PERTURBATION_MAX
 
 /* The fixed combination of eight lane sums used by every norm, so that a norm
  * fused into a kernel has the same bits as mgpo_sum_squares. */

@@ -303,9 +303,14 @@ static double grad_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
      * a finite sum of squares adds +0.0 and leaves the norm's bits alone;
      * a perturbed value is finite exactly when its clean value is
      * (MGPO_PERTURBATION_MAX). */
-    if (!mgpo_external(st) && st->config.optimizer == MGPO_OPTIMIZER_SGD &&
-        st->config.weight_decay * sl->weight_decay_scale != 0.0)
-        sq += 0.0 * st->kernels->sum_squares(sl->params + begin, count);
+    if (sl->block_max) {
+        const float *p = sl->params + begin;
+        sq += 0.0 * st->kernels->sum_squares(p, count);
+        /* And the block's largest |theta|, for the bound on the update. */
+        float largest = 0.0f;
+        for (size_t i = 0; i < count; i++) largest = fmaxf(largest, fabsf(p[i]));
+        sl->block_max[begin / MGPO_BLOCK_FLOATS] = (double)largest;
+    }
     return sq;
 }
 
@@ -389,6 +394,30 @@ static mgpo_status skip_step(mgpo_state *st)
     return MGPO_ERR_NONFINITE_GRADIENT;
 }
 
+/* SGD: the new buffer b' = mu*b + (1-dampening)*(g + wd*theta) has every
+ * element below mu*||b|| + ||g|| + wd*max|theta| (b' = d at the first
+ * step), and the update lr*dir (dir = b', or d + mu*b' with Nesterov) below
+ * (1 + mu) times that.  Both must stay below MGPO_SGD_STEP_MAX, so that
+ * neither the buffer nor a parameter reaches Inf (adding less than 2^103 to
+ * a finite float never does); else the step is refused before anything is
+ * written.  Reached only with parameters near the float range's end. */
+static bool sgd_update_fits(const mgpo_state *st, double grad_norm)
+{
+    const mgpo_config *c = &st->config;
+    for (size_t i = 0; i < st->slot_count; i++) {
+        const mgpo_slot *sl = &st->slots[i];
+        double largest = 0.0;
+        for (size_t b = 0; sl->block_max && b < sl->block_count; b++)
+            largest = fmax(largest, sl->block_max[b]);
+        double bound = c->momentum * sqrt(sl->momentum_sq) + grad_norm +
+                       c->weight_decay * sl->weight_decay_scale * largest;
+        double lr = st->lr * sl->lr_scale;
+        if (!(bound < MGPO_SGD_STEP_MAX && lr * (1.0 + c->momentum) * bound < MGPO_SGD_STEP_MAX))
+            return false;
+    }
+    return true;
+}
+
 static mgpo_status step(mgpo_state *st)
 {
     /* Pass 1: raw gradient norms per unit and in total. */
@@ -425,6 +454,9 @@ static mgpo_status step(mgpo_state *st)
     /* Every element of the gradient the kernels apply is below the bound, so
      * AdamW's g*g cannot overflow a float (MGPO_GRAD_NORM_MAX). */
     if (!(grad_norm * (double)k.grad_scale < MGPO_GRAD_NORM_MAX)) return skip_step(st);
+    if (!mgpo_external(st) && c->optimizer == MGPO_OPTIMIZER_SGD &&
+        !sgd_update_fits(st, grad_norm * (double)k.grad_scale))
+        return skip_step(st);
 
     /* The new EMAs, checked before any is stored (the second half of
      * reduce_buf is free once the all-reduce is done). */

@@ -237,24 +237,42 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
     float *b = backup ? mgpo_alloc(st, bytes) : NULL;
     float *w = master ? mgpo_alloc(st, bytes) : NULL;
     void *ob = out_backup ? mgpo_alloc(st, out_bytes) : NULL;
-    if ((own && !m) || (adamw && !v) || (backup && !b) || (master && !w) || (out_backup && !ob)) {
+    /* SGD's coupled decay: the step bounds its update by max |theta|. */
+    bool sgd_decay = own && !adamw && st->config.weight_decay * o->weight_decay_scale != 0.0;
+    double *bm = sgd_decay ? mgpo_alloc(st, blocks * sizeof(double)) : NULL;
+    if ((own && !m) || (adamw && !v) || (backup && !b) || (master && !w) || (out_backup && !ob) ||
+        (sgd_decay && !bm)) {
         mgpo_free(st, m, bytes);
         mgpo_free(st, v, bytes);
         mgpo_free(st, b, bytes);
         mgpo_free(st, w, bytes);
         mgpo_free(st, ob, out_bytes);
+        mgpo_free(st, bm, blocks * sizeof(double));
         return MGPO_ERR_OUT_OF_MEMORY;
     }
     if (m) memset(m, 0, bytes);
     if (v) memset(v, 0, bytes);
-    /* Exact: every bf16/fp16 value is a float32. */
-    if (w) mgpo_kernel_load(w, params, param_type, count, 1.0f);
+    /* Exact: every bf16/fp16 value is a float32.  A NaN or Inf could never
+     * leave the master (nor a checkpoint of it load): refused. */
+    if (w) {
+        mgpo_kernel_load(w, params, param_type, count, 1.0f);
+        bool finite = true;
+        for (size_t i = 0; i < count; i++) finite &= isfinite(w[i]) != 0;
+        if (!finite) {
+            mgpo_free(st, m, bytes);
+            mgpo_free(st, v, bytes);
+            mgpo_free(st, w, bytes);
+            mgpo_free(st, bm, blocks * sizeof(double));
+            return MGPO_ERR_INVALID_ARGUMENT;
+        }
+    }
 
     mgpo_slot *sl = &st->slots[st->slot_count];
     memset(sl, 0, sizeof *sl);
     sl->params = typed ? w : params; /* NULL: external mode, no master */
     sl->out = typed ? params : NULL;
     sl->out_backup = ob;
+    sl->block_max = bm;
     sl->out_type = param_type;
     sl->grads = grads;
     sl->grad_type = grad_type;
@@ -285,6 +303,7 @@ static void free_slot(mgpo_state *st, mgpo_slot *sl)
     mgpo_free(st, sl->backup, bytes);
     if (sl->out) mgpo_free(st, sl->params, bytes); /* the master (NULL in external mode) */
     mgpo_free(st, sl->out_backup, sl->count * mgpo_dtype_size(sl->out_type));
+    mgpo_free(st, sl->block_max, sl->block_count * sizeof(double));
 }
 
 void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before)

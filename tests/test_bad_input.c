@@ -392,6 +392,37 @@ START_TEST(nonfinite_first_gradient)
 }
 END_TEST
 
+/* SGD with weight decay over parameters near the end of the float range:
+ * the new momentum buffer (~ wd * theta / (1 - mu)) would overflow, so the
+ * step is refused before anything is written (the fuzzer's finding
+ * tests/fuzz/findings-api/reload-sgd-momentum-overflow); parameters below
+ * the bound step normally. */
+START_TEST(sgd_update_bound)
+{
+    mgpo_config c = mgpo_config_default();
+    c.optimizer = MGPO_OPTIMIZER_SGD;
+    c.weight_decay = 0.5;
+    c.lr = 0.1;
+    float p[3] = {3.0e38f, -3.0e38f, 1.0f}, g[3] = {0.5f, 0.25f, -1.0f}, before[3];
+    memcpy(before, p, sizeof p);
+    mgpo_state *st = NULL;
+    ck_assert_int_eq(mgpo_create(&st, &c, NULL), MGPO_OK);
+    ck_assert_int_eq(mgpo_add_tensor(st, p, g, 3, NULL, NULL), MGPO_OK);
+    ck_assert_int_eq(mgpo_step(st), MGPO_ERR_NONFINITE_GRADIENT);
+    ck_assert_int_eq(memcmp(p, before, sizeof p), 0);
+    mgpo_stats s;
+    ck_assert_int_eq(mgpo_get_stats(st, &s), MGPO_OK);
+    ck_assert_uint_eq(s.step, 0);
+    ck_assert_uint_eq(s.skipped_steps, 1);
+    /* 1e29 * 0.5 * (1 + 0.9) * 0.1 is far below 2^100: steps. */
+    p[0] = 1e29f;
+    p[1] = -1e29f;
+    for (int t = 0; t < 3; t++) ck_assert_int_eq(mgpo_step(st), MGPO_OK);
+    ck_assert(isfinite(p[0]) && p[0] < 1e29f);
+    mgpo_destroy(st);
+}
+END_TEST
+
 /* ---- names and versions ---------------------------------------------------- */
 
 START_TEST(strerror_names_every_code)
@@ -609,6 +640,7 @@ int main(void)
 
     tc = tcase_create("library");
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, sgd_update_bound);
     tcase_add_test(tc, strerror_names_every_code);
     tcase_add_test(tc, version_macros_match_runtime);
     tcase_add_loop_test(tc, allocator_sees_every_block_back, 0, TU_COMBOS);
