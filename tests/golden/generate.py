@@ -421,13 +421,11 @@ def update_gbar(case, t, g_list, gbar, rec):
 # The reference: torch.optim + MGPO in torch operations.
 
 
-def run_torch(case, rho=None):
-    if rho is not None:
-        case = replace(case, rho=rho)
-    p0, a, c = init_arrays(case)
-    params = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in p0]
-    a_t = [torch.from_numpy(x) for x in a]
-    c_t = [torch.from_numpy(x) for x in c]
+def make_optimizer(case, params):
+    """torch.optim.AdamW / SGD over params, one parameter group per tensor
+    (lr_scale and weight_decay_scale become the group's lr and weight
+    decay), and moment(p, which): its exp_avg (0) / exp_avg_sq (1), or
+    momentum_buffer (0), None before the first step."""
     groups = [{"params": [p], "lr": case.lr * ts.lr_scale,
                "weight_decay": case.weight_decay * ts.weight_decay_scale}
               for p, ts in zip(params, case.tensors)]
@@ -446,6 +444,17 @@ def run_torch(case, rho=None):
             return st.get("exp_avg" if which == 0 else "exp_avg_sq")
         return st.get("momentum_buffer") if which == 0 else None
 
+    return opt, moment
+
+
+def run_torch(case, rho=None):
+    if rho is not None:
+        case = replace(case, rho=rho)
+    p0, a, c = init_arrays(case)
+    params = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in p0]
+    a_t = [torch.from_numpy(x) for x in a]
+    c_t = [torch.from_numpy(x) for x in c]
+    opt, moment = make_optimizer(case, params)
     lrs = lr_schedule(case)
     rec = Recorder(case)
     gbar = [0.0] * len(units_of(case))
