@@ -421,6 +421,16 @@ def update_gbar(case, t, g_list, gbar, rec):
 # The reference: torch.optim + MGPO in torch operations.
 
 
+def clip_gradients(case, t, params, rec):
+    """torch.nn.utils.clip_grad_norm_ on the params' .grad when the case
+    clips; records whether it clipped and how close to the threshold."""
+    if case.max_grad_norm > 0.0:
+        total = float(torch.nn.utils.clip_grad_norm_(params, case.max_grad_norm))
+        rec.clipped[t] = total + 1e-6 > case.max_grad_norm
+        rec.min_clip_margin = min(rec.min_clip_margin,
+                                  abs(total - case.max_grad_norm) / case.max_grad_norm)
+
+
 def make_optimizer(case, params):
     """torch.optim.AdamW / SGD over params, one parameter group per tensor
     (lr_scale and weight_decay_scale become the group's lr and weight
@@ -495,11 +505,7 @@ def run_torch(case, rho=None):
             update_gbar(case, t, [g.numpy() for g in grads], gbar, rec)
             for p, g in zip(params, grads):
                 p.grad = g.clone()
-            if case.max_grad_norm > 0.0:
-                total = float(torch.nn.utils.clip_grad_norm_(params, case.max_grad_norm))
-                rec.clipped[t] = total + 1e-6 > case.max_grad_norm
-                rec.min_clip_margin = min(rec.min_clip_margin,
-                                          abs(total - case.max_grad_norm) / case.max_grad_norm)
+            clip_gradients(case, t, params, rec)
 
             # base step on the clean parameters
             for grp, ts in zip(opt.param_groups, case.tensors):

@@ -27,26 +27,31 @@ precision"):
   from x = the typed (perturbed) parameters converted to float32; then
   multiplied by S in float32 and converted to the gradient type.
 
+LoRA pairs with bf16 A and B (LORA_CASES: an adapter-mode pair and a
+base-mode pair over a bf16 W in one state) follow the same rules; their
+model and the base-mode perturbation are described in the LoRA section
+below.
+
 Teacher forcing: the C test computes its gradients from the reference's
 forward input, so both optimizers see the same gradient bits at every step
 (a master that differs by an ulp can round the other way in bf16/fp16, and
 that one element's gradient would then differ by a whole bf16/fp16 ulp,
 which no float32 tolerance can absorb).  For that the file stores, per step
-and tensor, an FNV-1a hash of the reference's typed forward input and the
-list of its elements whose float32 value before rounding lies within
-TIE_RTOL of a rounding midpoint (with their reference bits): only there may
-the library round the other way.  Everything else must be bit-identical.
+and buffer, an FNV-1a hash of the reference's typed forward input and the
+list of its elements whose float32 value before rounding lies within the
+float32 tolerance (TIE_RTOL, TIE_ATOL) of a rounding midpoint, with their
+reference bits: only there may the library round the other way.
+Everything else must be bit-identical.
 
-Output: one mixed_<case>.bin per case (format in README.md).  Deterministic:
-the same torch build writes the same bytes.
+Output: one mixed_*.bin per case (format in README.md, "Mixed precision").
+Deterministic: the same torch build writes the same bytes.
 """
 
 import argparse
 import os
 import struct
 import sys
-from dataclasses import dataclass, field, replace
-from typing import List
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -248,11 +253,7 @@ def run_torch(case, rho=None):
             G.update_gbar(case, t, [g.numpy() for g in grads], gbar, rec)
             for p, g in zip(masters, grads):
                 p.grad = g.clone()
-            if case.max_grad_norm > 0.0:
-                total = float(torch.nn.utils.clip_grad_norm_(masters, case.max_grad_norm))
-                rec.clipped[t] = total + 1e-6 > case.max_grad_norm
-                rec.min_clip_margin = min(rec.min_clip_margin,
-                                          abs(total - case.max_grad_norm) / case.max_grad_norm)
+            G.clip_gradients(case, t, masters, rec)
             for grp, ts in zip(opt.param_groups, case.tensors):
                 grp["lr"] = lrs[t] * ts.lr_scale
             opt.step()
@@ -289,36 +290,53 @@ def fnv1a64_bytes(data):
     return h
 
 
-def write_case(path, case, res):
-    rec = res["rec"]
-    p0_bits, a, c = res["init"]
-    units = G.units_of(case)
-    flags = G.FLAG_HAS_M
-    if res["v"] is not None:
-        flags |= G.FLAG_HAS_V
-    if rec.clamped.any():
-        flags |= G.FLAG_CLAMP_HIT
+def header_bytes(magic, case, flags, lrs):
+    """generate.py's header (items: tensors or pairs), then S and the lrs."""
     name = case.name.encode("ascii")
     out = bytearray()
-    out += MAGIC
+    out += magic
     out += struct.pack("<II", FORMAT_VERSION, len(name)) + name
     out += struct.pack("<IiIIIIIIII",
                        0 if case.optimizer == "adamw" else 1, case.sign,
                        0 if case.scope == "global" else 1, int(case.nesterov),
-                       len(case.tensors), case.steps, len(units), flags,
+                       len(case.tensors), case.steps, len(G.units_of(case)), flags,
                        case.seed, case.noise_halving)
     out += struct.pack("<IIQ", 1, 0, 0)  # normalize on, momentum direction, rseed
     out += struct.pack("<12d", case.beta1, case.beta2, case.eps, case.weight_decay,
                        case.momentum, case.dampening, case.rho, case.norm_ema,
                        case.scale_max, case.norm_eps, case.max_grad_norm, case.grad_scale)
-    out += struct.pack("<%dd" % case.steps, *res["lrs"])
-    for ts, g0 in zip(case.tensors, res["grad0"]):
-        out += struct.pack("<IIIIIIddQ", ts.count, int(ts.perturb), ts.noise_shift,
-                           ts.param_type, ts.grad_type, 0, ts.lr_scale,
-                           ts.weight_decay_scale, fnv1a64_bytes(typed_bytes(g0)))
-    for k in range(len(case.tensors)):
-        out += p0_bits[k].astype("<u2").tobytes()
-        out += np.asarray(a[k], "<f4").tobytes() + np.asarray(c[k], "<f4").tobytes()
+    out += struct.pack("<%dd" % case.steps, *lrs)
+    return out
+
+
+def step_bytes(rec, t, n_units):
+    """A step's scalars: total gradient norm, clipped, then per unit."""
+    out = struct.pack("<dII", rec.grad_norm[t], int(rec.clipped[t]), 0)
+    for u in range(n_units):
+        out += struct.pack("<5dII", rec.momentum_norm[t, u], rec.scale[t, u],
+                           rec.coef[t, u], rec.unit_grad_norm[t, u], rec.gbar[t, u],
+                           int(rec.clamped[t, u]), 0)
+    return out
+
+
+def inputs_bytes(inputs):
+    """The forward inputs of one step: per buffer, its hash and near ties."""
+    out = bytearray()
+    for h, idx, tie_bits in inputs:
+        out += struct.pack("<QI", h, len(idx))
+        for i, b in zip(idx, tie_bits):
+            out += struct.pack("<IH", int(i), int(b))
+    return out
+
+
+def file_flags(res):
+    flags = G.FLAG_HAS_M | (G.FLAG_HAS_V if res["v"] is not None else 0)
+    return flags | (G.FLAG_CLAMP_HIT if res["rec"].clamped.any() else 0)
+
+
+def finish_file(path, out, case, res):
+    """Appends the expected results, the steps and the end marker to out
+    and writes the file; returns its size."""
     for k in range(len(case.tensors)):
         out += np.asarray(res["master"][k], "<f4").tobytes()
         out += res["typed"][k].astype("<u2").tobytes()
@@ -326,23 +344,30 @@ def write_case(path, case, res):
         if res["v"] is not None:
             out += np.asarray(res["v"][k], "<f4").tobytes()
     for t in range(case.steps):
-        out += struct.pack("<dII", rec.grad_norm[t], int(rec.clipped[t]), 0)
-        for u in range(len(units)):
-            out += struct.pack("<5dII", rec.momentum_norm[t, u], rec.scale[t, u],
-                               rec.coef[t, u], rec.unit_grad_norm[t, u], rec.gbar[t, u],
-                               int(rec.clamped[t, u]), 0)
-        for h, idx, tie_bits in rec.inputs[t]:
-            out += struct.pack("<QI", h, len(idx))
-            for i, b in zip(idx, tie_bits):
-                out += struct.pack("<IH", int(i), int(b))
+        out += step_bytes(res["rec"], t, len(G.units_of(case)))
+        out += inputs_bytes(res["rec"].inputs[t])
     out += END_MAGIC
     with open(path, "wb") as f:
         f.write(bytes(out))
     return len(out)
 
 
-def check_case(case, res):
-    """Properties the C test relies on; a failing one means: retune the case."""
+def write_case(path, case, res):
+    p0_bits, a, c = res["init"]
+    out = header_bytes(MAGIC, case, file_flags(res), res["lrs"])
+    for ts, g0 in zip(case.tensors, res["grad0"]):
+        out += struct.pack("<IIIIIIddQ", ts.count, int(ts.perturb), ts.noise_shift,
+                           ts.param_type, ts.grad_type, 0, ts.lr_scale,
+                           ts.weight_decay_scale, fnv1a64_bytes(typed_bytes(g0)))
+    for k in range(len(case.tensors)):
+        out += p0_bits[k].astype("<u2").tobytes()
+        out += np.asarray(a[k], "<f4").tobytes() + np.asarray(c[k], "<f4").tobytes()
+    return finish_file(path, out, case, res)
+
+
+def check_case(case, res, rerun):
+    """Properties the C test relies on; a failing one means: retune the case.
+    rerun(case, rho=0.0) runs the case again without the perturbation."""
     rec = res["rec"]
     assert rec.min_clamp_margin > 1e-4, (case.name, "clamp too close to s_max")
     assert rec.min_clip_margin > 1e-4, (case.name, "norm too close to max_norm")
@@ -356,9 +381,192 @@ def check_case(case, res):
     assert rec.clamped.any(), (case.name, "scale clamp s_max never hit")
     # The perturbation must change the trajectory by far more than the
     # tolerance, or the case would not test the perturbation.
-    plain = run_torch(case, rho=0.0)
+    plain = rerun(case, rho=0.0)
     usage, _, _ = G.tolerance_usage(plain["master"], res["master"])
     assert usage > 1e3, (case.name, "perturbation has no visible effect", usage)
+
+# ---------------------------------------------------------------------------
+# LoRA pairs with bf16/fp16 A and B (mgpo_add_lora_pair_typed).
+#
+# Each pair k is a layer W_eff = W + s*B@A (A: r x n_in, B: n_out x r) with
+# the loss sum 0.5*a*(W_eff - C)^2 + noise*W_eff, so G = a*(W_eff - C) +
+# noise (n_out x n_in) and g_A = s*B^T G, g_B = s*G A^T, all in float64 from
+# the typed forward input (A, B and W converted to float), then float32,
+# times S in float32, to the gradient type.  The optimizer steps the float32
+# masters of A and B; the scope units hold pairs, and their norms are taken
+# in weight space from the masters: n = ||s*(m_B A + B m_A)||, gamma =
+# ||s*(g_B A + B g_A)|| (generate.py's bookkeeping, fed with those
+# matrices).  Adapter mode perturbs the typed A and B as tensors are
+# perturbed (W is only read); base mode writes
+# round(float32(float64(W) + (float64(float32(c)) * s) * acc)),
+# acc = m_B A + B m_A in float64, into W and leaves A and B clean.
+
+
+@dataclass
+class PairSpec(G.TensorSpec):
+    rank: int = 2
+    n_in: int = 8
+    n_out: int = 4
+    mode: int = 0  # 0 adapter, 1 base
+    adapter_type: int = BF16
+    grad_type: int = BF16
+    base_type: int = BF16
+    scaling: float = 2.0
+
+
+LORA_MAGIC = b"MGPOMXLR"
+
+
+def lora_pairs(grad_type):
+    # An adapter-mode pair and a base-mode pair in one state, odd shapes.
+    return [PairSpec(count=0, rank=4, n_in=24, n_out=16, mode=0, grad_type=grad_type,
+                     scaling=2.0, noise_shift=9),
+            PairSpec(count=0, rank=3, n_in=20, n_out=12, mode=1, grad_type=grad_type,
+                     scaling=1.0, lr_scale=2.0, noise_shift=8)]
+
+
+LORA_CASES = [
+    MixedCase("mixed_lora_adamw_tensor", "adamw", lr=1e-3, rho=0.005, sign=-1,
+              scope="tensor", weight_decay=0.01, seed=81, steps=50, noise_halving=10,
+              tensors=lora_pairs(F32)),
+    MixedCase("mixed_lora_sgd_global", "sgd", lr=0.1, momentum=0.9, rho=0.005, sign=+1,
+              scope="global", seed=82, steps=50, noise_halving=10, grad_scale=65536.0,
+              tensors=lora_pairs(F16)),
+]
+
+
+def lora_init(case):
+    g = torch.Generator().manual_seed(case.seed)
+    out = []
+    for ps in case.tensors:
+        def randn(*shape, scale):
+            return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).float()
+        # Small values, as generate.py's (its c_scale): the float32 rounding
+        # the tolerance allows for is a fraction of an ulp of |p|.
+        A = to_type(randn(ps.rank, ps.n_in, scale=0.05), ps.adapter_type)
+        B = to_type(randn(ps.n_out, ps.rank, scale=0.05), ps.adapter_type)
+        W = to_type(randn(ps.n_out, ps.n_in, scale=0.05), ps.base_type)
+        a = (torch.rand(ps.n_out, ps.n_in, generator=g, dtype=torch.float64) * 0.75 + 0.25).float()
+        C = (W.double() + randn(ps.n_out, ps.n_in, scale=0.01).double()).float()
+        out.append((A, B, W, a, C))
+    return out
+
+
+def lora_gradients(case, k, t, a, C, A, B, W):
+    """The typed g_A, g_B of pair k at the typed forward input A, B, W."""
+    ps = case.tensors[k]
+    A64, B64, W64 = A.double(), B.double(), W.double()
+    nz = torch.from_numpy(G.noise(case, t, k, ps.n_out * ps.n_in)).double().reshape(ps.n_out, ps.n_in)
+    weff = W64 + ps.scaling * (B64 @ A64)
+    Gm = a.double() * (weff - C.double()) + nz
+    gA = (ps.scaling * (B64.T @ Gm)).float()
+    gB = (ps.scaling * (Gm @ A64.T)).float()
+    S = f32_scalar(case.grad_scale)
+    return [to_type(torch.mul(g, S), ps.grad_type) for g in (gA, gB)]
+
+
+def weight_space(ps, A, B, XA, XB):
+    """s*(X_B A + B X_A) in float64."""
+    return ps.scaling * (XB.double() @ A.double() + B.double() @ XA.double())
+
+
+def run_lora(case, rho=None):
+    if rho is not None:
+        case = replace(case, rho=rho)
+    init = lora_init(case)
+    masters = []
+    for A, B, W, a, C in init:
+        masters += [torch.nn.Parameter(A.float().clone()), torch.nn.Parameter(B.float().clone())]
+    slot_specs = [G.TensorSpec(0, lr_scale=ps.lr_scale) for ps in case.tensors for _ in (0, 1)]
+    opt, moment = G.make_optimizer(replace(case, tensors=slot_specs), masters)
+    inv_scale = f32_scalar(1.0 / case.grad_scale)
+    lrs = G.lr_schedule(case)
+    rec = G.Recorder(case)
+    rec.inputs = []
+    gbar = [0.0] * len(G.units_of(case))
+    ties_total = 0
+    with torch.no_grad():
+        for t in range(case.steps):
+            mA = [moment(masters[2 * k], 0) for k in range(len(case.tensors))]
+            mB = [moment(masters[2 * k + 1], 0) for k in range(len(case.tensors))]
+            coefs = None
+            if t > 0 and case.rho > 0.0:
+                D = [weight_space(ps, masters[2 * k], masters[2 * k + 1], mA[k], mB[k]).numpy().ravel()
+                     for k, ps in enumerate(case.tensors)]
+                coefs = G.perturb_coefficients(case, t, D, gbar, rec)
+            step_inputs, x = [], []
+            for k, ps in enumerate(case.tensors):
+                A, B, W = masters[2 * k], masters[2 * k + 1], init[k][2]
+                u = 0 if case.scope == "global" else k
+                c = coefs[u] if coefs is not None else 0.0
+                cf = f32_scalar(c)
+                pre = [A.detach().clone(), B.detach().clone(), W.float()]
+                size = [A.detach().abs(), B.detach().abs(), W.float().abs()]
+                if c != 0.0 and ps.mode == 0:
+                    for j, (p, m) in enumerate(((A, mA[k]), (B, mB[k]))):
+                        stepv = torch.mul(m, cf)
+                        pre[j] = torch.add(p, stepv)
+                        size[j] = p.abs() + stepv.abs()
+                elif c != 0.0:
+                    cs = float(cf) * ps.scaling
+                    delta = cs * (mB[k].double() @ A.double() + B.double() @ mA[k].double())
+                    pre[2] = (W.double() + delta).float()
+                    size[2] = (W.double().abs() + delta.abs()).float()
+                types = (ps.adapter_type, ps.adapter_type, ps.base_type)
+                xk = [to_type(p, ty) for p, ty in zip(pre, types)]
+                for j in range(3):
+                    applied = float(cf) * (ps.scaling if j == 2 else 1.0)
+                    idx, tie_bits = tie_list(pre[j].flatten(), size[j].flatten(), applied, types[j])
+                    ties_total += len(idx)
+                    step_inputs.append((fnv1a64_bytes(typed_bytes(xk[j])), idx, tie_bits))
+                x.append(xk)
+            rec.inputs.append(step_inputs)
+
+            typed_grads = [lora_gradients(case, k, t, init[k][3], init[k][4], *x[k])
+                           for k in range(len(case.tensors))]
+            if t == 0:
+                grad0 = typed_grads
+            grads = [[torch.mul(g.float(), inv_scale) for g in pair] for pair in typed_grads]
+            Dg = [weight_space(ps, masters[2 * k], masters[2 * k + 1], grads[k][0], grads[k][1])
+                  .numpy().ravel() for k, ps in enumerate(case.tensors)]
+            G.update_gbar(case, t, Dg, gbar, rec)
+            # The total norm is over the raw gradients of A and B.
+            rec.grad_norm[t] = G.norm64([g.numpy().ravel() for pair in grads for g in pair])
+            flat = [g for pair in grads for g in pair]
+            for p, g in zip(masters, flat):
+                p.grad = g.clone()
+            G.clip_gradients(case, t, masters, rec)
+            for grp, sp in zip(opt.param_groups, slot_specs):
+                grp["lr"] = lrs[t] * sp.lr_scale
+            opt.step()
+
+    def both(f):
+        return [torch.cat([f(masters[2 * k]).flatten(), f(masters[2 * k + 1]).flatten()])
+                for k in range(len(case.tensors))]
+
+    return {
+        "master": [x.numpy().copy() for x in both(lambda p: p.detach())],
+        "typed": [bits16(to_type(x, ps.adapter_type))
+                  for x, ps in zip(both(lambda p: p.detach()), case.tensors)],
+        "m": [x.numpy().copy() for x in both(lambda p: moment(p, 0))],
+        "v": [x.numpy().copy() for x in both(lambda p: moment(p, 1))]
+        if case.optimizer == "adamw" else None,
+        "rec": rec, "lrs": lrs, "init": init, "ties": ties_total,
+        "grad0": [g for pair in grad0 for g in pair],
+    }
+
+
+def write_lora_case(path, case, res):
+    out = header_bytes(LORA_MAGIC, case, file_flags(res), res["lrs"])
+    for k, ps in enumerate(case.tensors):
+        gA, gB = res["grad0"][2 * k], res["grad0"][2 * k + 1]
+        out += struct.pack("<8Idd", ps.rank, ps.n_in, ps.n_out, ps.mode, ps.adapter_type,
+                           ps.grad_type, ps.base_type, ps.noise_shift, ps.scaling, ps.lr_scale)
+        out += struct.pack("<Q", fnv1a64_bytes(typed_bytes(gA) + typed_bytes(gB)))
+    for A, B, W, a, C in res["init"]:
+        out += typed_bytes(A) + typed_bytes(B) + typed_bytes(W)
+        out += a.numpy().astype("<f4").tobytes() + C.numpy().astype("<f4").tobytes()
+    return finish_file(path, out, case, res)
 
 
 def main():
@@ -370,16 +578,18 @@ def main():
     torch.set_num_threads(1)  # deterministic reductions (clip_grad_norm_)
     os.makedirs(args.outdir, exist_ok=True)
     total = 0
-    for case in CASES:
-        res = run_torch(case)
-        check_case(case, res)
-        size = write_case(os.path.join(args.outdir, case.name + ".bin"), case, res)
-        total += size
-        rec = res["rec"]
-        print("%-30s %7d bytes  clamp %2d/%-3d clip %2d/%-3d near ties %d" % (
-            case.name, size, int(rec.clamped.any(axis=1).sum()), case.steps,
-            int(rec.clipped.sum()), case.steps, res["ties"]))
-    print("total %d bytes in %d files" % (total, len(CASES)))
+    kinds = [(CASES, run_torch, write_case), (LORA_CASES, run_lora, write_lora_case)]
+    for cases, runner, writer in kinds:
+        for case in cases:
+            res = runner(case)
+            check_case(case, res, runner)
+            size = writer(os.path.join(args.outdir, case.name + ".bin"), case, res)
+            total += size
+            rec = res["rec"]
+            print("%-30s %7d bytes  clamp %2d/%-3d clip %2d/%-3d near ties %d" % (
+                case.name, size, int(rec.clamped.any(axis=1).sum()), case.steps,
+                int(rec.clipped.sum()), case.steps, res["ties"]))
+    print("total %d bytes in %d files" % (total, len(CASES) + len(LORA_CASES)))
 
 
 if __name__ == "__main__":
