@@ -34,7 +34,8 @@
  *      round_nearest(float32(master + float32(c)*m)) of the library's own
  *      master, moment and coefficient (a base-mode W: round(float32(W +
  *      c*s*acc)), restored bit-exactly by the step), and matches the
- *      reference's forward input (the hash);
+ *      reference's forward input (the hash); mgpo_restore (every other
+ *      step) and the step write round(master) back and W's bits;
  *  the gradient norms and their EMA (1e-12 relative: the same gradient
  *  bits), the perturbation's norms and coefficients at every step.
  * And without torch:
@@ -785,8 +786,8 @@ static uint64_t forward_item(bit_checks *bc, run *rn, const mixed_case *gc, scra
     return pair_gradient(rn, gc, k, t, sc->x[0], sc->x[1], sc->x[2], gc->grad_scale);
 }
 
-/* (a) after a step: the typed buffers are round(master), a W is back at its
- * bits. */
+/* (a) after a step or a restore: the typed buffers are round(master), a W
+ * is back at its bits. */
 static void check_published(bit_checks *bc, const run *rn, const mixed_case *gc, scratch *sc)
 {
     for (size_t k = 0; k < gc->h.tensor_count; k++) {
@@ -867,6 +868,12 @@ START_TEST(test_mixed_golden_case)
                 ck_assert_msg(gh == gc.items[k].grad0_hash,
                               "%s: step-0 gradient of item %zu differs from generate_mixed.py",
                               name, k);
+        }
+        /* Every other step, an explicit restore first (the step restores by
+         * itself otherwise): it writes round(master) back and W's bits. */
+        if (t % 2 == 1) {
+            ck_assert_int_eq(mgpo_restore(rn.st), MGPO_OK);
+            check_published(&bc, &rn, &gc, &sc);
         }
         ck_assert_int_eq(mgpo_step(rn.st), MGPO_OK);
         check_step_stats(es, &gc, rn.st, t, &flag_mismatches);
