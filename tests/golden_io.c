@@ -63,37 +63,39 @@ double golden_f64(golden_reader *r)
     return d;
 }
 
-float *golden_f32_array(golden_reader *r, size_t n)
+/* n elements of `size` bytes, or NULL with ok cleared. */
+static void *array_or_fail(golden_reader *r, size_t n, size_t size)
 {
-    float *out = malloc(n * sizeof *out);
-    if (!out) {
-        r->ok = 0;
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits = golden_u32(r);
-        memcpy(&out[i], &bits, sizeof bits);
-    }
-    if (!r->ok) {
+    void *out = r->ok ? malloc(n * size + 1) : NULL;
+    if (!out) r->ok = 0;
+    return out;
+}
+
+/* The array read, or NULL (freed) when a read ran past the end. */
+static void *array_read(golden_reader *r, void *out)
+{
+    if (out && !r->ok) {
         free(out);
         return NULL;
     }
     return out;
 }
 
+float *golden_f32_array(golden_reader *r, size_t n)
+{
+    float *out = array_or_fail(r, n, sizeof *out);
+    for (size_t i = 0; out && i < n; i++) {
+        uint32_t bits = golden_u32(r);
+        memcpy(&out[i], &bits, sizeof bits);
+    }
+    return array_read(r, out);
+}
+
 uint16_t *golden_u16_array(golden_reader *r, size_t n)
 {
-    uint16_t *out = malloc(n * sizeof *out);
-    if (!out) {
-        r->ok = 0;
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) out[i] = golden_u16(r);
-    if (!r->ok) {
-        free(out);
-        return NULL;
-    }
-    return out;
+    uint16_t *out = array_or_fail(r, n, sizeof *out);
+    for (size_t i = 0; out && i < n; i++) out[i] = golden_u16(r);
+    return array_read(r, out);
 }
 
 const char *golden_read_header(golden_reader *r, const char magic[8], uint32_t version,
