@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "golden_io.h"
 #include "mgpo.h"
 #include "test_util.h"
 
@@ -93,13 +94,6 @@ typedef struct golden_tensor {
     float *params, *m, *v, *theta_tilde;    /* expected; m, v, theta_tilde may be NULL */
 } golden_tensor;
 
-/* Per step and unit: the perturb before step t, then step t itself. */
-typedef struct golden_unit_step {
-    double momentum_norm, scale, coefficient; /* all 0 when the perturb was skipped */
-    double grad_norm, grad_norm_ema;
-    int clamped;                              /* s_U was cut to scale_max */
-} golden_unit_step;
-
 typedef struct golden_case {
     char name[64];
     mgpo_config config;
@@ -111,64 +105,6 @@ typedef struct golden_case {
     int *clipped;                /* [step_count] */
     golden_unit_step *units;     /* [step_count][unit_count] */
 } golden_case;
-
-/* A bounds-checked little-endian reader over the whole file. */
-typedef struct reader {
-    const unsigned char *p, *end;
-    int ok;
-} reader;
-
-static const unsigned char *take(reader *r, size_t n)
-{
-    if (!r->ok || (size_t)(r->end - r->p) < n) {
-        r->ok = 0;
-        return NULL;
-    }
-    const unsigned char *at = r->p;
-    r->p += n;
-    return at;
-}
-
-static uint32_t get_u32(reader *r)
-{
-    const unsigned char *b = take(r, 4);
-    if (!b) return 0;
-    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-}
-
-static uint64_t get_u64(reader *r)
-{
-    uint64_t lo = get_u32(r);
-    return lo | (uint64_t)get_u32(r) << 32;
-}
-
-static double get_f64(reader *r)
-{
-    uint64_t lo = get_u32(r), hi = get_u32(r);
-    uint64_t bits = lo | hi << 32;
-    double d;
-    memcpy(&d, &bits, sizeof d);
-    return d;
-}
-
-/* n floats into a new array (NULL on failure). */
-static float *get_f32_array(reader *r, size_t n)
-{
-    float *out = malloc(n * sizeof *out);
-    if (!out) {
-        r->ok = 0;
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits = get_u32(r);
-        memcpy(&out[i], &bits, sizeof bits);
-    }
-    if (!r->ok) {
-        free(out);
-        return NULL;
-    }
-    return out;
-}
 
 static void golden_free(golden_case *gc)
 {
@@ -192,102 +128,27 @@ static void golden_free(golden_case *gc)
     memset(gc, 0, sizeof *gc);
 }
 
-static unsigned char *read_file(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    unsigned char *buf = NULL;
-    long len = -1;
-    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
-    if (len > 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc((size_t)len);
-        if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
-            free(buf);
-            buf = NULL;
-        }
-    }
-    fclose(f);
-    *size = len > 0 ? (size_t)len : 0;
-    return buf;
-}
-
-/* Sizes are bounded so that a corrupt header cannot ask for absurd memory. */
-#define MAX_TENSORS 64u
-#define MAX_STEPS 100000u
-#define MAX_COUNT (1u << 24)
-
 /* Parses a golden file into *gc.  Returns NULL or a static error message. */
 static const char *golden_load(const char *path, golden_case *gc)
 {
     memset(gc, 0, sizeof *gc);
     size_t size = 0;
-    unsigned char *data = read_file(path, &size);
+    unsigned char *data = golden_read_file(path, &size);
     if (!data) return "cannot read the file (run tests/golden/generate.py?)";
-    reader r = {data, data + size, 1};
+    golden_reader r = {data, data + size, 1};
     const char *err = NULL;
 
-    const unsigned char *magic = take(&r, 8);
-    if (!magic || memcmp(magic, "MGPOGOLD", 8) != 0) {
-        err = "bad magic";
-        goto done;
-    }
-    if (get_u32(&r) != GOLDEN_VERSION) {
-        err = "unsupported format version";
-        goto done;
-    }
-    uint32_t name_len = get_u32(&r);
-    const unsigned char *name = take(&r, name_len);
-    if (!name || name_len >= sizeof gc->name) {
-        err = "bad case name";
-        goto done;
-    }
-    memcpy(gc->name, name, name_len);
-
-    mgpo_config *cfg = &gc->config;
-    *cfg = mgpo_config_default();
-    uint32_t optimizer = get_u32(&r), sign = get_u32(&r), scope = get_u32(&r);
-    uint32_t nesterov = get_u32(&r);
-    if (optimizer > 1 || (sign != 1u && sign != 0xffffffffu) || scope > 1 || nesterov > 1) {
-        err = "bad enum in header";
-        goto done;
-    }
-    cfg->optimizer = optimizer == 0 ? MGPO_OPTIMIZER_ADAMW : MGPO_OPTIMIZER_SGD;
-    cfg->sign = sign == 1u ? MGPO_SIGN_ASCENT : MGPO_SIGN_LOOKAHEAD;
-    cfg->scope = scope == 0 ? MGPO_SCOPE_GLOBAL : MGPO_SCOPE_TENSOR;
-    cfg->nesterov = (int)nesterov;
-    gc->tensor_count = get_u32(&r);
-    gc->step_count = get_u32(&r);
-    gc->unit_count = get_u32(&r);
-    gc->flags = get_u32(&r);
-    gc->seed = get_u32(&r);
-    gc->noise_halving = get_u32(&r);
-    uint32_t normalize = get_u32(&r), direction = get_u32(&r);
-    cfg->seed = get_u64(&r);
-    if (normalize > 1 || direction > 1) {
-        err = "bad ablation switch in header";
-        goto done;
-    }
-    cfg->normalize = (int)normalize;
-    cfg->direction = direction ? MGPO_DIRECTION_RANDOM : MGPO_DIRECTION_MOMENTUM;
-    cfg->beta1 = get_f64(&r);
-    cfg->beta2 = get_f64(&r);
-    cfg->eps = get_f64(&r);
-    cfg->weight_decay = get_f64(&r);
-    cfg->momentum = get_f64(&r);
-    cfg->dampening = get_f64(&r);
-    cfg->rho = get_f64(&r);
-    cfg->norm_ema = get_f64(&r);
-    cfg->scale_max = get_f64(&r);
-    cfg->norm_eps = get_f64(&r);
-    cfg->max_grad_norm = get_f64(&r);
-    cfg->restore_mode = MGPO_RESTORE_EXACT;
-    cfg->num_threads = 1;
-    if (!r.ok || gc->tensor_count == 0 || gc->tensor_count > MAX_TENSORS ||
-        gc->step_count == 0 || gc->step_count > MAX_STEPS ||
-        gc->unit_count != (cfg->scope == MGPO_SCOPE_GLOBAL ? 1 : gc->tensor_count)) {
-        err = "bad header";
-        goto done;
-    }
+    golden_header h;
+    err = golden_read_header(&r, "MGPOGOLD", GOLDEN_VERSION, &h);
+    if (err) goto done;
+    memcpy(gc->name, h.name, sizeof gc->name);
+    gc->config = h.config;
+    gc->flags = h.flags;
+    gc->seed = h.seed;
+    gc->noise_halving = h.noise_halving;
+    gc->tensor_count = h.tensor_count;
+    gc->step_count = h.step_count;
+    gc->unit_count = h.unit_count;
 
     gc->lr = malloc(gc->step_count * sizeof *gc->lr);
     gc->tensors = calloc(gc->tensor_count, sizeof *gc->tensors);
@@ -298,52 +159,44 @@ static const char *golden_load(const char *path, golden_case *gc)
         err = "out of memory";
         goto done;
     }
-    for (size_t t = 0; t < gc->step_count; t++) gc->lr[t] = get_f64(&r);
+    for (size_t t = 0; t < gc->step_count; t++) gc->lr[t] = golden_f64(&r);
     for (size_t k = 0; k < gc->tensor_count; k++) {
         golden_tensor *ts = &gc->tensors[k];
-        ts->count = get_u32(&r);
-        ts->perturb = get_u32(&r) != 0;
-        ts->noise_shift = get_u32(&r);
-        (void)get_u32(&r); /* reserved */
-        ts->options.lr_scale = get_f64(&r);
-        ts->options.weight_decay_scale = get_f64(&r);
-        ts->grad0_hash = (uint64_t)get_u32(&r);
-        ts->grad0_hash |= (uint64_t)get_u32(&r) << 32;
+        ts->count = golden_u32(&r);
+        ts->perturb = golden_u32(&r) != 0;
+        ts->noise_shift = golden_u32(&r);
+        (void)golden_u32(&r); /* reserved */
+        ts->options.lr_scale = golden_f64(&r);
+        ts->options.weight_decay_scale = golden_f64(&r);
+        ts->grad0_hash = (uint64_t)golden_u32(&r);
+        ts->grad0_hash |= (uint64_t)golden_u32(&r) << 32;
         ts->options.perturb = ts->perturb;
-        if (ts->count == 0 || ts->count > MAX_COUNT || ts->noise_shift > 64) {
+        if (ts->count == 0 || ts->count > GOLDEN_MAX_COUNT || ts->noise_shift > 64) {
             err = "bad tensor table";
             goto done;
         }
     }
     for (size_t k = 0; k < gc->tensor_count; k++) {
         golden_tensor *ts = &gc->tensors[k];
-        ts->p0 = get_f32_array(&r, ts->count);
-        ts->a = get_f32_array(&r, ts->count);
-        ts->c = get_f32_array(&r, ts->count);
+        ts->p0 = golden_f32_array(&r, ts->count);
+        ts->a = golden_f32_array(&r, ts->count);
+        ts->c = golden_f32_array(&r, ts->count);
     }
     for (size_t k = 0; k < gc->tensor_count; k++) {
         golden_tensor *ts = &gc->tensors[k];
-        ts->params = get_f32_array(&r, ts->count);
-        if (gc->flags & FLAG_HAS_M) ts->m = get_f32_array(&r, ts->count);
-        if (gc->flags & FLAG_HAS_V) ts->v = get_f32_array(&r, ts->count);
-        if (gc->flags & FLAG_HAS_THETA_TILDE) ts->theta_tilde = get_f32_array(&r, ts->count);
+        ts->params = golden_f32_array(&r, ts->count);
+        if (gc->flags & FLAG_HAS_M) ts->m = golden_f32_array(&r, ts->count);
+        if (gc->flags & FLAG_HAS_V) ts->v = golden_f32_array(&r, ts->count);
+        if (gc->flags & FLAG_HAS_THETA_TILDE) ts->theta_tilde = golden_f32_array(&r, ts->count);
     }
     for (size_t t = 0; t < gc->step_count; t++) {
-        gc->grad_norm[t] = get_f64(&r);
-        gc->clipped[t] = get_u32(&r) != 0;
-        (void)get_u32(&r);
-        for (size_t u = 0; u < gc->unit_count; u++) {
-            golden_unit_step *us = &gc->units[t * gc->unit_count + u];
-            us->momentum_norm = get_f64(&r);
-            us->scale = get_f64(&r);
-            us->coefficient = get_f64(&r);
-            us->grad_norm = get_f64(&r);
-            us->grad_norm_ema = get_f64(&r);
-            us->clamped = get_u32(&r) != 0;
-            (void)get_u32(&r);
-        }
+        gc->grad_norm[t] = golden_f64(&r);
+        gc->clipped[t] = golden_u32(&r) != 0;
+        (void)golden_u32(&r);
+        for (size_t u = 0; u < gc->unit_count; u++)
+            gc->units[t * gc->unit_count + u] = golden_read_unit_step(&r);
     }
-    const unsigned char *end = take(&r, 8);
+    const unsigned char *end = golden_take(&r, 8);
     if (!r.ok || !end || memcmp(end, "MGPO_END", 8) != 0)
         err = "truncated or corrupt data";
     else if (r.p != r.end)
@@ -356,17 +209,6 @@ done:
 
 /* ---- The gradient, bit for bit as in generate.py ------------------------- */
 
-/* lowbias32 (C. Wellons), a bijective 32-bit hash. */
-static uint32_t golden_mix32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
 /* g_i = a_i * (p_i - c_i) + noise_i in float32, one rounding per operation.
  * The volatile product keeps a compiler from fusing the multiply and the add
  * into an FMA (torch runs them as two kernels, each rounding). */
@@ -374,64 +216,35 @@ static void golden_gradient(const golden_case *gc, size_t k, size_t t, const flo
                             float *g)
 {
     const golden_tensor *ts = &gc->tensors[k];
-    uint32_t key = golden_mix32((uint32_t)k ^ golden_mix32((uint32_t)t ^ golden_mix32(gc->seed)));
     unsigned shift = ts->noise_shift + (gc->noise_halving ? (unsigned)(t / gc->noise_halving) : 0u);
-    /* ((h >> 8) * 2^-24 - 0.5) * 2^-shift: a 24-bit integer times powers of
-     * two, exact in float32 whatever the evaluation order. */
-    double amplitude = ldexp(1.0, -(int)shift);
     for (size_t i = 0; i < ts->count; i++) {
-        uint32_t h = golden_mix32((uint32_t)i ^ key);
-        float noise = (float)(((double)(h >> 8) * 0x1p-24 - 0.5) * amplitude);
         volatile float prod = ts->a[i] * (p[i] - ts->c[i]);
-        g[i] = prod + noise;
+        g[i] = prod + golden_noise(gc->seed, t, k, shift, i);
     }
 }
 
 /* FNV-1a (64 bit) over the little-endian bytes of the floats: generate.py
  * stores it for the step-0 gradient, which both sides compute from the same
  * p0, so it must match bit for bit. */
-static uint64_t golden_fnv1a(const float *x, size_t n)
+static uint64_t golden_fnv1a_floats(const float *x, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325u;
+    uint64_t h = GOLDEN_FNV_BASIS;
     for (size_t i = 0; i < n; i++) {
         uint32_t bits;
         memcpy(&bits, &x[i], sizeof bits);
-        for (int b = 0; b < 32; b += 8) {
-            h ^= (bits >> b) & 0xffu;
-            h *= 0x100000001b3u;
-        }
+        h = golden_fnv1a(h, bits, 4);
     }
     return h;
 }
 
 /* ---- Comparison ---------------------------------------------------------- */
 
-/* Largest errors of one kind of quantity, and how much of the tolerance
- * (|err| / allowed, <= 1 passes) was used. */
-typedef struct error_stats {
-    const char *what;
-    double max_abs, max_rel, max_used;
-    size_t checked, failed;
-} error_stats;
-
-static int failures_printed;
+typedef golden_errors error_stats;
 
 static void check_value(error_stats *es, const golden_case *gc, double got, double want,
                         double floor, const char *where, size_t a, size_t b)
 {
-    double err = fabs(got - want);
-    double allowed = RTOL * fabs(want) + floor;
-    es->checked++;
-    if (err > es->max_abs) es->max_abs = err;
-    if (want != 0.0 && err / fabs(want) > es->max_rel) es->max_rel = err / fabs(want);
-    double used = allowed > 0.0 ? err / allowed : (err > 0.0 ? INFINITY : 0.0);
-    if (!(used <= es->max_used)) es->max_used = used;
-    if (!(err <= allowed)) { /* also catches NaN */
-        es->failed++;
-        if (failures_printed++ < 20)
-            fprintf(stderr, "golden %s: %s %s [%zu][%zu]: got %.9g want %.9g (|err| %.3g > %.3g)\n",
-                    gc->name, es->what, where, a, b, got, want, err, allowed);
-    }
+    golden_check(es, gc->name, got, want, RTOL, floor, where, a, b);
 }
 
 static void check_array(error_stats *es, const golden_case *gc, const float *got,
@@ -439,14 +252,6 @@ static void check_array(error_stats *es, const golden_case *gc, const float *got
 {
     for (size_t i = 0; i < n; i++)
         check_value(es, gc, got[i], want[i], floor, "tensor/element", tensor, i);
-}
-
-static void print_stats(const golden_case *gc, const error_stats *es)
-{
-    if (es->checked == 0) return;
-    fprintf(stderr, "golden %-28s %-14s max_abs %.3g max_rel %.3g tol_used %.3f (%zu checked, %zu failed)\n",
-            gc->name, es->what, es->max_abs, es->max_rel, es->max_used, es->checked,
-            es->failed);
 }
 
 /* ---- The replay ---------------------------------------------------------- */
@@ -501,7 +306,7 @@ START_TEST(test_golden_case)
         {.what = "perturb_norm"},
     };
     size_t clamp_seen = 0, flag_mismatches = 0;
-    failures_printed = 0;
+    golden_reset_failures();
 
     for (size_t t = 0; t < gc.step_count; t++) {
         const golden_unit_step *want = &gc.units[t * gc.unit_count];
@@ -575,7 +380,7 @@ START_TEST(test_golden_case)
             /* At t = 0 both sides start from the same p0: identical bits, or
              * the gradient formula here and in generate.py have drifted. */
             if (t == 0)
-                ck_assert_msg(golden_fnv1a(grads[k], gc.tensors[k].count) ==
+                ck_assert_msg(golden_fnv1a_floats(grads[k], gc.tensors[k].count) ==
                                   gc.tensors[k].grad0_hash,
                               "%s: step-0 gradient of tensor %zu differs from generate.py",
                               name, k);
@@ -623,7 +428,7 @@ START_TEST(test_golden_case)
 
     size_t failed = 0;
     for (int e = 0; e < E_COUNT; e++) {
-        print_stats(&gc, &es[e]);
+        golden_print(gc.name, &es[e]);
         failed += es[e].failed;
     }
     size_t clamp_want = 0;

@@ -421,13 +421,21 @@ def update_gbar(case, t, g_list, gbar, rec):
 # The reference: torch.optim + MGPO in torch operations.
 
 
-def run_torch(case, rho=None):
-    if rho is not None:
-        case = replace(case, rho=rho)
-    p0, a, c = init_arrays(case)
-    params = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in p0]
-    a_t = [torch.from_numpy(x) for x in a]
-    c_t = [torch.from_numpy(x) for x in c]
+def clip_gradients(case, t, params, rec):
+    """torch.nn.utils.clip_grad_norm_ on the params' .grad when the case
+    clips; records whether it clipped and how close to the threshold."""
+    if case.max_grad_norm > 0.0:
+        total = float(torch.nn.utils.clip_grad_norm_(params, case.max_grad_norm))
+        rec.clipped[t] = total + 1e-6 > case.max_grad_norm
+        rec.min_clip_margin = min(rec.min_clip_margin,
+                                  abs(total - case.max_grad_norm) / case.max_grad_norm)
+
+
+def make_optimizer(case, params):
+    """torch.optim.AdamW / SGD over params, one parameter group per tensor
+    (lr_scale and weight_decay_scale become the group's lr and weight
+    decay), and moment(p, which): its exp_avg (0) / exp_avg_sq (1), or
+    momentum_buffer (0), None before the first step."""
     groups = [{"params": [p], "lr": case.lr * ts.lr_scale,
                "weight_decay": case.weight_decay * ts.weight_decay_scale}
               for p, ts in zip(params, case.tensors)]
@@ -446,6 +454,17 @@ def run_torch(case, rho=None):
             return st.get("exp_avg" if which == 0 else "exp_avg_sq")
         return st.get("momentum_buffer") if which == 0 else None
 
+    return opt, moment
+
+
+def run_torch(case, rho=None):
+    if rho is not None:
+        case = replace(case, rho=rho)
+    p0, a, c = init_arrays(case)
+    params = [torch.nn.Parameter(torch.from_numpy(x.copy())) for x in p0]
+    a_t = [torch.from_numpy(x) for x in a]
+    c_t = [torch.from_numpy(x) for x in c]
+    opt, moment = make_optimizer(case, params)
     lrs = lr_schedule(case)
     rec = Recorder(case)
     gbar = [0.0] * len(units_of(case))
@@ -486,11 +505,7 @@ def run_torch(case, rho=None):
             update_gbar(case, t, [g.numpy() for g in grads], gbar, rec)
             for p, g in zip(params, grads):
                 p.grad = g.clone()
-            if case.max_grad_norm > 0.0:
-                total = float(torch.nn.utils.clip_grad_norm_(params, case.max_grad_norm))
-                rec.clipped[t] = total + 1e-6 > case.max_grad_norm
-                rec.min_clip_margin = min(rec.min_clip_margin,
-                                          abs(total - case.max_grad_norm) / case.max_grad_norm)
+            clip_gradients(case, t, params, rec)
 
             # base step on the clean parameters
             for grp, ts in zip(opt.param_groups, case.tensors):
