@@ -170,3 +170,29 @@ void mgpo_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t 
         }
     }
 }
+
+/* ---- The composed forms of the fused kernels -------------------------------
+ * The portable table's sum_squares_typed and adamw_typed: the definition
+ * the AVX2 table's fused loops must match bit for bit. */
+
+double mgpo_kernel_sum_squares_typed(const void *x, mgpo_dtype type, size_t n, float scale)
+{
+    float g[MGPO_BLOCK_FLOATS];
+    mgpo_kernel_load(g, x, type, n, scale);
+    return mgpo_sum_squares(g, n);
+}
+
+double mgpo_kernel_adamw_typed(float *master, const void *grads, mgpo_dtype grad_type,
+                               float scale, float *m, float *v, void *out, mgpo_dtype out_type,
+                               const mgpo_typed_rounding *rounding, const mgpo_slot *slot,
+                               const mgpo_step_constants *k, size_t n)
+{
+    float g[MGPO_BLOCK_FLOATS];
+    mgpo_kernel_load(g, grads, grad_type, n, scale);
+    double m_sq = mgpo_kernel_adamw(master, master, g, m, v, slot, k, n, 0.0f, NULL);
+    if (rounding->stochastic)
+        mgpo_store_stochastic(out, out_type, master, n, rounding->key, rounding->first_index);
+    else
+        mgpo_kernel_store(out, out_type, master, n);
+    return m_sq;
+}

@@ -357,6 +357,13 @@ double mgpo_kernel_sgd(float *params, const float *src, const float *grads,
                        float *m, const mgpo_slot *slot, const mgpo_step_constants *k,
                        size_t n, float undo, mgpo_exception_reader *exact);
 
+/* How the fused step rounds the master into the caller's buffer: nearest,
+ * or stochastic with the generator's key and the block's first element. */
+typedef struct mgpo_typed_rounding {
+    bool stochastic;
+    uint64_t key, first_index;
+} mgpo_typed_rounding;
+
 /* One implementation of every elementwise kernel for one instruction set.
  * All tables give bitwise identical results (tests/test_kernels.c); a state
  * picks one at creation (mgpo_kernels_best) and keeps it, so there is no
@@ -388,6 +395,13 @@ typedef struct mgpo_kernels {
     /* mgpo_store_stochastic. */
     void (*store_stochastic)(void *dst, mgpo_dtype type, const float *src, size_t n,
                              uint64_t key, uint64_t first_index);
+    /* Fused forms of the mixed-precision step, with the bits of the
+     * composed ones (mgpo_kernel_sum_squares_typed, mgpo_kernel_adamw_typed). */
+    double (*sum_squares_typed)(const void *x, mgpo_dtype type, size_t n, float scale);
+    double (*adamw_typed)(float *master, const void *grads, mgpo_dtype grad_type, float scale,
+                          float *m, float *v, void *out, mgpo_dtype out_type,
+                          const mgpo_typed_rounding *rounding, const mgpo_slot *slot,
+                          const mgpo_step_constants *k, size_t n);
 } mgpo_kernels;
 
 /* convert.c: element types.  bf16/fp16 to float32 is exact; to them,
@@ -418,12 +432,34 @@ void mgpo_kernel_perturb_store(void *dst, mgpo_dtype type, const float *p, const
 void mgpo_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t n,
                            uint64_t key, uint64_t first_index);
 
+/* sum_squares(load(x, type, n, scale)): pass 1 over typed or scaled
+ * gradients (n <= MGPO_BLOCK_FLOATS). */
+double mgpo_kernel_sum_squares_typed(const void *x, mgpo_dtype type, size_t n, float scale);
+/* The AdamW step of a block with a float32 master: the gradients loaded as
+ * mgpo_slot_grads does (load(grads) * scale), mgpo_kernel_adamw in place on
+ * the master, then the master rounded into `out` (mgpo_kernel_store or
+ * mgpo_store_stochastic); returns the new m's sum of squares
+ * (n <= MGPO_BLOCK_FLOATS). */
+double mgpo_kernel_adamw_typed(float *master, const void *grads, mgpo_dtype grad_type,
+                               float scale, float *m, float *v, void *out, mgpo_dtype out_type,
+                               const mgpo_typed_rounding *rounding, const mgpo_slot *slot,
+                               const mgpo_step_constants *k, size_t n);
+
 /* mixed.c: the mixed-precision paths of perturb, restore and step. */
 /* The gradients of a block as the kernels use them, g * grad_unscale in
  * float32: the caller's buffer itself when it is float32 and unscaled,
  * else converted into scratch (MGPO_BLOCK_FLOATS floats). */
 const float *mgpo_slot_grads(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
                              size_t count, float *scratch);
+/* The address of element `begin` of a slot's gradient buffer. */
+static inline const void *mgpo_slot_grads_at(const mgpo_slot *sl, size_t begin)
+{
+    return (const unsigned char *)sl->grads + begin * mgpo_dtype_size(sl->grad_type);
+}
+/* The rounding of a block of the slot's master published after `step`
+ * completed steps. */
+mgpo_typed_rounding mgpo_slot_rounding(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
+                                       uint64_t step);
 /* Writes the clean rounded master of a block into the caller's buffer:
  * round_nearest, or stochastic keyed by (seed, step, slot); `step` is the
  * count of completed steps the master holds. */
@@ -447,6 +483,7 @@ void mgpo_avx2_perturb_store(void *dst, mgpo_dtype type, const float *p, const f
                              float coefficient, size_t n);
 void mgpo_avx2_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t n,
                                 uint64_t key, uint64_t first_index);
+/* The few portable float kernels the fused AVX2 ones call for tails. */
 
 /* The portable C kernels above, always built. */
 const mgpo_kernels *mgpo_kernels_portable(void);

@@ -295,8 +295,12 @@ static double grad_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
                             void *arg)
 {
     (void)arg;
-    float scratch[MGPO_BLOCK_FLOATS];
-    double sq = st->kernels->sum_squares(mgpo_slot_grads(st, sl, begin, count, scratch), count);
+    double sq;
+    if (sl->grad_type == MGPO_DTYPE_FLOAT32 && st->grad_unscale == 1.0f)
+        sq = st->kernels->sum_squares((const float *)sl->grads + begin, count);
+    else
+        sq = st->kernels->sum_squares_typed(mgpo_slot_grads_at(sl, begin), sl->grad_type, count,
+                                            st->grad_unscale);
     /* SGD's coupled decay makes wd*theta part of the gradient it applies
      * (and stores as momentum): a NaN or Inf parameter of a decayed buffer
      * makes it non-finite, so it counts as a non-finite gradient.  0 times
@@ -342,6 +346,14 @@ static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t c
                 exact = &list;
             }
         }
+    }
+    /* A master with AdamW: one fused pass. */
+    if (sl->out && st->config.optimizer == MGPO_OPTIMIZER_ADAMW) {
+        mgpo_typed_rounding r = mgpo_slot_rounding(st, sl, begin, k->step);
+        return st->kernels->adamw_typed(
+            p, mgpo_slot_grads_at(sl, begin), sl->grad_type, st->grad_unscale, m, sl->v + begin,
+            (unsigned char *)sl->out + begin * mgpo_dtype_size(sl->out_type), sl->out_type, &r,
+            sl, k, count);
     }
     float scratch[MGPO_BLOCK_FLOATS];
     const float *g = mgpo_slot_grads(st, sl, begin, count, scratch);

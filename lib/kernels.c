@@ -290,7 +290,7 @@ static const mgpo_kernels portable = {
     "portable",          mgpo_sum_squares,          perturb_entry,       mgpo_kernel_unperturb,
     copy_entry,          mgpo_kernel_perturb_exact, restore_exact_entry, mgpo_kernel_adamw,
     mgpo_kernel_sgd,     mgpo_kernel_load,          mgpo_kernel_store,   mgpo_kernel_perturb_store,
-    mgpo_store_stochastic,
+    mgpo_store_stochastic, mgpo_kernel_sum_squares_typed, mgpo_kernel_adamw_typed,
 };
 
 const mgpo_kernels *mgpo_kernels_portable(void) { return &portable; }

@@ -32,6 +32,8 @@
 
 #include <cpuid.h>
 #include <immintrin.h>
+
+#include "convert_avx2.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -290,12 +292,14 @@ typedef struct adamw_vectors {
 } adamw_vectors;
 
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_adamw. */
-static AVX2 inline void adamw8(float *params, const float *src, const float *grads,
-                               float *m, float *v, const adamw_vectors *k, __m256d *acc2,
-                               const __m256i *mask, int stream,
-                               mgpo_exception_reader *exact, size_t base, size_t count)
+/* One chunk of eight from the gradient vector `raw` (before clipping);
+ * returns the new parameters it stored. */
+static AVX2 inline __m256 adamw8_from(float *params, const float *src, __m256 raw, float *m,
+                                      float *v, const adamw_vectors *k, __m256d *acc2,
+                                      const __m256i *mask, int stream,
+                                      mgpo_exception_reader *exact, size_t base, size_t count)
 {
-    __m256 g = _mm256_mul_ps(load(grads, mask), k->grad_scale);
+    __m256 g = _mm256_mul_ps(raw, k->grad_scale);
     __m256 mo = load(m, mask);
     __m256 p = load(src, mask);
     if (k->has_undo) p = _mm256_sub_ps(p, _mm256_mul_ps(k->undo, mo));
@@ -311,6 +315,15 @@ static AVX2 inline void adamw8(float *params, const float *src, const float *gra
     store(m, mi, mask);
     store(v, vi, mask);
     add_squares(acc2, mi);
+    return p;
+}
+
+static AVX2 inline void adamw8(float *params, const float *src, const float *grads,
+                               float *m, float *v, const adamw_vectors *k, __m256d *acc2,
+                               const __m256i *mask, int stream,
+                               mgpo_exception_reader *exact, size_t base, size_t count)
+{
+    adamw8_from(params, src, load(grads, mask), m, v, k, acc2, mask, stream, exact, base, count);
 }
 
 static AVX2 double adamw(float *params, const float *src, const float *grads, float *m,
@@ -431,9 +444,105 @@ static AVX2 double sgd(float *params, const float *src, const float *grads, floa
     return combine(&l);
 }
 
+/* ---- Mixed precision, fused (AVX2 + F16C) -----------------------------------
+ * The typed gradients are converted in registers and the rounded master is
+ * stored right after the update, instead of passes through scratch blocks:
+ * the same operations in the same order as the portable composition
+ * (mgpo_kernel_sum_squares_typed, mgpo_kernel_adamw_typed), so the same
+ * bits.  Tails (under eight elements) go through a small buffer. */
+
+static MGPO_F16C double sum_squares_typed(const void *x, mgpo_dtype type, size_t n, float scale)
+{
+    const __m256 s = _mm256_set1_ps(scale);
+    lanes l = no_lanes();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        add_squares(&l.acc[0], _mm256_mul_ps(typed_load8(x, type, i), s));
+        add_squares(&l.acc[2], _mm256_mul_ps(typed_load8(x, type, i + 8), s));
+    }
+    if (i + 8 <= n) {
+        add_squares(&l.acc[0], _mm256_mul_ps(typed_load8(x, type, i), s));
+        i += 8;
+    }
+    if (i < n) {
+        float tail[8];
+        mgpo_kernel_load(tail, (const unsigned char *)x + i * mgpo_dtype_size(type), type, n - i,
+                         scale);
+        __m256i mask = tail_mask(n - i);
+        add_squares(&l.acc[i & 8 ? 2 : 0], load(tail, &mask));
+    }
+    return combine(&l);
+}
+
+static MGPO_F16C double adamw_typed(float *master, const void *grads, mgpo_dtype grad_type,
+                                    float scale, float *m, float *v, void *out,
+                                    mgpo_dtype out_type, const mgpo_typed_rounding *rounding,
+                                    const mgpo_slot *slot, const mgpo_step_constants *s,
+                                    size_t n)
+{
+    adamw_vectors k;
+    k.decay = _mm256_set1_ps(slot->k_decay);
+    k.step = _mm256_set1_ps(slot->k_step);
+    k.grad_scale = _mm256_set1_ps(s->grad_scale);
+    k.beta1 = _mm256_set1_ps(s->beta1);
+    k.one_minus_beta1 = _mm256_set1_ps(s->one_minus_beta1);
+    k.beta2 = _mm256_set1_ps(s->beta2);
+    k.one_minus_beta2 = _mm256_set1_ps(s->one_minus_beta2);
+    k.inv_bias2_sqrt = _mm256_set1_ps(s->inv_bias2_sqrt);
+    k.eps = _mm256_set1_ps(s->eps);
+    k.undo = _mm256_setzero_ps();
+    k.has_undo = false;
+    const __m256 unscale = _mm256_set1_ps(scale);
+    lanes l = no_lanes();
+    /* Pieces of PIECE elements: convert the gradients, update, round the
+     * master out, each piece's arrays staying in L1.  The lane pairs follow
+     * the global index as in adamw (PIECE is a multiple of 16). */
+    enum { PIECE = 512 };
+    float g[PIECE];
+    const size_t whole = n & ~(size_t)7;
+    size_t i = 0;
+    for (size_t at = 0; at < whole; at += PIECE) {
+        const size_t len = whole - at < PIECE ? whole - at : PIECE;
+        float *pm = master + at, *pmo = m + at, *pv = v + at;
+        for (size_t j = 0; j < len; j += 8)
+            _mm256_storeu_ps(g + j, _mm256_mul_ps(typed_load8(grads, grad_type, at + j), unscale));
+        size_t j = 0;
+        for (; j + 16 <= len; j += 16) {
+            adamw8_from(pm + j, pm + j, _mm256_loadu_ps(g + j), pmo + j, pv + j, &k, &l.acc[0],
+                        NULL, 0, NULL, at + j, 8);
+            adamw8_from(pm + j + 8, pm + j + 8, _mm256_loadu_ps(g + j + 8), pmo + j + 8,
+                        pv + j + 8, &k, &l.acc[2], NULL, 0, NULL, at + j + 8, 8);
+        }
+        if (j < len) /* the last piece's final eight */
+            adamw8_from(pm + j, pm + j, _mm256_loadu_ps(g + j), pmo + j, pv + j, &k, &l.acc[0],
+                        NULL, 0, NULL, at + j, 8);
+        if (rounding->stochastic)
+            mgpo_avx2_store_stochastic((uint16_t *)out + at, out_type, pm, len, rounding->key,
+                                       rounding->first_index + at);
+        else
+            for (j = 0; j < len; j += 8)
+                typed_store8(out, out_type, at + j, _mm256_loadu_ps(pm + j));
+    }
+    i = whole;
+    if (i < n) {
+        const size_t gs = mgpo_dtype_size(grad_type), os = mgpo_dtype_size(out_type);
+        mgpo_kernel_load(g, (const unsigned char *)grads + i * gs, grad_type, n - i, scale);
+        __m256i mask = tail_mask(n - i);
+        adamw8(master + i, master + i, g, m + i, v + i, &k, &l.acc[i & 8 ? 2 : 0], &mask, 0, NULL,
+               i, n - i);
+        if (rounding->stochastic)
+            mgpo_store_stochastic((unsigned char *)out + i * os, out_type, master + i, n - i,
+                                  rounding->key, rounding->first_index + i);
+        else
+            mgpo_kernel_store((unsigned char *)out + i * os, out_type, master + i, n - i);
+    }
+    return combine(&l);
+}
+
 static const mgpo_kernels avx2 = {
     "avx2", sum_squares, perturb, unperturb, copy, perturb_exact, restore_exact, adamw, sgd,
     mgpo_avx2_load, mgpo_avx2_store, mgpo_avx2_perturb_store, mgpo_avx2_store_stochastic,
+    sum_squares_typed, adamw_typed,
 };
 
 const mgpo_kernels *mgpo_kernels_avx2(void)

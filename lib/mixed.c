@@ -32,18 +32,28 @@ const float *mgpo_slot_grads(const mgpo_state *st, const mgpo_slot *sl, size_t b
     return scratch;
 }
 
+mgpo_typed_rounding mgpo_slot_rounding(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
+                                       uint64_t step)
+{
+    mgpo_typed_rounding r = {false, 0, (uint64_t)begin};
+    if (st->config.rounding == MGPO_ROUNDING_STOCHASTIC) {
+        uint64_t stream = MGPO_ROUNDING_STREAM | (uint64_t)(sl - st->slots);
+        r.stochastic = true;
+        r.key = mgpo_random_key(st->config.seed, step, stream);
+    }
+    return r;
+}
+
 void mgpo_publish_block(const mgpo_state *st, const mgpo_slot *sl, size_t begin, size_t count,
                         uint64_t step)
 {
     void *dst = (void *)typed_at(sl->out, sl->out_type, begin);
-    if (st->config.rounding == MGPO_ROUNDING_STOCHASTIC) {
-        uint64_t stream = MGPO_ROUNDING_STREAM | (uint64_t)(sl - st->slots);
-        st->kernels->store_stochastic(dst, sl->out_type, sl->params + begin, count,
-                                      mgpo_random_key(st->config.seed, step, stream),
-                                      (uint64_t)begin);
-    } else {
+    mgpo_typed_rounding r = mgpo_slot_rounding(st, sl, begin, step);
+    if (r.stochastic)
+        st->kernels->store_stochastic(dst, sl->out_type, sl->params + begin, count, r.key,
+                                      r.first_index);
+    else
         st->kernels->store(dst, sl->out_type, sl->params + begin, count);
-    }
 }
 
 void mgpo_perturb_out_block(const mgpo_state *st, const mgpo_slot *sl, const float *dir,

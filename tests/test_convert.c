@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "test_util.h"
 
 static float f_of(uint32_t u)
 {
@@ -239,6 +240,64 @@ START_TEST(avx2_table_matches_portable)
 }
 END_TEST
 
+/* The fused mixed-precision kernels of the AVX2 table against the portable
+ * composition: pass 1's typed sum of squares and the AdamW step on a
+ * master that stores the rounded result, every tail length and type. */
+START_TEST(fused_kernels_match_composition)
+{
+    const mgpo_kernels *avx2 = mgpo_kernels_avx2(), *portable = mgpo_kernels_portable();
+    if (!avx2) return;
+    enum { N = 4096 };
+    static float master[2][N], m[2][N], v[2][N], x[N];
+    static uint16_t g16[N], out[2][N];
+    tu_fill(x, N, 71, -1.0f, 1.0f);
+    for (int i = 0; i < N; i++) g16[i] = mgpo_f32_to_bf16(x[i] * 0.01f);
+    mgpo_slot slot;
+    memset(&slot, 0, sizeof slot);
+    slot.k_decay = 0.999f;
+    slot.k_step = -1e-3f;
+    mgpo_step_constants k;
+    memset(&k, 0, sizeof k);
+    k.grad_scale = 0.75f; /* clipping */
+    k.beta1 = 0.9f;
+    k.one_minus_beta1 = 0.1f;
+    k.beta2 = 0.999f;
+    k.one_minus_beta2 = 0.001f;
+    k.inv_bias2_sqrt = 31.6f;
+    k.eps = 1e-8f;
+    const size_t lengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 1000, N};
+    for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++)
+        for (int gt = 0; gt < 3; gt++)
+            for (int ot = 1; ot <= 2; ot++) {
+                size_t n = lengths[li];
+                const void *grads = gt == 0 ? (const void *)x : (const void *)g16;
+                const float scale = gt == 2 ? 1.0f / 1024 : 1.0f;
+                double a = portable->sum_squares_typed(grads, (mgpo_dtype)gt, n, scale);
+                double b = avx2->sum_squares_typed(grads, (mgpo_dtype)gt, n, scale);
+                ck_assert(memcmp(&a, &b, sizeof a) == 0);
+                /* Nearest for bf16, stochastic for fp16 (any start). */
+                mgpo_typed_rounding r = {ot == 2, mgpo_random_key(1, 2, 3), 4096 * 3};
+                for (int t = 0; t < 2; t++) {
+                    tu_fill(master[t], N, 72, -2.0f, 2.0f);
+                    tu_fill(m[t], N, 73, -0.01f, 0.01f);
+                    tu_fill(v[t], N, 74, 0.0f, 1e-4f);
+                    const mgpo_kernels *table = t ? avx2 : portable;
+                    double sq = table->adamw_typed(master[t], grads, (mgpo_dtype)gt, scale, m[t],
+                                                   v[t], out[t], (mgpo_dtype)ot, &r, &slot, &k, n);
+                    if (t == 0) a = sq;
+                    else b = sq;
+                }
+                ck_assert(memcmp(&a, &b, sizeof a) == 0);
+                ck_assert_int_eq(memcmp(master[0], master[1], n * sizeof(float)), 0);
+                ck_assert_int_eq(memcmp(m[0], m[1], n * sizeof(float)), 0);
+                ck_assert_int_eq(memcmp(v[0], v[1], n * sizeof(float)), 0);
+                ck_assert_int_eq(memcmp(out[0], out[1], n * sizeof(uint16_t)), 0);
+                for (size_t i = 0; i < n && ot == 1; i++)
+                    ck_assert_uint_eq(out[0][i], ref_to_bf16(master[0][i]));
+            }
+}
+END_TEST
+
 /* ---- Stochastic rounding ---------------------------------------------------- */
 
 /* The two neighbours of x in the type: toward zero and away from it. */
@@ -350,6 +409,7 @@ int main(void)
     tcase_add_test(tc, nearest_matches_reference);
     tcase_add_test(tc, widening_is_exact);
     tcase_add_test(tc, avx2_table_matches_portable);
+    tcase_add_test(tc, fused_kernels_match_composition);
     tcase_add_test(tc, stochastic_picks_a_neighbour);
     tcase_add_test(tc, stochastic_is_unbiased);
     tcase_add_test(tc, stochastic_store_follows_the_spec);

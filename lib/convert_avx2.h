@@ -1,0 +1,45 @@
+/* Inline AVX2 + MGPO_F16C helpers for the element types, shared by
+ * convert_avx2.c and the fused mixed-precision kernels of kernels_avx2.c.
+ * Private; x86-64 with GCC or clang only (the includers check). */
+#ifndef MGPO_CONVERT_AVX2_H
+#define MGPO_CONVERT_AVX2_H
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#define MGPO_F16C __attribute__((target("avx2,fma,f16c")))
+
+static MGPO_F16C inline __m256 typed_load8(const void *src, mgpo_dtype type, size_t i)
+{
+    if (type == MGPO_DTYPE_FLOAT32) return _mm256_loadu_ps((const float *)src + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)src + i));
+    if (type == MGPO_DTYPE_FLOAT16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* Round to nearest even into bfloat16, NaNs quieted (mgpo_f32_to_bf16). */
+static MGPO_F16C inline __m128i bf16_nearest8(__m256 x)
+{
+    __m256i b = _mm256_castps_si256(x);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    __m256i rounded =
+        _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), odd), 16);
+    __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(0x40));
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    __m256i h = _mm256_blendv_epi8(rounded, quiet, nan);
+    /* 32-bit lanes (each < 2^16) to 16-bit: pack within 128-bit halves,
+     * then bring the two halves' results together. */
+    __m256i packed = _mm256_packus_epi32(h, h);
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
+}
+
+static MGPO_F16C inline void typed_store8(void *dst, mgpo_dtype type, size_t i, __m256 x)
+{
+    __m128i h = type == MGPO_DTYPE_FLOAT16 ? _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT)
+                                           : bf16_nearest8(x);
+    _mm_storeu_si128((__m128i *)(void *)((uint16_t *)dst + i), h);
+}
+
+#endif
