@@ -292,6 +292,25 @@ typedef struct adamw_vectors {
 } adamw_vectors;
 
 /* One chunk of eight, in kernels.c's order: see mgpo_kernel_adamw. */
+/* The per-step constants of a block as vectors. */
+static AVX2 inline adamw_vectors adamw_constants(const mgpo_slot *slot,
+                                                 const mgpo_step_constants *s, float undo)
+{
+    adamw_vectors k;
+    k.decay = _mm256_set1_ps(slot->k_decay);
+    k.step = _mm256_set1_ps(slot->k_step);
+    k.grad_scale = _mm256_set1_ps(s->grad_scale);
+    k.beta1 = _mm256_set1_ps(s->beta1);
+    k.one_minus_beta1 = _mm256_set1_ps(s->one_minus_beta1);
+    k.beta2 = _mm256_set1_ps(s->beta2);
+    k.one_minus_beta2 = _mm256_set1_ps(s->one_minus_beta2);
+    k.inv_bias2_sqrt = _mm256_set1_ps(s->inv_bias2_sqrt);
+    k.eps = _mm256_set1_ps(s->eps);
+    k.undo = _mm256_set1_ps(undo);
+    k.has_undo = undo != 0.0f;
+    return k;
+}
+
 /* One chunk of eight from the gradient vector `raw` (before clipping);
  * returns the new parameters it stored. */
 static AVX2 inline __m256 adamw8_from(float *params, const float *src, __m256 raw, float *m,
@@ -330,18 +349,7 @@ static AVX2 double adamw(float *params, const float *src, const float *grads, fl
                          float *v, const mgpo_slot *slot, const mgpo_step_constants *s,
                          size_t n, float undo, mgpo_exception_reader *exact)
 {
-    adamw_vectors k;
-    k.decay = _mm256_set1_ps(slot->k_decay);
-    k.step = _mm256_set1_ps(slot->k_step);
-    k.grad_scale = _mm256_set1_ps(s->grad_scale);
-    k.beta1 = _mm256_set1_ps(s->beta1);
-    k.one_minus_beta1 = _mm256_set1_ps(s->one_minus_beta1);
-    k.beta2 = _mm256_set1_ps(s->beta2);
-    k.one_minus_beta2 = _mm256_set1_ps(s->one_minus_beta2);
-    k.inv_bias2_sqrt = _mm256_set1_ps(s->inv_bias2_sqrt);
-    k.eps = _mm256_set1_ps(s->eps);
-    k.undo = _mm256_set1_ps(undo);
-    k.has_undo = undo != 0.0f;
+    adamw_vectors k = adamw_constants(slot, s, undo);
     /* In place, params were just read: their lines are cached already. */
     int stream = stream_mode(params, MGPO_STREAM_STEP_PARAMS && slot->stream && src != params);
     lanes l = no_lanes();
@@ -480,18 +488,7 @@ static MGPO_F16C double adamw_typed(float *master, const void *grads, mgpo_dtype
                                     const mgpo_slot *slot, const mgpo_step_constants *s,
                                     size_t n)
 {
-    adamw_vectors k;
-    k.decay = _mm256_set1_ps(slot->k_decay);
-    k.step = _mm256_set1_ps(slot->k_step);
-    k.grad_scale = _mm256_set1_ps(s->grad_scale);
-    k.beta1 = _mm256_set1_ps(s->beta1);
-    k.one_minus_beta1 = _mm256_set1_ps(s->one_minus_beta1);
-    k.beta2 = _mm256_set1_ps(s->beta2);
-    k.one_minus_beta2 = _mm256_set1_ps(s->one_minus_beta2);
-    k.inv_bias2_sqrt = _mm256_set1_ps(s->inv_bias2_sqrt);
-    k.eps = _mm256_set1_ps(s->eps);
-    k.undo = _mm256_setzero_ps();
-    k.has_undo = false;
+    adamw_vectors k = adamw_constants(slot, s, 0.0f);
     const __m256 unscale = _mm256_set1_ps(scale);
     lanes l = no_lanes();
     /* Pieces of PIECE elements: convert the gradients, update, round the
