@@ -57,12 +57,14 @@ static double perturb_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
 {
     (void)arg;
     if (sl->applied == 0.0f) return 0.0;
-    float *p = sl->params + begin, scratch[MGPO_BLOCK_FLOATS];
+    float scratch[MGPO_BLOCK_FLOATS];
     const float *m = mgpo_direction_block(st, sl, begin, count, scratch);
+    /* A bf16/fp16 buffer (params is NULL in external mode). */
     if (sl->out) {
         mgpo_perturb_out_block(st, sl, m, begin, count);
         return 0.0;
     }
+    float *p = sl->params + begin;
     if (!sl->backup) {
         st->kernels->perturb(p, NULL, m, sl->applied, count, false);
         return 0.0;
