@@ -12,13 +12,15 @@
  * The numbers computed are specified in docs/algorithm.md (and the project's
  * numerical contract).  This header is the whole public API.
  *
- * Ownership in one paragraph: the caller owns every float buffer it registers
- * (parameters, gradients, LoRA base weights) and must keep them alive and at
+ * Ownership in one paragraph: the caller owns every buffer it registers
+ * (parameters, gradients, LoRA base weights, momenta in external mode; of
+ * float32, bfloat16 or float16 elements) and must keep them alive and at
  * the same address until the state is destroyed or the pointer is replaced
- * with mgpo_set_grad().  The library never frees, reallocates or writes past
- * `count` elements of them, never writes into a gradient buffer, and keeps no
- * pointer to them after mgpo_destroy().  Everything else (moments, restore
- * data, statistics) is owned by the state.
+ * with mgpo_set_grad() or its siblings.  The library never frees,
+ * reallocates or writes past `count` elements of them, never writes into a
+ * gradient or momentum buffer, and keeps no pointer to them after
+ * mgpo_destroy().  Everything else (moments, float32 master weights of
+ * bf16/fp16 parameters, restore data, statistics) is owned by the state.
  *
  * Threads: the library has no global state.  Separate states are fully
  * independent and may be used from different threads at once.  One state must
