@@ -97,7 +97,7 @@ extern "C" {
  * mgpo_lora_pair_typed; new functions mgpo_add_tensor_typed,
  * mgpo_set_grad_typed, mgpo_add_lora_pair_typed, mgpo_set_lora_grads_typed,
  * mgpo_set_master_weights, mgpo_get_master_weights, mgpo_set_grad_scale,
- * mgpo_dtype_size; new error codes MGPO_ERR_BAD_GRAD_SCALE and
+ * mgpo_set_momentum_typed, mgpo_dtype_size; new error codes MGPO_ERR_BAD_GRAD_SCALE and
  * MGPO_ERR_RESERVED_FIELD; new bounds MGPO_GRAD_SCALE_MIN/MAX.
  * Checkpoints: format version 3 (master weights, the loss scale, the
  * element types); versions 1 and 2 still load.
@@ -677,6 +677,15 @@ MGPO_API mgpo_status mgpo_set_grad_scale(mgpo_state *state, double scale);
  *  (the state is perturbed), OVERLAP (m overlaps a buffer the library
  *  writes).  Nothing changes on error. */
 MGPO_API mgpo_status mgpo_set_momentum(mgpo_state *state, size_t index, const float *m);
+
+/** mgpo_set_momentum for a momentum buffer of any element type: `count`
+ *  elements of `type` (torch.optim over bf16 parameters keeps a bf16
+ *  exp_avg).  perturb widens it to float32 (exactly) as it reads it, so the
+ *  perturbation is the one of its float32 values.  Tensors only (a pair's
+ *  momenta are float32).  Errors: as mgpo_set_momentum, BAD_ENUM (type),
+ *  INVALID_ARGUMENT (a bf16/fp16 buffer at an odd address). */
+MGPO_API mgpo_status mgpo_set_momentum_typed(mgpo_state *state, size_t index, const void *m,
+                                             mgpo_dtype type);
 
 /** mgpo_set_momentum for LoRA pair `index`: m_a (rank*n_in floats) and m_b
  *  (n_out*rank floats), the momentum buffers of A and B.  The pair is

@@ -796,7 +796,7 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, uint32_t version, bool p
         CHECK(arrays == slot_arrays(sl, (sl->backup || sl->out_backup) && applied != 0.0f));
         /* A perturbation is undone along the momentum it followed: in
          * external mode the caller must have attached it before loading. */
-        CHECK(applied == 0.0f || sl->dir);
+        CHECK(applied == 0.0f || sl->dir || sl->dir_typed);
         if (apply) {
             sl->applied = applied;
             sl->momentum_sq = momentum_sq;

@@ -19,7 +19,14 @@ static void fill_block(const mgpo_state *st, size_t slot_index, size_t begin, si
 const float *mgpo_direction_block(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
                                   size_t count, float *scratch)
 {
-    if (st->config.direction == MGPO_DIRECTION_MOMENTUM) return sl->dir + begin;
+    if (st->config.direction == MGPO_DIRECTION_MOMENTUM) {
+        if (!sl->dir_typed) return sl->dir + begin;
+        /* A bf16/fp16 momentum (external mode), widened exactly. */
+        st->kernels->load(scratch,
+                          (const unsigned char *)sl->dir_typed + begin * mgpo_dtype_size(sl->dir_type),
+                          sl->dir_type, count, 1.0f);
+        return scratch;
+    }
     fill_block(st, (size_t)(sl - st->slots), begin, count, scratch);
     return scratch;
 }

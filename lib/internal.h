@@ -48,6 +48,9 @@ typedef struct mgpo_slot {
                                external mode */
     const float *dir;       /* the momentum perturb follows: m, or in external
                                mode the caller's buffer (NULL until attached) */
+    const void *dir_typed;  /* external mode: the caller's bf16/fp16 momentum
+                               instead (dir is then NULL) */
+    mgpo_dtype dir_type;    /* of dir_typed */
     float *v;               /* AdamW exp_avg_sq; NULL for SGD */
     float *backup;          /* exact mode: while perturbed, each block's range
                                holds its exception list or a plain copy (see
@@ -174,7 +177,8 @@ static inline size_t mgpo_slot_caller_bytes(const mgpo_slot *sl)
 static inline bool mgpo_item_attached(const mgpo_state *st, const mgpo_item *it)
 {
     for (size_t k = 0; k < it->slot_count; k++)
-        if (!st->slots[it->first_slot + k].dir) return false;
+        if (!st->slots[it->first_slot + k].dir && !st->slots[it->first_slot + k].dir_typed)
+            return false;
     return true;
 }
 

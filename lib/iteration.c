@@ -136,8 +136,12 @@ static double momentum_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, siz
                                 void *arg)
 {
     (void)arg;
-    if (!sl->dir || !sl->perturb) return 0.0;
-    return st->kernels->sum_squares(sl->dir + begin, count);
+    if (!sl->perturb) return 0.0;
+    if (sl->dir_typed)
+        return st->kernels->sum_squares_typed(
+            (const unsigned char *)sl->dir_typed + begin * mgpo_dtype_size(sl->dir_type),
+            sl->dir_type, count, 1.0f);
+    return sl->dir ? st->kernels->sum_squares(sl->dir + begin, count) : 0.0;
 }
 
 /* Integrated: no momentum before the first step.  External: the authors'

@@ -157,7 +157,9 @@ mgpo_status mgpo_check_writable(const mgpo_state *st, const void *p, size_t byte
         if (mgpo_ranges_overlap(p, bytes, mgpo_slot_caller_params(sl), mgpo_slot_caller_bytes(sl)) ||
             (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, grad_bytes(sl))) ||
             (sl->dir && sl->dir != sl->m &&
-             mgpo_ranges_overlap(p, bytes, sl->dir, sl->count * sizeof(float))))
+             mgpo_ranges_overlap(p, bytes, sl->dir, sl->count * sizeof(float))) ||
+            (sl->dir_typed && mgpo_ranges_overlap(p, bytes, sl->dir_typed,
+                                                  sl->count * mgpo_dtype_size(sl->dir_type))))
             return MGPO_ERR_OVERLAP;
     }
     return overlaps_lora_base(st, p, bytes) ? MGPO_ERR_OVERLAP : MGPO_OK;
@@ -466,18 +468,29 @@ static mgpo_status check_momentum_target(const mgpo_state *st, size_t index,
     return st->perturbed ? MGPO_ERR_WRONG_PHASE : MGPO_OK;
 }
 
-mgpo_status mgpo_set_momentum(mgpo_state *st, size_t index, const float *m)
+mgpo_status mgpo_set_momentum_typed(mgpo_state *st, size_t index, const void *m,
+                                    mgpo_dtype type)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     mgpo_status s = check_momentum_target(st, index, MGPO_ITEM_TENSOR);
     if (s != MGPO_OK) return s;
+    if (!mgpo_dtype_valid(type)) return MGPO_ERR_BAD_ENUM;
+    if (!mgpo_typed_aligned(m, type)) return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_slot *sl = &st->slots[st->items[index].first_slot];
     if (m) {
-        s = mgpo_check_readable(st, m, sl->count * sizeof(float));
+        s = mgpo_check_readable(st, m, sl->count * mgpo_dtype_size(type));
         if (s != MGPO_OK) return s;
     }
-    sl->dir = m;
+    bool typed = m && type != MGPO_DTYPE_FLOAT32;
+    sl->dir = typed ? NULL : m;
+    sl->dir_typed = typed ? m : NULL;
+    sl->dir_type = typed ? type : MGPO_DTYPE_FLOAT32;
     return MGPO_OK;
+}
+
+mgpo_status mgpo_set_momentum(mgpo_state *st, size_t index, const float *m)
+{
+    return mgpo_set_momentum_typed(st, index, m, MGPO_DTYPE_FLOAT32);
 }
 
 mgpo_status mgpo_set_lora_momentum(mgpo_state *st, size_t index, const float *m_a,

@@ -478,6 +478,10 @@ enum { PLAIN = 0, LORA = 1 };
       mgpo_set_momentum(NULL, 0, c->lora_w))                                                \
     X(momentum_integrated, "mgpo_set_momentum", MGPO_ERR_INVALID_ARGUMENT, PLAIN,           \
       mgpo_set_momentum(c->f.st, 0, c->lora_w))                                             \
+    X(momentum_typed_null, "mgpo_set_momentum_typed", MGPO_ERR_NULL_ARGUMENT, PLAIN,        \
+      mgpo_set_momentum_typed(NULL, 0, c->lora_w, MGPO_DTYPE_BFLOAT16))                     \
+    X(momentum_typed_integrated, "mgpo_set_momentum_typed", MGPO_ERR_INVALID_ARGUMENT, PLAIN, \
+      mgpo_set_momentum_typed(c->f.st, 0, c->lora_w, MGPO_DTYPE_BFLOAT16))                  \
     X(lora_momentum_null, "mgpo_set_lora_momentum", MGPO_ERR_NULL_ARGUMENT, PLAIN,          \
       mgpo_set_lora_momentum(NULL, 0, c->lora_a, c->lora_b))                                \
     X(lora_momentum_tensor, "mgpo_set_lora_momentum", MGPO_ERR_INVALID_ARGUMENT, PLAIN,     \

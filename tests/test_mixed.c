@@ -583,6 +583,74 @@ START_TEST(external_mode_typed_checkpoint)
 }
 END_TEST
 
+/* A bf16 or fp16 momentum (torch.optim's exp_avg of bf16 parameters)
+ * perturbs exactly as its float32 widening does, and a state saved while
+ * perturbed along it resumes once it is attached again. */
+START_TEST(external_mode_typed_momentum)
+{
+    static uint16_t pa[N], pb[N], clean[N], m16[N];
+    static float m32[N], x[N];
+    tu_fill(x, N, 81, -1.0f, 1.0f);
+    for (int t = 1; t <= 2; t++) {
+        mgpo_dtype type = (mgpo_dtype)t;
+        tu_fill(m32, N, 82, -0.2f, 0.2f);
+        for (int i = 0; i < N; i++) {
+            m16[i] = t == 1 ? mgpo_f32_to_bf16(m32[i]) : mgpo_f32_to_f16(m32[i]);
+            m32[i] = t == 1 ? mgpo_bf16_to_f32(m16[i]) : mgpo_f16_to_f32(m16[i]);
+            pa[i] = pb[i] = clean[i] = mgpo_f32_to_bf16(x[i]);
+        }
+        mgpo_config c = mgpo_config_default();
+        c.optimizer_mode = MGPO_OPTIMIZER_EXTERNAL;
+        c.rho = 2.0;
+        mgpo_state *a = NULL, *b = NULL;
+        ck_assert_int_eq(mgpo_create(&a, &c, NULL), MGPO_OK);
+        ck_assert_int_eq(mgpo_create(&b, &c, NULL), MGPO_OK);
+        ck_assert_int_eq(mgpo_add_tensor_typed(a, pa, MGPO_DTYPE_BFLOAT16, NULL,
+                                               MGPO_DTYPE_FLOAT32, N, NULL, NULL),
+                         MGPO_OK);
+        ck_assert_int_eq(mgpo_add_tensor_typed(b, pb, MGPO_DTYPE_BFLOAT16, NULL,
+                                               MGPO_DTYPE_FLOAT32, N, NULL, NULL),
+                         MGPO_OK);
+        ck_assert_int_eq(mgpo_set_momentum_typed(a, 0, m16, (mgpo_dtype)9), MGPO_ERR_BAD_ENUM);
+        ck_assert_int_eq(mgpo_set_momentum_typed(a, 0, (const unsigned char *)m16 + 1, type),
+                         MGPO_ERR_INVALID_ARGUMENT);
+        ck_assert_int_eq(mgpo_set_momentum_typed(a, 0, pa, type), MGPO_ERR_OVERLAP);
+        ck_assert_int_eq(mgpo_set_momentum_typed(a, 0, m16, type), MGPO_OK);
+        ck_assert_int_eq(mgpo_set_momentum(b, 0, m32), MGPO_OK);
+        ck_assert_int_eq(mgpo_perturb(a), MGPO_OK);
+        ck_assert_int_eq(mgpo_perturb(b), MGPO_OK);
+        ck_assert_int_eq(memcmp(pa, pb, sizeof pa), 0);
+        ck_assert(memcmp(pa, clean, sizeof pa) != 0);
+        mgpo_unit_stats ua, ub;
+        ck_assert_int_eq(mgpo_get_unit_stats(a, 0, &ua), MGPO_OK);
+        ck_assert_int_eq(mgpo_get_unit_stats(b, 0, &ub), MGPO_OK);
+        ck_assert_double_eq(ua.coefficient, ub.coefficient);
+        ck_assert_double_eq(ua.momentum_norm, ub.momentum_norm);
+        /* The momentum cannot change while perturbed. */
+        ck_assert_int_eq(mgpo_set_momentum_typed(a, 0, m16, type), MGPO_ERR_WRONG_PHASE);
+        size_t size = 0;
+        ck_assert_int_eq(mgpo_checkpoint_size(a, &size), MGPO_OK);
+        unsigned char *buf = malloc(size);
+        ck_assert_ptr_nonnull(buf);
+        ck_assert_int_eq(mgpo_save(a, buf, size, &size), MGPO_OK);
+        mgpo_destroy(a);
+        /* Resume: register, attach the typed momentum, buffer as saved. */
+        ck_assert_int_eq(mgpo_create(&a, &c, NULL), MGPO_OK);
+        ck_assert_int_eq(mgpo_add_tensor_typed(a, pa, MGPO_DTYPE_BFLOAT16, NULL,
+                                               MGPO_DTYPE_FLOAT32, N, NULL, NULL),
+                         MGPO_OK);
+        ck_assert_int_eq(mgpo_load(a, buf, size), MGPO_ERR_CHECKPOINT_LAYOUT); /* not attached */
+        ck_assert_int_eq(mgpo_set_momentum_typed(a, 0, m16, type), MGPO_OK);
+        ck_assert_int_eq(mgpo_load(a, buf, size), MGPO_OK);
+        ck_assert_int_eq(mgpo_restore(a), MGPO_OK);
+        ck_assert_int_eq(memcmp(pa, clean, sizeof pa), 0);
+        free(buf);
+        mgpo_destroy(a);
+        mgpo_destroy(b);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("mixed");
@@ -598,6 +666,7 @@ int main(void)
     tcase_add_test(tc, typed_lora_pairs);
     tcase_add_test(tc, external_mode_typed);
     tcase_add_test(tc, external_mode_typed_checkpoint);
+    tcase_add_test(tc, external_mode_typed_momentum);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
