@@ -18,45 +18,30 @@
  * its gap (2^-24).  Infinities and NaNs round to nearest. */
 #include "internal.h"
 
-#include <string.h>
-
-static inline uint32_t bits_of(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
-
-static inline float float_of(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
 
 float mgpo_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
     if (e == 0x1fu) /* Inf, or NaN made quiet as F16C's vcvtph2ps does */
-        return float_of(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u));
+        return mgpo_bits_float(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0u));
     if (e == 0) {
         /* Subnormal: m * 2^-24, exact in float. */
         float v = (float)m * 0x1p-24f;
-        return float_of(sign | bits_of(v));
+        return mgpo_bits_float(sign | mgpo_float_bits(v));
     }
-    return float_of(sign | ((e + 112u) << 23) | (m << 13));
+    return mgpo_bits_float(sign | ((e + 112u) << 23) | (m << 13));
 }
 
 uint16_t mgpo_f32_to_bf16(float x)
 {
-    uint32_t b = bits_of(x);
+    uint32_t b = mgpo_float_bits(x);
     if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u); /* quiet NaN */
     return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
 }
 
 uint16_t mgpo_f32_to_f16(float x)
 {
-    uint32_t b = bits_of(x);
+    uint32_t b = mgpo_float_bits(x);
     uint16_t sign = (uint16_t)((b >> 16) & 0x8000u);
     uint32_t a = b & 0x7fffffffu;
     if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
@@ -75,7 +60,7 @@ uint16_t mgpo_f32_to_f16(float x)
 
 uint16_t mgpo_f32_to_bf16_stochastic(float x, uint16_t random)
 {
-    uint32_t b = bits_of(x);
+    uint32_t b = mgpo_float_bits(x);
     if ((b & 0x7f800000u) == 0x7f800000u) return mgpo_f32_to_bf16(x);
     /* Sign and magnitude: adding to the magnitude's bits moves away from 0,
      * carrying into the exponent where the gap doubles, as it should. */
@@ -84,23 +69,23 @@ uint16_t mgpo_f32_to_bf16_stochastic(float x, uint16_t random)
 
 uint16_t mgpo_f32_to_f16_stochastic(float x, uint32_t random)
 {
-    uint32_t b = bits_of(x), a = b & 0x7fffffffu, sign = b & 0x80000000u;
+    uint32_t b = mgpo_float_bits(x), a = b & 0x7fffffffu, sign = b & 0x80000000u;
     if (a >= 0x7f800000u) return mgpo_f32_to_f16(x);
     if (a >= 0x38800000u) {
         /* Normal float16: 13 bits are dropped.  The truncated sum is a
          * float16 value (or 65536 and above: Inf, an overflow). */
         uint32_t t = (a + (uint32_t)(random & 0x1fffu)) & ~0x1fffu;
-        return mgpo_f32_to_f16(float_of(sign | t));
+        return mgpo_f32_to_f16(mgpo_bits_float(sign | t));
     }
     /* Subnormal float16: gaps of 2^-24.  q = |x| / 2^-24 < 1024, exact. */
-    float q = float_of(a) * 0x1p24f;
+    float q = mgpo_bits_float(a) * 0x1p24f;
     float whole = (float)(uint32_t)q, fraction = q - whole; /* both exact */
     /* Up when fraction + u reaches 1, u uniform on the 2^32 multiples of
      * 2^-32 in [0, 1), as the added bits carry in the normal case (0 random
      * bits truncate).  1 - u is exact in double, so is the comparison. */
     double u = (double)random * 0x1p-32;
     float rounded = (whole + ((double)fraction >= 1.0 - u ? 1.0f : 0.0f)) * 0x1p-24f;
-    return mgpo_f32_to_f16(float_of(sign | bits_of(rounded)));
+    return mgpo_f32_to_f16(mgpo_bits_float(sign | mgpo_float_bits(rounded)));
 }
 
 size_t mgpo_dtype_size(mgpo_dtype type)
@@ -124,7 +109,7 @@ void mgpo_kernel_load(float *dst, const void *src, mgpo_dtype type, size_t n, fl
     }
     const uint16_t *h = src;
     if (type == MGPO_DTYPE_BFLOAT16)
-        for (size_t i = 0; i < n; i++) dst[i] = float_of((uint32_t)h[i] << 16) * scale;
+        for (size_t i = 0; i < n; i++) dst[i] = mgpo_bits_float((uint32_t)h[i] << 16) * scale;
     else
         for (size_t i = 0; i < n; i++) dst[i] = mgpo_f16_to_f32(h[i]) * scale;
 }

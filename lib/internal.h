@@ -294,6 +294,13 @@ static inline uint32_t mgpo_float_bits(float x)
     return u;
 }
 
+static inline float mgpo_bits_float(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 /* Walks a block's exception list in index order. */
 typedef struct mgpo_exception_reader {
     const uint16_t *index;
@@ -411,13 +418,7 @@ typedef struct mgpo_kernels {
 /* convert.c: element types.  bf16/fp16 to float32 is exact; to them,
  * round to nearest even, or stochastic with 64 random bits. */
 float mgpo_f16_to_f32(uint16_t h);
-static inline float mgpo_bf16_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
+static inline float mgpo_bf16_to_f32(uint16_t h) { return mgpo_bits_float((uint32_t)h << 16); }
 uint16_t mgpo_f32_to_bf16(float x);
 uint16_t mgpo_f32_to_f16(float x);
 uint16_t mgpo_f32_to_bf16_stochastic(float x, uint16_t random);
@@ -455,6 +456,12 @@ double mgpo_kernel_adamw_typed(float *master, const void *grads, mgpo_dtype grad
  * else converted into scratch (MGPO_BLOCK_FLOATS floats). */
 const float *mgpo_slot_grads(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
                              size_t count, float *scratch);
+/* The kernels can read the slot's gradients in place: float32, no loss
+ * scale (else they are converted as mgpo_slot_grads does). */
+static inline bool mgpo_slot_grads_direct(const mgpo_state *st, const mgpo_slot *sl)
+{
+    return sl->grad_type == MGPO_DTYPE_FLOAT32 && st->grad_unscale == 1.0f;
+}
 /* The address of element `begin` of a slot's gradient buffer. */
 static inline const void *mgpo_slot_grads_at(const mgpo_slot *sl, size_t begin)
 {

@@ -302,7 +302,7 @@ static double grad_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
 {
     (void)arg;
     double sq;
-    if (sl->grad_type == MGPO_DTYPE_FLOAT32 && st->grad_unscale == 1.0f)
+    if (mgpo_slot_grads_direct(st, sl))
         sq = st->kernels->sum_squares((const float *)sl->grads + begin, count);
     else
         sq = st->kernels->sum_squares_typed(mgpo_slot_grads_at(sl, begin), sl->grad_type, count,

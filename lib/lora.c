@@ -76,7 +76,7 @@ static lora_view clean_params(const mgpo_slot *sl)
 /* A slot's gradient as the step uses it. */
 static lora_view grad_view(const mgpo_state *st, const mgpo_slot *sl)
 {
-    if (sl->grad_type == MGPO_DTYPE_FLOAT32 && st->grad_unscale == 1.0f)
+    if (mgpo_slot_grads_direct(st, sl))
         return plain_view(sl->grads);
     lora_view v = plain_view(NULL);
     v.typed = sl->grads;

@@ -25,7 +25,7 @@ static inline const unsigned char *typed_at(const void *base, mgpo_dtype type, s
 const float *mgpo_slot_grads(const mgpo_state *st, const mgpo_slot *sl, size_t begin,
                              size_t count, float *scratch)
 {
-    if (sl->grad_type == MGPO_DTYPE_FLOAT32 && st->grad_unscale == 1.0f)
+    if (mgpo_slot_grads_direct(st, sl))
         return (const float *)sl->grads + begin;
     st->kernels->load(scratch, typed_at(sl->grads, sl->grad_type, begin), sl->grad_type, count,
                       st->grad_unscale);
