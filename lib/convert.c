@@ -18,7 +18,6 @@
  * its gap (2^-24).  Infinities and NaNs round to nearest. */
 #include "internal.h"
 
-
 float mgpo_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
