@@ -149,9 +149,8 @@ mgpo_status mgpo_check_rates(const mgpo_config *c, double lr_scale, double wd_sc
     return s;
 }
 
-mgpo_status mgpo_config_validate(const mgpo_config *c)
+static mgpo_status validate(const mgpo_config *c)
 {
-    if (!c) return MGPO_ERR_NULL_ARGUMENT;
     for (size_t i = 0; i < sizeof c->reserved / sizeof c->reserved[0]; i++)
         if (c->reserved[i] != 0) return MGPO_ERR_RESERVED_FIELD;
     if ((c->optimizer != MGPO_OPTIMIZER_ADAMW && c->optimizer != MGPO_OPTIMIZER_SGD) ||
@@ -188,7 +187,21 @@ mgpo_status mgpo_config_validate(const mgpo_config *c)
         return MGPO_ERR_BAD_CLIP;
     if (c->num_threads < 0) return MGPO_ERR_BAD_THREADS;
     /* The rates of a tensor with the default options. */
-    return mgpo_check_rates(c, 1.0, 1.0);
+    return check_rates(c, 1.0, 1.0);
+}
+
+/* rho * scale_max and the rates are computed: in the library's own
+ * floating-point environment, so that a caller's traps, flags and rounding
+ * mode neither see nor change them (mgpo_create, mgpo_set_rho and
+ * mgpo_set_lr validate through here). */
+mgpo_status mgpo_config_validate(const mgpo_config *c)
+{
+    if (!c) return MGPO_ERR_NULL_ARGUMENT;
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    mgpo_status s = validate(c);
+    mgpo_fp_leave(&caller);
+    return s;
 }
 
 mgpo_tensor_options mgpo_tensor_options_default(void)

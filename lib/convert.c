@@ -18,6 +18,19 @@
  * its gap (2^-24).  Infinities and NaNs round to nearest. */
 #include "internal.h"
 
+/* Saturation (docs/algorithm.md, "Mixed precision"): a finite float32 whose
+ * rounding would be Inf gets the type's largest finite value of its sign
+ * instead, so that no finite master, perturbation or step ever writes Inf
+ * into a caller's buffer (the float32 path keeps the same promise by its
+ * numeric bounds, which cannot bound a bf16/fp16 buffer's much smaller
+ * range).  Inf and NaN stay what they are.  h is b rounded (by any rule):
+ * the bfloat16 Inf pattern from a finite b becomes 0x7f7f. */
+static inline uint16_t bf16_saturate(uint32_t b, uint16_t h)
+{
+    bool finite = (b & 0x7f800000u) != 0x7f800000u;
+    return (uint16_t)(h - (finite && (h & 0x7fffu) == 0x7f80u));
+}
+
 float mgpo_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
@@ -35,7 +48,7 @@ uint16_t mgpo_f32_to_bf16(float x)
 {
     uint32_t b = mgpo_float_bits(x);
     if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u); /* quiet NaN */
-    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+    return bf16_saturate(b, (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16));
 }
 
 uint16_t mgpo_f32_to_f16(float x)
@@ -44,7 +57,8 @@ uint16_t mgpo_f32_to_f16(float x)
     uint16_t sign = (uint16_t)((b >> 16) & 0x8000u);
     uint32_t a = b & 0x7fffffffu;
     if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520: Inf */
+    if (a == 0x7f800000u) return (uint16_t)(sign | 0x7c00u); /* Inf */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7bffu); /* >= 65520: saturated, 65504 */
     if (a >= 0x38800000u) {                                  /* >= 2^-14: normal */
         uint32_t h = (a - 0x38000000u) >> 13, rest = a & 0x1fffu;
         h += rest > 0x1000u || (rest == 0x1000u && (h & 1u));
@@ -63,7 +77,7 @@ uint16_t mgpo_f32_to_bf16_stochastic(float x, uint16_t random)
     if ((b & 0x7f800000u) == 0x7f800000u) return mgpo_f32_to_bf16(x);
     /* Sign and magnitude: adding to the magnitude's bits moves away from 0,
      * carrying into the exponent where the gap doubles, as it should. */
-    return (uint16_t)((b + random) >> 16);
+    return bf16_saturate(b, (uint16_t)((b + random) >> 16));
 }
 
 uint16_t mgpo_f32_to_f16_stochastic(float x, uint32_t random)
@@ -72,7 +86,10 @@ uint16_t mgpo_f32_to_f16_stochastic(float x, uint32_t random)
     if (a >= 0x7f800000u) return mgpo_f32_to_f16(x);
     if (a >= 0x38800000u) {
         /* Normal float16: 13 bits are dropped.  The truncated sum is a
-         * float16 value (or 65536 and above: Inf, an overflow). */
+         * float16 value (or 65536: saturated).  From 65504 on both
+         * neighbours saturate to 65504, and the clamp keeps the sum's
+         * bits below Inf's. */
+        if (a > 0x477fe000u) a = 0x477fe000u;
         uint32_t t = (a + (uint32_t)(random & 0x1fffu)) & ~0x1fffu;
         return mgpo_f32_to_f16(mgpo_bits_float(sign | t));
     }

@@ -77,7 +77,7 @@ static MGPO_F16C inline __m256i bits4(uint64_t key, uint64_t index)
 static MGPO_F16C inline __m128i bf16_stochastic8(__m256 x, __m256i random)
 {
     __m256i b = _mm256_castps_si256(x);
-    __m256i up = _mm256_srli_epi32(_mm256_add_epi32(b, random), 16);
+    __m256i up = bf16_saturate8(b, _mm256_srli_epi32(_mm256_add_epi32(b, random), 16));
     /* Inf and NaN round to nearest (exponent all ones). */
     __m256i exp = _mm256_and_si256(b, _mm256_set1_epi32(0x7f800000));
     __m256i special = _mm256_cmpeq_epi32(exp, _mm256_set1_epi32(0x7f800000));
@@ -97,7 +97,10 @@ static MGPO_F16C inline int f16_stochastic8(__m256 x, __m256i random, __m128i *o
     __m256i zero = _mm256_cmpeq_epi32(a, _mm256_setzero_si256());
     if (!_mm256_testz_si256(small, _mm256_xor_si256(small, zero) /* small and not 0 */)) return 0;
     __m256i special = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f7fffff));
-    __m256i t = _mm256_and_si256(_mm256_add_epi32(a, _mm256_and_si256(random, _mm256_set1_epi32(0x1fff))),
+    /* From 65504 on, saturated (mgpo_f32_to_f16_stochastic's clamp; the
+     * special lanes are replaced below). */
+    __m256i c = _mm256_min_epi32(a, _mm256_set1_epi32(0x477fe000));
+    __m256i t = _mm256_and_si256(_mm256_add_epi32(c, _mm256_and_si256(random, _mm256_set1_epi32(0x1fff))),
                                  _mm256_set1_epi32(~0x1fff));
     t = _mm256_or_si256(t, _mm256_and_si256(b, _mm256_set1_epi32((int)0x80000000u)));
     /* 0 stays 0; Inf and NaN round to nearest. */

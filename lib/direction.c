@@ -35,7 +35,9 @@ double mgpo_direction_sq_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size
                                void *arg)
 {
     (void)arg;
-    if (!sl->perturb) return 0.0;
+    /* Only the items that move count (external mode: those with a momentum
+     * attached), so that z's norm is the norm of what is added. */
+    if (!sl->perturb || !mgpo_item_attached(st, &st->items[sl->item])) return 0.0;
     float z[MGPO_BLOCK_FLOATS];
     fill_block(st, (size_t)(sl - st->slots), begin, count, z);
     return st->kernels->sum_squares(z, count);

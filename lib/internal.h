@@ -5,6 +5,7 @@
 #include "mgpo.h"
 
 #include <fenv.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -199,17 +200,23 @@ mgpo_status mgpo_check_slot_rates(const mgpo_state *st, const mgpo_config *c);
 mgpo_status mgpo_check_writable(const mgpo_state *st, const void *p, size_t bytes);
 mgpo_status mgpo_check_readable(const mgpo_state *st, const void *p, size_t bytes);
 bool mgpo_ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes);
+/* mgpo_check_readable for a gradient buffer, which also must not overlap an
+ * external momentum, and for an external momentum, which must not overlap a
+ * gradient buffer (MGPO_ERR_OVERLAP). */
+mgpo_status mgpo_check_grads_buffer(const mgpo_state *st, const void *p, size_t bytes);
+mgpo_status mgpo_check_momentum_buffer(const mgpo_state *st, const void *p, size_t bytes);
 /* Appends one slot (with its blocks and moments) for item `item`. */
 /* With param_type bf16/fp16 the slot gets master weights converted from
  * `params` and writes `params` as its `out` buffer. */
 mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
                           const void *grads, mgpo_dtype grad_type, size_t count,
                           const mgpo_tensor_options *o, size_t item, bool perturb);
-/* A bf16/fp16 buffer is read and written as uint16_t: it must be 2-byte
- * aligned (NULL passes). */
+/* A caller's buffer is read and written as elements of its type (float,
+ * or uint16_t for bf16/fp16): its address must be a multiple of the
+ * element size, else the kernels' accesses are undefined (NULL passes). */
 static inline bool mgpo_typed_aligned(const void *p, mgpo_dtype t)
 {
-    return t == MGPO_DTYPE_FLOAT32 || ((uintptr_t)p & 1u) == 0;
+    return ((uintptr_t)p & (mgpo_dtype_size(t) - 1u)) == 0;
 }
 /* Unknown element type: MGPO_ERR_BAD_ENUM. */
 static inline bool mgpo_dtype_valid(mgpo_dtype t)
@@ -298,6 +305,20 @@ static inline float mgpo_bits_float(uint32_t u)
 {
     float x;
     memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* Every NaN the state keeps (a skipped unit's momentum norm, a slot's
+ * momentum_sq in external mode) is this one, the positive quiet NaN with
+ * no payload: a NaN computed by the kernels has a sign and payload that
+ * depend on the instruction set and the compiler's vectorisation, and the
+ * statistics and checkpoint bytes must be the same with every table. */
+#define MGPO_CANONICAL_NAN_BITS UINT64_C(0x7ff8000000000000)
+static inline double mgpo_canonical_nan(double x)
+{
+    if (!isnan(x)) return x;
+    uint64_t bits = MGPO_CANONICAL_NAN_BITS;
+    memcpy(&x, &bits, sizeof x);
     return x;
 }
 

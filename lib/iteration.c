@@ -157,7 +157,7 @@ static mgpo_status perturb(mgpo_state *st)
     if (mgpo_external(st)) {
         mgpo_parallel_blocks(st, momentum_sq_block, NULL, true);
         for (size_t i = 0; i < st->slot_count; i++)
-            st->slots[i].momentum_sq = st->slots[i].block_total;
+            st->slots[i].momentum_sq = mgpo_canonical_nan(st->slots[i].block_total);
     }
 
     double *sq = st->reduce_buf;
@@ -181,7 +181,9 @@ static mgpo_status perturb(mgpo_state *st)
     bool any = false;
     for (size_t u = 0; u < st->unit_count; u++) {
         mgpo_unit *un = &st->units[u];
-        double n = sqrt(sq[u]);
+        /* A NaN norm (a NaN in the momentum; the unit is skipped) is kept
+         * canonical: its bits would depend on the kernel table. */
+        double n = mgpo_canonical_nan(sqrt(sq[u]));
         un->momentum_norm = n;
         un->scale = 0.0;
         un->coefficient = 0.0;
@@ -517,7 +519,7 @@ static mgpo_status step(mgpo_state *st)
     /* Pass 2: restore fused with the update; block_total now gets m^2. */
     mgpo_parallel_blocks(st, update_block, &k, true);
     for (size_t i = 0; i < st->slot_count; i++)
-        st->slots[i].momentum_sq = st->slots[i].block_total;
+        st->slots[i].momentum_sq = mgpo_canonical_nan(st->slots[i].block_total);
     clear_perturbation(st);
     finish_step(st, t, grad_norm, ema_sq);
     return MGPO_OK;

@@ -302,7 +302,7 @@ static mgpo_status check_pair_buffers(const mgpo_state *st, const mgpo_lora_pair
                 mgpo_ranges_overlap(buf[i].ptr, buf[i].bytes, buf[j].ptr, buf[j].bytes))
                 return MGPO_ERR_OVERLAP;
         mgpo_status s = buf[i].written ? mgpo_check_writable(st, buf[i].ptr, buf[i].bytes)
-                                       : mgpo_check_readable(st, buf[i].ptr, buf[i].bytes);
+                                       : mgpo_check_grads_buffer(st, buf[i].ptr, buf[i].bytes);
         if (s != MGPO_OK) return s;
     }
     return MGPO_OK;
@@ -427,8 +427,8 @@ mgpo_status mgpo_set_lora_grads_typed(mgpo_state *st, size_t index, const void *
     mgpo_slot *sa = &st->slots[st->items[index].first_slot], *sb = sa + 1;
     const size_t size = mgpo_dtype_size(grad_type);
     /* Both are checked before either is set. */
-    mgpo_status s = grad_a ? mgpo_check_readable(st, grad_a, sa->count * size) : MGPO_OK;
-    if (s == MGPO_OK && grad_b) s = mgpo_check_readable(st, grad_b, sb->count * size);
+    mgpo_status s = grad_a ? mgpo_check_grads_buffer(st, grad_a, sa->count * size) : MGPO_OK;
+    if (s == MGPO_OK && grad_b) s = mgpo_check_grads_buffer(st, grad_b, sb->count * size);
     if (s != MGPO_OK) return s;
     sa->grads = grad_a;
     sb->grads = grad_b;

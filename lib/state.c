@@ -176,6 +176,46 @@ mgpo_status mgpo_check_readable(const mgpo_state *st, const void *p, size_t byte
     return overlaps_lora_base(st, p, bytes) ? MGPO_ERR_OVERLAP : MGPO_OK;
 }
 
+/* The caller's external momentum of a slot, or NULL (in integrated mode
+ * dir is the state's own m). */
+static const void *external_momentum(const mgpo_slot *sl, size_t *bytes)
+{
+    if (sl->dir_typed) {
+        *bytes = sl->count * mgpo_dtype_size(sl->dir_type);
+        return sl->dir_typed;
+    }
+    *bytes = sl->count * sizeof(float);
+    return sl->dir && sl->dir != sl->m ? sl->dir : NULL;
+}
+
+/* Gradients and external momenta are both only read, but not at the same
+ * moments: the caller's backward pass writes the gradients between perturb
+ * and the restore, which subtracts c*m read again from the momentum, so an
+ * alias would restore wrong parameters with every call returning OK.  So
+ * neither may overlap the other (gradients may alias gradients, momenta
+ * momenta). */
+mgpo_status mgpo_check_grads_buffer(const mgpo_state *st, const void *p, size_t bytes)
+{
+    mgpo_status s = mgpo_check_readable(st, p, bytes);
+    for (size_t i = 0; s == MGPO_OK && i < st->slot_count; i++) {
+        size_t mb;
+        const void *m = external_momentum(&st->slots[i], &mb);
+        if (m && mgpo_ranges_overlap(p, bytes, m, mb)) s = MGPO_ERR_OVERLAP;
+    }
+    return s;
+}
+
+mgpo_status mgpo_check_momentum_buffer(const mgpo_state *st, const void *p, size_t bytes)
+{
+    mgpo_status s = mgpo_check_readable(st, p, bytes);
+    for (size_t i = 0; s == MGPO_OK && i < st->slot_count; i++) {
+        const mgpo_slot *sl = &st->slots[i];
+        if (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, grad_bytes(sl)))
+            s = MGPO_ERR_OVERLAP;
+    }
+    return s;
+}
+
 mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb, size_t *index)
 {
     mgpo_status s = mgpo_grow(st, (void **)&st->items, &st->item_capacity,
@@ -257,7 +297,12 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
     /* Exact: every bf16/fp16 value is a float32.  A NaN or Inf could never
      * leave the master (nor a checkpoint of it load): refused. */
     if (w) {
+        /* In the library's environment: a caller's flush-to-zero would
+         * flush a float16 subnormal's widening. */
+        fenv_t caller;
+        mgpo_fp_enter(&caller);
         mgpo_kernel_load(w, params, param_type, count, 1.0f);
+        mgpo_fp_leave(&caller);
         bool finite = true;
         for (size_t i = 0; i < count; i++) finite &= isfinite(w[i]) != 0;
         if (!finite) {
@@ -345,7 +390,7 @@ mgpo_status mgpo_add_tensor_typed(mgpo_state *st, void *params, mgpo_dtype param
     size_t pbytes = count * mgpo_dtype_size(param_type), gbytes = count * mgpo_dtype_size(grad_type);
     if (grads && mgpo_ranges_overlap(params, pbytes, grads, gbytes)) return MGPO_ERR_OVERLAP;
     s = mgpo_check_writable(st, params, pbytes);
-    if (s == MGPO_OK && grads) s = mgpo_check_readable(st, grads, gbytes);
+    if (s == MGPO_OK && grads) s = mgpo_check_grads_buffer(st, grads, gbytes);
     if (s != MGPO_OK) return s;
 
     size_t slots_before = st->slot_count, item;
@@ -377,7 +422,7 @@ mgpo_status mgpo_set_grad_typed(mgpo_state *st, size_t index, const void *grads,
     if (!mgpo_typed_aligned(grads, grad_type)) return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_slot *sl = &st->slots[st->items[index].first_slot];
     if (grads) {
-        mgpo_status s = mgpo_check_readable(st, grads, sl->count * mgpo_dtype_size(grad_type));
+        mgpo_status s = mgpo_check_grads_buffer(st, grads, sl->count * mgpo_dtype_size(grad_type));
         if (s != MGPO_OK) return s;
     }
     sl->grads = grads;
@@ -393,11 +438,18 @@ mgpo_status mgpo_set_grad(mgpo_state *st, size_t index, const float *grads)
 mgpo_status mgpo_set_grad_scale(mgpo_state *st, double scale)
 {
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
-    if (!(scale >= MGPO_GRAD_SCALE_MIN && scale <= MGPO_GRAD_SCALE_MAX))
-        return MGPO_ERR_BAD_GRAD_SCALE;
-    st->grad_scale = scale;
+    /* The comparisons (a NaN raises FE_INVALID) and the reciprocal (inexact,
+     * rounded) run in the library's environment: the caller's traps, flags
+     * and rounding mode must not see or change them. */
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    bool valid = scale >= MGPO_GRAD_SCALE_MIN && scale <= MGPO_GRAD_SCALE_MAX;
     /* As torch's GradScaler: the reciprocal in double, rounded to float. */
-    st->grad_unscale = (float)(1.0 / scale);
+    float unscale = valid ? (float)(1.0 / scale) : 1.0f;
+    mgpo_fp_leave(&caller);
+    if (!valid) return MGPO_ERR_BAD_GRAD_SCALE;
+    st->grad_scale = scale;
+    st->grad_unscale = unscale;
     return MGPO_OK;
 }
 
@@ -478,7 +530,7 @@ mgpo_status mgpo_set_momentum_typed(mgpo_state *st, size_t index, const void *m,
     if (!mgpo_typed_aligned(m, type)) return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_slot *sl = &st->slots[st->items[index].first_slot];
     if (m) {
-        s = mgpo_check_readable(st, m, sl->count * mgpo_dtype_size(type));
+        s = mgpo_check_momentum_buffer(st, m, sl->count * mgpo_dtype_size(type));
         if (s != MGPO_OK) return s;
     }
     bool typed = m && type != MGPO_DTYPE_FLOAT32;
@@ -499,9 +551,11 @@ mgpo_status mgpo_set_lora_momentum(mgpo_state *st, size_t index, const float *m_
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
     mgpo_status s = check_momentum_target(st, index, MGPO_ITEM_LORA);
     if (s != MGPO_OK) return s;
+    if (!mgpo_typed_aligned(m_a, MGPO_DTYPE_FLOAT32) || !mgpo_typed_aligned(m_b, MGPO_DTYPE_FLOAT32))
+        return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_slot *sa = &st->slots[st->items[index].first_slot], *sb = sa + 1;
-    if (m_a) s = mgpo_check_readable(st, m_a, sa->count * sizeof(float));
-    if (s == MGPO_OK && m_b) s = mgpo_check_readable(st, m_b, sb->count * sizeof(float));
+    if (m_a) s = mgpo_check_momentum_buffer(st, m_a, sa->count * sizeof(float));
+    if (s == MGPO_OK && m_b) s = mgpo_check_momentum_buffer(st, m_b, sb->count * sizeof(float));
     if (s != MGPO_OK) return s;
     sa->dir = m_a;
     sb->dir = m_b;

@@ -127,8 +127,9 @@ static mgpo_status add_typed(api_ctx *c, mgpo_state *st, int broken)
     case 2: gt = (mgpo_dtype)-1; break;
     case 3: n = 0; break;
     case 4: o.reserved[2] = 1; break;
-    /* 8 bytes of bf16 params, fp32 grads from byte 6: overlap by bytes. */
-    case 5: g = (const unsigned char *)c->lora_w + 6; gt = MGPO_DTYPE_FLOAT32; break;
+    /* 8 bytes of bf16 params, fp32 grads from byte 4 (aligned as floats
+     * must be): overlap by bytes. */
+    case 5: g = (const unsigned char *)c->lora_w + 4; gt = MGPO_DTYPE_FLOAT32; break;
     case 6: p = (unsigned char *)c->fresh_p + 254; break; /* last 2 bytes of fresh_p */
     case 7: p = NULL; break;
     case 8: p = (unsigned char *)c->lora_w + 1; break; /* odd address */

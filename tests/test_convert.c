@@ -69,7 +69,9 @@ static uint16_t ref_to_f16(float x)
     double a = fabs((double)x);
     if (a == 0) return sign;
     double r = isinf(x) ? INFINITY : round_to_gap(a, gap_exponent(a, 11, -14));
-    if (r >= 65536.0) return (uint16_t)(sign | 0x7c00);
+    if (isinf(r)) return (uint16_t)(sign | 0x7c00);
+    /* Beyond the largest finite float16: saturated (issue 20). */
+    if (r >= 65536.0) return (uint16_t)(sign | 0x7bff);
     if (r == 0) return sign;
     /* r is a float16 value: find its pattern. */
     int e;
@@ -86,7 +88,8 @@ static uint16_t ref_to_bf16(float x)
     if (isnan(x)) return (uint16_t)((b >> 16) | 0x40);
     if (isinf(x) || x == 0) return (uint16_t)(b >> 16);
     double a = fabs((double)x), r = round_to_gap(a, gap_exponent(a, 8, -126));
-    float rf = r > FLT_MAX ? INFINITY : (float)r; /* exact: r is a bfloat16 value */
+    /* Beyond the largest finite bfloat16: saturated to it (issue 20). */
+    float rf = r > FLT_MAX ? f_of(0x7f7f0000u) : (float)r; /* exact: r is a bfloat16 value */
     return (uint16_t)((bits(rf) >> 16) | ((b >> 16) & 0x8000));
 }
 
