@@ -540,6 +540,29 @@ typedef enum mgpo_dtype {
  *  thread-safe. */
 MGPO_API size_t mgpo_dtype_size(mgpo_dtype type);
 
+/** Widens `count` elements of `type` at src to float32 at dst, exactly
+ *  (every bf16/fp16 value is a float32; a NaN is made quiet, keeping its
+ *  sign and payload's top bits, as F16C's vcvtph2ps does; float32 is copied
+ *  bit for bit): the conversion the library applies to every gradient,
+ *  momentum and parameter buffer it reads.  src is the caller's, read only;
+ *  dst receives `count` floats.  Computes in the library's floating-point
+ *  environment (a caller's denormals-are-zero does not apply).  Errors:
+ *  NULL_ARGUMENT (dst or src NULL with count > 0), BAD_ENUM (type),
+ *  INVALID_ARGUMENT (a buffer misaligned for its element type, or dst and
+ *  src overlapping); nothing is written on error.  Thread-safe (0.4). */
+MGPO_API mgpo_status mgpo_convert_to_float32(float *dst, const void *src, mgpo_dtype type,
+                                             size_t count);
+
+/** Rounds `count` floats at src into elements of `type` at dst exactly as
+ *  the library writes a bf16/fp16 parameter buffer: to nearest, ties to
+ *  even, NaNs made quiet; a finite value beyond the type's largest finite
+ *  value (65504 for float16, about 3.39e38 for bfloat16) saturates to it,
+ *  keeping its sign, where torch's .to() gives Inf (docs/algorithm.md,
+ *  "Mixed precision"); Inf stays Inf.  float32 is copied bit for bit.
+ *  Errors, environment and thread safety as mgpo_convert_to_float32 (0.4). */
+MGPO_API mgpo_status mgpo_convert_from_float32(void *dst, mgpo_dtype type, const float *src,
+                                               size_t count);
+
 /** mgpo_add_tensor for a buffer of any element type: `params` holds `count`
  *  elements of `param_type`, `grads` (may be NULL, set later with
  *  mgpo_set_grad_typed) `count` elements of `grad_type`.  With param_type
@@ -630,6 +653,11 @@ MGPO_API mgpo_status mgpo_get_master_weights(const mgpo_state *state, size_t ind
  *  outside [MGPO_GRAD_SCALE_MIN, MGPO_GRAD_SCALE_MAX]); nothing changes on
  *  error. */
 MGPO_API mgpo_status mgpo_set_grad_scale(mgpo_state *state, double scale);
+
+/** Copies the loss scale S in force (mgpo_set_grad_scale's, or a loaded
+ *  checkpoint's; 1 by default) to *scale: a resumed trainer gives it back
+ *  to its GradScaler.  Read-only.  Errors: NULL_ARGUMENT (0.4). */
+MGPO_API mgpo_status mgpo_get_grad_scale(const mgpo_state *state, double *scale);
 
 /* ---- External optimizer mode (docs/integration.md) ---------------------- */
 

@@ -14,18 +14,18 @@ const char *mgpo_strerror(mgpo_status status)
     switch (status) {
     case MGPO_OK: return "MGPO_OK: success";
     case MGPO_ERR_NULL_ARGUMENT: return "MGPO_ERR_NULL_ARGUMENT: a required pointer is NULL";
-    case MGPO_ERR_INVALID_ARGUMENT: return "MGPO_ERR_INVALID_ARGUMENT: invalid count, index or size";
+    case MGPO_ERR_INVALID_ARGUMENT: return "MGPO_ERR_INVALID_ARGUMENT: invalid count, index, size, value or alignment (a float32 buffer at an address not a multiple of 4, a bf16/fp16 one at an odd address), a gradient type change through an untyped setter, or tensor options that would never change the tensor (lr_scale 0 and perturb 0: a zero-filled mgpo_tensor_options)";
     case MGPO_ERR_OUT_OF_MEMORY: return "MGPO_ERR_OUT_OF_MEMORY: allocation failed";
-    case MGPO_ERR_BAD_LR: return "MGPO_ERR_BAD_LR: learning rate or lr scale negative or not finite";
+    case MGPO_ERR_BAD_LR: return "MGPO_ERR_BAD_LR: learning rate or lr scale negative, not finite or beyond a numeric bound (docs/api.md), or a schedule's min_lr above its peak_lr";
     case MGPO_ERR_BAD_BETA: return "MGPO_ERR_BAD_BETA: beta, momentum, dampening or EMA outside [0, 1), or nesterov without momentum";
-    case MGPO_ERR_BAD_EPSILON: return "MGPO_ERR_BAD_EPSILON: epsilon not positive and finite";
-    case MGPO_ERR_BAD_WEIGHT_DECAY: return "MGPO_ERR_BAD_WEIGHT_DECAY: weight decay negative or not finite";
-    case MGPO_ERR_BAD_RHO: return "MGPO_ERR_BAD_RHO: rho negative or not finite";
+    case MGPO_ERR_BAD_EPSILON: return "MGPO_ERR_BAD_EPSILON: eps or norm_eps not positive and finite, or eps not a normal float";
+    case MGPO_ERR_BAD_WEIGHT_DECAY: return "MGPO_ERR_BAD_WEIGHT_DECAY: weight decay (or its scale) negative or not finite, lr * weight_decay above 1, or an SGD weight decay above 1";
+    case MGPO_ERR_BAD_RHO: return "MGPO_ERR_BAD_RHO: rho negative or not finite, or rho * scale_max above 2^100";
     case MGPO_ERR_BAD_SCALE_MAX: return "MGPO_ERR_BAD_SCALE_MAX: scale_max not positive and finite";
-    case MGPO_ERR_BAD_ENUM: return "MGPO_ERR_BAD_ENUM: unknown optimizer, sign, scope or mode";
-    case MGPO_ERR_BAD_CLIP: return "MGPO_ERR_BAD_CLIP: max_grad_norm negative or not finite";
+    case MGPO_ERR_BAD_ENUM: return "MGPO_ERR_BAD_ENUM: unknown optimizer, sign, scope, mode, direction, rounding, element type, or a flag other than 0 or 1 (a zero-filled mgpo_config has sign 0: start from mgpo_config_default())";
+    case MGPO_ERR_BAD_CLIP: return "MGPO_ERR_BAD_CLIP: max_grad_norm negative or not finite, or nonzero in external optimizer mode (the caller's optimizer clips)";
     case MGPO_ERR_BAD_THREADS: return "MGPO_ERR_BAD_THREADS: num_threads negative";
-    case MGPO_ERR_OVERLAP: return "MGPO_ERR_OVERLAP: a buffer overlaps another registered buffer";
+    case MGPO_ERR_OVERLAP: return "MGPO_ERR_OVERLAP: a buffer overlaps another registered buffer the library writes, or a gradient overlaps an external momentum";
     case MGPO_ERR_NO_TENSORS: return "MGPO_ERR_NO_TENSORS: no tensors registered";
     case MGPO_ERR_NO_GRADIENT: return "MGPO_ERR_NO_GRADIENT: a gradient buffer is not set";
     case MGPO_ERR_NONFINITE_GRADIENT: return "MGPO_ERR_NONFINITE_GRADIENT: NaN or Inf in the gradient; step skipped";
@@ -42,7 +42,7 @@ const char *mgpo_strerror(mgpo_status status)
     case MGPO_ERR_ALLREDUCE: return "MGPO_ERR_ALLREDUCE: the all-reduce hook failed";
     case MGPO_ERR_UNSUPPORTED: return "MGPO_ERR_UNSUPPORTED: not supported by this build";
     case MGPO_ERR_BAD_GRAD_SCALE: return "MGPO_ERR_BAD_GRAD_SCALE: loss scale not finite or outside [2^-64, 2^64]";
-    case MGPO_ERR_RESERVED_FIELD: return "MGPO_ERR_RESERVED_FIELD: a reserved field is nonzero (built against a newer header?)";
+    case MGPO_ERR_RESERVED_FIELD: return "MGPO_ERR_RESERVED_FIELD: a reserved field is nonzero: an uninitialised struct (start from mgpo_config_default(), mgpo_tensor_options_default() or a zero-filled mgpo_lora_pair_typed), or a program built against a newer header";
     }
     return "MGPO_ERR_UNKNOWN: unknown status code";
 }
@@ -220,5 +220,9 @@ mgpo_status mgpo_check_options(const mgpo_config *c, const mgpo_tensor_options *
         if (o->reserved[i] != 0) return MGPO_ERR_RESERVED_FIELD;
     if (!non_negative(o->lr_scale)) return MGPO_ERR_BAD_LR;
     if (!non_negative(o->weight_decay_scale)) return MGPO_ERR_BAD_WEIGHT_DECAY;
+    /* A tensor neither stepped nor perturbed would never change: that is a
+     * zero-filled struct (its defaults are not 0), refused rather than
+     * registered to silently never train. */
+    if (o->lr_scale == 0.0 && o->perturb == 0) return MGPO_ERR_INVALID_ARGUMENT;
     return mgpo_check_rates(c, o->lr_scale, o->weight_decay_scale);
 }

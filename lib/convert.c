@@ -197,3 +197,61 @@ double mgpo_kernel_adamw_typed(float *master, const void *grads, mgpo_dtype grad
         mgpo_kernel_store(out, out_type, master, n);
     return m_sq;
 }
+
+/* ---- The public conversions ------------------------------------------------
+ * Exactly the library's own converters (the table a state would pick, all
+ * tables giving the same bits), in the library's floating-point
+ * environment: a caller's denormals-are-zero would otherwise zero a float16
+ * subnormal's widening. */
+
+static mgpo_status check_conversion(const void *dst, size_t dst_size, const void *src,
+                                    size_t src_size, mgpo_dtype type, size_t count)
+{
+    if ((!dst || !src) && count > 0) return MGPO_ERR_NULL_ARGUMENT;
+    if (!mgpo_dtype_valid(type)) return MGPO_ERR_BAD_ENUM;
+    if (count > SIZE_MAX / sizeof(float)) return MGPO_ERR_INVALID_ARGUMENT;
+    if (!mgpo_typed_aligned(dst, dst_size == 4 ? MGPO_DTYPE_FLOAT32 : type) ||
+        !mgpo_typed_aligned(src, src_size == 4 ? MGPO_DTYPE_FLOAT32 : type))
+        return MGPO_ERR_INVALID_ARGUMENT;
+    if (count > 0 && mgpo_ranges_overlap(dst, count * dst_size, src, count * src_size))
+        return MGPO_ERR_INVALID_ARGUMENT;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_convert_to_float32(float *dst, const void *src, mgpo_dtype type, size_t count)
+{
+    mgpo_status s = check_conversion(dst, sizeof(float), src, mgpo_dtype_size(type), type, count);
+    if (s != MGPO_OK || count == 0) return s;
+    if (type == MGPO_DTYPE_FLOAT32) {
+        memcpy(dst, src, count * sizeof(float)); /* bit for bit, signalling NaNs too */
+        return MGPO_OK;
+    }
+    const mgpo_kernels *k = mgpo_kernels_best();
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    for (size_t i = 0; i < count; i += MGPO_BLOCK_FLOATS) {
+        size_t n = count - i < MGPO_BLOCK_FLOATS ? count - i : MGPO_BLOCK_FLOATS;
+        k->load(dst + i, (const unsigned char *)src + i * mgpo_dtype_size(type), type, n, 1.0f);
+    }
+    mgpo_fp_leave(&caller);
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_convert_from_float32(void *dst, mgpo_dtype type, const float *src, size_t count)
+{
+    mgpo_status s = check_conversion(dst, mgpo_dtype_size(type), src, sizeof(float), type, count);
+    if (s != MGPO_OK || count == 0) return s;
+    if (type == MGPO_DTYPE_FLOAT32) {
+        memcpy(dst, src, count * sizeof(float));
+        return MGPO_OK;
+    }
+    const mgpo_kernels *k = mgpo_kernels_best();
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    for (size_t i = 0; i < count; i += MGPO_BLOCK_FLOATS) {
+        size_t n = count - i < MGPO_BLOCK_FLOATS ? count - i : MGPO_BLOCK_FLOATS;
+        k->store((unsigned char *)dst + i * mgpo_dtype_size(type), type, src + i, n);
+    }
+    mgpo_fp_leave(&caller);
+    return MGPO_OK;
+}

@@ -174,6 +174,12 @@ static inline size_t mgpo_slot_caller_bytes(const mgpo_slot *sl)
     return sl->count * mgpo_dtype_size(sl->out ? sl->out_type : MGPO_DTYPE_FLOAT32);
 }
 
+/* Bytes of a slot's gradient buffer. */
+static inline size_t mgpo_slot_grad_bytes(const mgpo_slot *sl)
+{
+    return sl->count * mgpo_dtype_size(sl->grad_type);
+}
+
 /* Every slot of the item has a momentum to follow (always in integrated mode). */
 static inline bool mgpo_item_attached(const mgpo_state *st, const mgpo_item *it)
 {
@@ -223,6 +229,9 @@ static inline bool mgpo_dtype_valid(mgpo_dtype t)
 {
     return t == MGPO_DTYPE_FLOAT32 || t == MGPO_DTYPE_BFLOAT16 || t == MGPO_DTYPE_FLOAT16;
 }
+/* Registration (and mgpo_set_master_weights) is allowed until the first
+ * step and while not perturbed: else MGPO_ERR_WRONG_PHASE. */
+mgpo_status mgpo_check_registration(const mgpo_state *st);
 /* Appends an item (and its unit under tensor scope); returns its index. */
 mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb,
                           size_t *index);

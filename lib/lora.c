@@ -436,8 +436,14 @@ mgpo_status mgpo_set_lora_grads_typed(mgpo_state *st, size_t index, const void *
     return MGPO_OK;
 }
 
+/* As mgpo_set_grad: the untyped setter keeps the pair's gradient type. */
 mgpo_status mgpo_set_lora_grads(mgpo_state *st, size_t index, const float *grad_a,
                                 const float *grad_b)
 {
-    return mgpo_set_lora_grads_typed(st, index, grad_a, grad_b, MGPO_DTYPE_FLOAT32);
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    if (index >= st->item_count || st->items[index].kind != MGPO_ITEM_LORA)
+        return MGPO_ERR_INVALID_ARGUMENT;
+    mgpo_dtype type = st->slots[st->items[index].first_slot].grad_type;
+    if ((grad_a || grad_b) && type != MGPO_DTYPE_FLOAT32) return MGPO_ERR_INVALID_ARGUMENT;
+    return mgpo_set_lora_grads_typed(st, index, grad_a, grad_b, type);
 }

@@ -11,6 +11,7 @@
  * of (config.seed, completed steps, slot, element). */
 #include "internal.h"
 
+#include <math.h>
 #include <string.h>
 
 /* Stochastic rounding's streams, apart from the random direction's (which
@@ -87,4 +88,82 @@ void mgpo_restore_out_block(const mgpo_state *st, const mgpo_slot *sl, const flo
     st->kernels->load(value, dst, sl->out_type, count, 1.0f);
     st->kernels->unperturb(value, dir, sl->applied, count);
     st->kernels->store(dst, sl->out_type, value, count);
+}
+
+/* ---- Setters and getters ------------------------------------------------- */
+
+mgpo_status mgpo_set_grad_scale(mgpo_state *st, double scale)
+{
+    if (!st) return MGPO_ERR_NULL_ARGUMENT;
+    /* The comparisons (a NaN raises FE_INVALID) and the reciprocal (inexact,
+     * rounded) run in the library's environment: the caller's traps, flags
+     * and rounding mode must not see or change them. */
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    bool valid = scale >= MGPO_GRAD_SCALE_MIN && scale <= MGPO_GRAD_SCALE_MAX;
+    /* As torch's GradScaler: the reciprocal in double, rounded to float. */
+    float unscale = valid ? (float)(1.0 / scale) : 1.0f;
+    mgpo_fp_leave(&caller);
+    if (!valid) return MGPO_ERR_BAD_GRAD_SCALE;
+    st->grad_scale = scale;
+    st->grad_unscale = unscale;
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_get_grad_scale(const mgpo_state *st, double *scale)
+{
+    if (!st || !scale) return MGPO_ERR_NULL_ARGUMENT;
+    *scale = st->grad_scale;
+    return MGPO_OK;
+}
+
+/* The item's slots hold master weights, and `count` is their total. */
+static mgpo_status check_master_target(const mgpo_state *st, size_t index, size_t count)
+{
+    if (index >= st->item_count) return MGPO_ERR_INVALID_ARGUMENT;
+    const mgpo_item *it = &st->items[index];
+    size_t total = 0;
+    for (size_t k = 0; k < it->slot_count; k++) {
+        const mgpo_slot *sl = &st->slots[it->first_slot + k];
+        if (!mgpo_slot_has_master(sl)) return MGPO_ERR_INVALID_ARGUMENT;
+        total += sl->count;
+    }
+    return count == total ? MGPO_OK : MGPO_ERR_INVALID_ARGUMENT;
+}
+
+mgpo_status mgpo_set_master_weights(mgpo_state *st, size_t index, const float *values,
+                                    size_t count)
+{
+    if (!st || !values) return MGPO_ERR_NULL_ARGUMENT;
+    mgpo_status s = check_master_target(st, index, count);
+    if (s != MGPO_OK) return s;
+    if (mgpo_check_registration(st) != MGPO_OK) return MGPO_ERR_WRONG_PHASE;
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(values[i])) return MGPO_ERR_INVALID_ARGUMENT;
+    const mgpo_item *it = &st->items[index];
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    for (size_t k = 0; k < it->slot_count; k++) {
+        mgpo_slot *sl = &st->slots[it->first_slot + k];
+        memcpy(sl->params, values, sl->count * sizeof(float));
+        values += sl->count;
+        for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS)
+            mgpo_publish_block(st, sl, begin, mgpo_block_length(sl, begin), st->step);
+    }
+    mgpo_fp_leave(&caller);
+    return MGPO_OK;
+}
+
+mgpo_status mgpo_get_master_weights(const mgpo_state *st, size_t index, float *dst, size_t count)
+{
+    if (!st || !dst) return MGPO_ERR_NULL_ARGUMENT;
+    mgpo_status s = check_master_target(st, index, count);
+    if (s != MGPO_OK) return s;
+    const mgpo_item *it = &st->items[index];
+    for (size_t k = 0; k < it->slot_count; k++) {
+        const mgpo_slot *sl = &st->slots[it->first_slot + k];
+        memcpy(dst, sl->params, sl->count * sizeof(float));
+        dst += sl->count;
+    }
+    return MGPO_OK;
 }

@@ -1,4 +1,6 @@
-/* State lifetime, memory, the tensor registry and the read-only getters. */
+/* State lifetime, memory, the tensor registry and the read-only getters.
+ * The setters of mixed precision are in mixed.c, those of the external
+ * optimizer mode in external.c. */
 #include "internal.h"
 
 #include <math.h>
@@ -146,16 +148,13 @@ static bool overlaps_lora_base(const mgpo_state *st, const void *p, size_t bytes
     return false;
 }
 
-/* Bytes of a slot's gradient buffer. */
-static size_t grad_bytes(const mgpo_slot *sl) { return sl->count * mgpo_dtype_size(sl->grad_type); }
-
 /* A buffer the library will write must not overlap anything registered. */
 mgpo_status mgpo_check_writable(const mgpo_state *st, const void *p, size_t bytes)
 {
     for (size_t i = 0; i < st->slot_count; i++) {
         const mgpo_slot *sl = &st->slots[i];
         if (mgpo_ranges_overlap(p, bytes, mgpo_slot_caller_params(sl), mgpo_slot_caller_bytes(sl)) ||
-            (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, grad_bytes(sl))) ||
+            (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, mgpo_slot_grad_bytes(sl))) ||
             (sl->dir && sl->dir != sl->m &&
              mgpo_ranges_overlap(p, bytes, sl->dir, sl->count * sizeof(float))) ||
             (sl->dir_typed && mgpo_ranges_overlap(p, bytes, sl->dir_typed,
@@ -174,46 +173,6 @@ mgpo_status mgpo_check_readable(const mgpo_state *st, const void *p, size_t byte
             return MGPO_ERR_OVERLAP;
     }
     return overlaps_lora_base(st, p, bytes) ? MGPO_ERR_OVERLAP : MGPO_OK;
-}
-
-/* The caller's external momentum of a slot, or NULL (in integrated mode
- * dir is the state's own m). */
-static const void *external_momentum(const mgpo_slot *sl, size_t *bytes)
-{
-    if (sl->dir_typed) {
-        *bytes = sl->count * mgpo_dtype_size(sl->dir_type);
-        return sl->dir_typed;
-    }
-    *bytes = sl->count * sizeof(float);
-    return sl->dir && sl->dir != sl->m ? sl->dir : NULL;
-}
-
-/* Gradients and external momenta are both only read, but not at the same
- * moments: the caller's backward pass writes the gradients between perturb
- * and the restore, which subtracts c*m read again from the momentum, so an
- * alias would restore wrong parameters with every call returning OK.  So
- * neither may overlap the other (gradients may alias gradients, momenta
- * momenta). */
-mgpo_status mgpo_check_grads_buffer(const mgpo_state *st, const void *p, size_t bytes)
-{
-    mgpo_status s = mgpo_check_readable(st, p, bytes);
-    for (size_t i = 0; s == MGPO_OK && i < st->slot_count; i++) {
-        size_t mb;
-        const void *m = external_momentum(&st->slots[i], &mb);
-        if (m && mgpo_ranges_overlap(p, bytes, m, mb)) s = MGPO_ERR_OVERLAP;
-    }
-    return s;
-}
-
-mgpo_status mgpo_check_momentum_buffer(const mgpo_state *st, const void *p, size_t bytes)
-{
-    mgpo_status s = mgpo_check_readable(st, p, bytes);
-    for (size_t i = 0; s == MGPO_OK && i < st->slot_count; i++) {
-        const mgpo_slot *sl = &st->slots[i];
-        if (sl->grads && mgpo_ranges_overlap(p, bytes, sl->grads, grad_bytes(sl)))
-            s = MGPO_ERR_OVERLAP;
-    }
-    return s;
 }
 
 mgpo_status mgpo_add_item(mgpo_state *st, mgpo_item_kind kind, bool perturb, size_t *index)
@@ -366,7 +325,7 @@ void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before)
     if (st->config.scope == MGPO_SCOPE_TENSOR) st->unit_count--;
 }
 
-static mgpo_status check_registration(const mgpo_state *st)
+mgpo_status mgpo_check_registration(const mgpo_state *st)
 {
     return (st->step > 0 || st->perturbed) ? MGPO_ERR_WRONG_PHASE : MGPO_OK;
 }
@@ -382,7 +341,7 @@ mgpo_status mgpo_add_tensor_typed(mgpo_state *st, void *params, mgpo_dtype param
         return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_tensor_options o = options ? *options : mgpo_tensor_options_default();
     mgpo_status s = mgpo_check_options(&st->config, &o);
-    if (s == MGPO_OK) s = check_registration(st);
+    if (s == MGPO_OK) s = mgpo_check_registration(st);
     if (s != MGPO_OK) return s;
     /* The random direction's paths assume float32 parameters. */
     if (param_type != MGPO_DTYPE_FLOAT32 && st->config.direction == MGPO_DIRECTION_RANDOM)
@@ -430,136 +389,17 @@ mgpo_status mgpo_set_grad_typed(mgpo_state *st, size_t index, const void *grads,
     return MGPO_OK;
 }
 
+/* The untyped setter never changes the gradient type: on a tensor with
+ * bf16/fp16 gradients a buffer is refused (it would be read as floats,
+ * twice its bytes), NULL unsets and keeps the type. */
 mgpo_status mgpo_set_grad(mgpo_state *st, size_t index, const float *grads)
 {
-    return mgpo_set_grad_typed(st, index, grads, MGPO_DTYPE_FLOAT32);
-}
-
-mgpo_status mgpo_set_grad_scale(mgpo_state *st, double scale)
-{
     if (!st) return MGPO_ERR_NULL_ARGUMENT;
-    /* The comparisons (a NaN raises FE_INVALID) and the reciprocal (inexact,
-     * rounded) run in the library's environment: the caller's traps, flags
-     * and rounding mode must not see or change them. */
-    fenv_t caller;
-    mgpo_fp_enter(&caller);
-    bool valid = scale >= MGPO_GRAD_SCALE_MIN && scale <= MGPO_GRAD_SCALE_MAX;
-    /* As torch's GradScaler: the reciprocal in double, rounded to float. */
-    float unscale = valid ? (float)(1.0 / scale) : 1.0f;
-    mgpo_fp_leave(&caller);
-    if (!valid) return MGPO_ERR_BAD_GRAD_SCALE;
-    st->grad_scale = scale;
-    st->grad_unscale = unscale;
-    return MGPO_OK;
-}
-
-/* ---- Master weights -------------------------------------------------------- */
-
-/* The item's slots hold master weights, and `count` is their total. */
-static mgpo_status check_master_target(const mgpo_state *st, size_t index, size_t count)
-{
-    if (index >= st->item_count) return MGPO_ERR_INVALID_ARGUMENT;
-    const mgpo_item *it = &st->items[index];
-    size_t total = 0;
-    for (size_t k = 0; k < it->slot_count; k++) {
-        const mgpo_slot *sl = &st->slots[it->first_slot + k];
-        if (!mgpo_slot_has_master(sl)) return MGPO_ERR_INVALID_ARGUMENT;
-        total += sl->count;
-    }
-    return count == total ? MGPO_OK : MGPO_ERR_INVALID_ARGUMENT;
-}
-
-mgpo_status mgpo_set_master_weights(mgpo_state *st, size_t index, const float *values,
-                                    size_t count)
-{
-    if (!st || !values) return MGPO_ERR_NULL_ARGUMENT;
-    mgpo_status s = check_master_target(st, index, count);
-    if (s != MGPO_OK) return s;
-    if (check_registration(st) != MGPO_OK) return MGPO_ERR_WRONG_PHASE;
-    for (size_t i = 0; i < count; i++)
-        if (!isfinite(values[i])) return MGPO_ERR_INVALID_ARGUMENT;
-    const mgpo_item *it = &st->items[index];
-    fenv_t caller;
-    mgpo_fp_enter(&caller);
-    for (size_t k = 0; k < it->slot_count; k++) {
-        mgpo_slot *sl = &st->slots[it->first_slot + k];
-        memcpy(sl->params, values, sl->count * sizeof(float));
-        values += sl->count;
-        for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS)
-            mgpo_publish_block(st, sl, begin, mgpo_block_length(sl, begin), st->step);
-    }
-    mgpo_fp_leave(&caller);
-    return MGPO_OK;
-}
-
-mgpo_status mgpo_get_master_weights(const mgpo_state *st, size_t index, float *dst, size_t count)
-{
-    if (!st || !dst) return MGPO_ERR_NULL_ARGUMENT;
-    mgpo_status s = check_master_target(st, index, count);
-    if (s != MGPO_OK) return s;
-    const mgpo_item *it = &st->items[index];
-    for (size_t k = 0; k < it->slot_count; k++) {
-        const mgpo_slot *sl = &st->slots[it->first_slot + k];
-        memcpy(dst, sl->params, sl->count * sizeof(float));
-        dst += sl->count;
-    }
-    return MGPO_OK;
-}
-
-/* ---- External momentum ---------------------------------------------------- */
-
-/* The caller's momentum of a slot: read-only, so it may overlap gradients
- * and other momenta but nothing the library writes.  The perturbation
- * being applied was computed from (and is undone with) the buffers now
- * attached, so they cannot change while perturbed. */
-static mgpo_status check_momentum_target(const mgpo_state *st, size_t index,
-                                         mgpo_item_kind kind)
-{
-    if (index >= st->item_count || st->items[index].kind != kind || !mgpo_external(st))
+    if (index >= st->item_count || st->items[index].kind != MGPO_ITEM_TENSOR)
         return MGPO_ERR_INVALID_ARGUMENT;
-    return st->perturbed ? MGPO_ERR_WRONG_PHASE : MGPO_OK;
-}
-
-mgpo_status mgpo_set_momentum_typed(mgpo_state *st, size_t index, const void *m,
-                                    mgpo_dtype type)
-{
-    if (!st) return MGPO_ERR_NULL_ARGUMENT;
-    mgpo_status s = check_momentum_target(st, index, MGPO_ITEM_TENSOR);
-    if (s != MGPO_OK) return s;
-    if (!mgpo_dtype_valid(type)) return MGPO_ERR_BAD_ENUM;
-    if (!mgpo_typed_aligned(m, type)) return MGPO_ERR_INVALID_ARGUMENT;
-    mgpo_slot *sl = &st->slots[st->items[index].first_slot];
-    if (m) {
-        s = mgpo_check_momentum_buffer(st, m, sl->count * mgpo_dtype_size(type));
-        if (s != MGPO_OK) return s;
-    }
-    bool typed = m && type != MGPO_DTYPE_FLOAT32;
-    sl->dir = typed ? NULL : m;
-    sl->dir_typed = typed ? m : NULL;
-    sl->dir_type = typed ? type : MGPO_DTYPE_FLOAT32;
-    return MGPO_OK;
-}
-
-mgpo_status mgpo_set_momentum(mgpo_state *st, size_t index, const float *m)
-{
-    return mgpo_set_momentum_typed(st, index, m, MGPO_DTYPE_FLOAT32);
-}
-
-mgpo_status mgpo_set_lora_momentum(mgpo_state *st, size_t index, const float *m_a,
-                                   const float *m_b)
-{
-    if (!st) return MGPO_ERR_NULL_ARGUMENT;
-    mgpo_status s = check_momentum_target(st, index, MGPO_ITEM_LORA);
-    if (s != MGPO_OK) return s;
-    if (!mgpo_typed_aligned(m_a, MGPO_DTYPE_FLOAT32) || !mgpo_typed_aligned(m_b, MGPO_DTYPE_FLOAT32))
-        return MGPO_ERR_INVALID_ARGUMENT;
-    mgpo_slot *sa = &st->slots[st->items[index].first_slot], *sb = sa + 1;
-    if (m_a) s = mgpo_check_momentum_buffer(st, m_a, sa->count * sizeof(float));
-    if (s == MGPO_OK && m_b) s = mgpo_check_momentum_buffer(st, m_b, sb->count * sizeof(float));
-    if (s != MGPO_OK) return s;
-    sa->dir = m_a;
-    sb->dir = m_b;
-    return MGPO_OK;
+    mgpo_dtype type = st->slots[st->items[index].first_slot].grad_type;
+    if (grads && type != MGPO_DTYPE_FLOAT32) return MGPO_ERR_INVALID_ARGUMENT;
+    return mgpo_set_grad_typed(st, index, grads, type);
 }
 
 mgpo_status mgpo_get_moments(const mgpo_state *st, size_t index, mgpo_moment which, float *dst,

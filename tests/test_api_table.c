@@ -463,6 +463,26 @@ enum { PLAIN = 0, LORA = 1 };
       mgpo_get_master_weights(c->fresh, 0, OUT(float), 64))                                 \
     X(grad_scale_null, "mgpo_set_grad_scale", MGPO_ERR_NULL_ARGUMENT, PLAIN,                \
       mgpo_set_grad_scale(NULL, 2.0))                                                       \
+    X(get_grad_scale_null, "mgpo_get_grad_scale", MGPO_ERR_NULL_ARGUMENT, PLAIN,            \
+      mgpo_get_grad_scale(NULL, OUT(double)))                                               \
+    X(get_grad_scale_out, "mgpo_get_grad_scale", MGPO_ERR_NULL_ARGUMENT, PLAIN,             \
+      mgpo_get_grad_scale(c->f.st, NULL))                                                   \
+    X(to_float_null, "mgpo_convert_to_float32", MGPO_ERR_NULL_ARGUMENT, PLAIN,              \
+      mgpo_convert_to_float32(NULL, c->lora_w, MGPO_DTYPE_BFLOAT16, 4))                     \
+    X(to_float_enum, "mgpo_convert_to_float32", MGPO_ERR_BAD_ENUM, PLAIN,                   \
+      mgpo_convert_to_float32(OUT(float), c->lora_w, (mgpo_dtype)3, 4))                     \
+    X(to_float_odd, "mgpo_convert_to_float32", MGPO_ERR_INVALID_ARGUMENT, PLAIN,            \
+      mgpo_convert_to_float32(OUT(float), (const unsigned char *)c->lora_w + 1,             \
+                              MGPO_DTYPE_FLOAT16, 4))                                       \
+    X(to_float_overlap, "mgpo_convert_to_float32", MGPO_ERR_INVALID_ARGUMENT, PLAIN,        \
+      mgpo_convert_to_float32((float *)(void *)c->out.bytes,                               \
+                              c->out.bytes + 4, MGPO_DTYPE_BFLOAT16, 4))                   \
+    X(from_float_null, "mgpo_convert_from_float32", MGPO_ERR_NULL_ARGUMENT, PLAIN,          \
+      mgpo_convert_from_float32(OUT(uint16_t), MGPO_DTYPE_FLOAT16, NULL, 4))                \
+    X(from_float_enum, "mgpo_convert_from_float32", MGPO_ERR_BAD_ENUM, PLAIN,               \
+      mgpo_convert_from_float32(OUT(uint16_t), (mgpo_dtype)-1, c->lora_w, 4))               \
+    X(from_float_odd, "mgpo_convert_from_float32", MGPO_ERR_INVALID_ARGUMENT, PLAIN,        \
+      mgpo_convert_from_float32(c->out.bytes + 1, MGPO_DTYPE_BFLOAT16, c->lora_w, 4))       \
     X(grad_scale_zero, "mgpo_set_grad_scale", MGPO_ERR_BAD_GRAD_SCALE, PLAIN,               \
       mgpo_set_grad_scale(c->f.st, 0.0))                                                    \
     X(grad_scale_neg, "mgpo_set_grad_scale", MGPO_ERR_BAD_GRAD_SCALE, PLAIN,                \
