@@ -39,8 +39,11 @@
  * and on each worker and takes away on return, restoring the thread's own
  * environment exactly (its status flags included: the library's own are not
  * reported).  Results do not depend on the caller's environment or a
- * worker's, and the caller may change its own at any time.  The stateless
- * mgpo_schedule_lr computes in the caller's environment.
+ * worker's, and the caller may change its own at any time: no call raises
+ * a trap the caller enabled.  This covers the validation
+ * (mgpo_config_validate, mgpo_create, mgpo_set_lr, mgpo_set_rho,
+ * mgpo_set_grad_scale) and the conversions (mgpo_convert_*) too.  The
+ * stateless mgpo_schedule_lr computes in the caller's environment.
  */
 #ifndef MGPO_H
 #define MGPO_H
@@ -85,10 +88,29 @@ extern "C" {
  *    with MGPO_ERR_RESERVED_FIELD instead of ignoring a setting it does
  *    not know.  The structs the library fills in (mgpo_stats,
  *    mgpo_unit_stats) end in reserved words that it sets to 0 and may
- *    later fill.  Always start from mgpo_config_default(),
- *    mgpo_tensor_options_default() or a zero-filled struct.
+ *    later fill.  Always start from mgpo_config_default() (or another
+ *    profile) and mgpo_tensor_options_default(), whose defaults are not 0
+ *    (a zero-filled mgpo_config is refused: sign 0 is BAD_ENUM; a
+ *    zero-filled mgpo_tensor_options too: INVALID_ARGUMENT, see
+ *    mgpo_add_tensor), and from a zero-filled mgpo_lora_pair_typed (all
+ *    float32, reserved words 0).
  * 5. Only when that room runs out, or a field must change, does the SONAME
  *    change, and the header lists what changed (below).
+ *
+ * Changes from 0.3 to 0.4 (issue 20; no struct changed, so a program
+ * built against 0.3 keeps working unless it relied on what is now
+ * refused): new functions mgpo_convert_to_float32,
+ * mgpo_convert_from_float32 and mgpo_get_grad_scale.  Refused now with
+ * MGPO_ERR_INVALID_ARGUMENT: a float32 buffer at an address that is not a
+ * multiple of 4; tensor options with lr_scale 0 and perturb 0 (a
+ * zero-filled struct); a bf16/fp16 gradient or momentum type changed by
+ * the untyped mgpo_set_grad, mgpo_set_lora_grads or mgpo_set_momentum.
+ * Refused with MGPO_ERR_OVERLAP: an external momentum overlapping a
+ * gradient buffer (and the reverse).  A finite value beyond a bf16/fp16
+ * type's largest finite value saturates to it in every buffer the library
+ * writes (0.3 wrote Inf).  mgpo_set_grad_scale and mgpo_config_validate
+ * (so mgpo_create, mgpo_set_rho, mgpo_set_lr) compute in the library's
+ * floating-point environment.  Checkpoints: unchanged (format version 3).
  *
  * Changes from 0.2 to 0.3 (libmgpo.so.0.2 -> libmgpo.so.0.3): mixed
  * precision.  mgpo_config gained `rounding` (0 = round to nearest even) and
@@ -147,7 +169,8 @@ MGPO_API const char *mgpo_version_string(void);
 typedef enum mgpo_status {
     MGPO_OK = 0,
     MGPO_ERR_NULL_ARGUMENT = 1,       /* a required pointer is NULL */
-    MGPO_ERR_INVALID_ARGUMENT = 2,    /* zero count, bad index, bad size ... */
+    MGPO_ERR_INVALID_ARGUMENT = 2,    /* zero count, bad index, bad size, a buffer
+                                         misaligned for its element type ... */
     MGPO_ERR_OUT_OF_MEMORY = 3,       /* the allocator returned NULL */
     MGPO_ERR_BAD_LR = 4,              /* lr or lr scale negative, not finite, or beyond a numeric bound */
     MGPO_ERR_BAD_BETA = 5,            /* a beta/momentum/dampening/EMA outside [0, 1) */
@@ -158,7 +181,9 @@ typedef enum mgpo_status {
     MGPO_ERR_BAD_ENUM = 10,           /* unknown optimizer, sign, scope, mode */
     MGPO_ERR_BAD_CLIP = 11,           /* max_grad_norm negative, not finite, or > 0 in external mode */
     MGPO_ERR_BAD_THREADS = 12,        /* num_threads negative */
-    MGPO_ERR_OVERLAP = 13,            /* a registered buffer overlaps another */
+    MGPO_ERR_OVERLAP = 13,            /* a registered buffer overlaps another it may
+                                         not (one the library writes; a gradient
+                                         and an external momentum) */
     MGPO_ERR_NO_TENSORS = 14,         /* perturb/step with nothing registered */
     MGPO_ERR_NO_GRADIENT = 15,        /* step while a gradient pointer is NULL */
     MGPO_ERR_NONFINITE_GRADIENT = 16, /* NaN/Inf gradient or norm, or norm >= 2^50: skipped */
@@ -347,7 +372,9 @@ MGPO_API mgpo_config mgpo_config_nlg_paper(void);
  *  the rate bounds for a tensor with the default options (MGPO_LR_EPS_RATIO
  *  and the rest of docs/api.md, "Numeric bounds": BAD_LR,
  *  BAD_WEIGHT_DECAY).  Fields of the optimizer not selected are checked
- *  too.
+ *  too.  Computes (rho * scale_max, the rates) in the library's
+ *  floating-point environment, so the answer does not depend on the
+ *  caller's rounding mode and raises no trap or flag of the caller's.
  *  NULL gives MGPO_ERR_NULL_ARGUMENT.  Thread-safe. */
 MGPO_API mgpo_status mgpo_config_validate(const mgpo_config *config);
 
@@ -414,23 +441,28 @@ typedef struct mgpo_tensor_options {
     uint64_t reserved[4];      /* 0 (the ABI rule, 4); else RESERVED_FIELD */
 } mgpo_tensor_options;
 
-/** {lr_scale 1, weight_decay_scale 1, perturb 1}.  Pure, thread-safe. */
+/** {lr_scale 1, weight_decay_scale 1, perturb 1}: start from this, not from
+ *  a zero-filled struct, which registration refuses (lr_scale 0 with
+ *  perturb 0 would never change the tensor: INVALID_ARGUMENT).  Pure,
+ *  thread-safe. */
 MGPO_API mgpo_tensor_options mgpo_tensor_options_default(void);
 
 /** Registers a parameter tensor of `count` floats.
  *  `params` (required) is read and written by perturb/restore/step; `grads`
  *  (may be NULL now, set later with mgpo_set_grad) is only read, by step.
  *  Both stay owned by the caller and must remain valid until mgpo_destroy or
- *  until replaced.  Neither needs any alignment.  `options` NULL means
- *  defaults.  The new tensor's index (0, 1, ... over tensors and pairs in
+ *  until replaced.  Both must be aligned as floats are (an address that is
+ *  a multiple of 4), else INVALID_ARGUMENT: the kernels access them as
+ *  float.  `options` NULL means defaults.  The new tensor's index (0, 1, ... over tensors and pairs in
  *  registration order) is written to *index when index is not NULL.
  *  Allowed only until the first successful mgpo_step (a perturb before it is
  *  a no-op).  Allocates the moments (and 4 bytes per element for the exact
  *  restore, for a perturbed tensor in exact restore mode).
  *  Errors: NULL_ARGUMENT (state or params), INVALID_ARGUMENT (count 0, or
- *  count above SIZE_MAX / 16),
+ *  count above SIZE_MAX / 16, a misaligned buffer, or options with
+ *  lr_scale 0 and perturb 0, such as a zero-filled struct),
  *  OVERLAP (params overlaps grads, or any buffer of an earlier registration
- *  that is written), BAD_LR / BAD_WEIGHT_DECAY (negative or non-finite
+ *  that is written; grads overlaps an attached external momentum), BAD_LR / BAD_WEIGHT_DECAY (negative or non-finite
  *  scales, or lr * lr_scale, weight_decay * weight_decay_scale beyond the
  *  numeric bounds of docs/api.md), RESERVED_FIELD (options), WRONG_PHASE,
  *  OUT_OF_MEMORY. */
@@ -441,8 +473,13 @@ MGPO_API mgpo_status mgpo_add_tensor(mgpo_state *state, float *params,
 
 /** Sets or replaces the gradient buffer of tensor `index` (e.g. when the
  *  trainer allocates gradients lazily at its first backward pass).  NULL
- *  unsets it.  Allowed at any time.  Errors: NULL_ARGUMENT (state),
- *  INVALID_ARGUMENT (bad index or the index names a LoRA pair), OVERLAP. */
+ *  unsets it.  Allowed at any time.  Never changes the gradient's element
+ *  type: on a tensor whose gradients are bf16/fp16 a buffer is refused
+ *  (INVALID_ARGUMENT; NULL unsets and keeps the type): use
+ *  mgpo_set_grad_typed.  Errors: NULL_ARGUMENT (state), INVALID_ARGUMENT
+ *  (bad index, the index names a LoRA pair, a bf16/fp16 gradient type, a
+ *  misaligned buffer), OVERLAP (a buffer the library writes, or an
+ *  attached external momentum). */
 MGPO_API mgpo_status mgpo_set_grad(mgpo_state *state, size_t index,
                                    const float *grads);
 
@@ -488,7 +525,10 @@ MGPO_API mgpo_status mgpo_add_lora_pair(mgpo_state *state,
                                         size_t *index);
 
 /** Sets or replaces the gradient buffers of LoRA pair `index` (NULL unsets).
- *  Errors: NULL_ARGUMENT (state), INVALID_ARGUMENT (not a pair), OVERLAP. */
+ *  As mgpo_set_grad, never changes the element type (a pair with bf16/fp16
+ *  gradients: INVALID_ARGUMENT unless both are NULL).  Errors:
+ *  NULL_ARGUMENT (state), INVALID_ARGUMENT (not a pair, a bf16/fp16
+ *  gradient type, a misaligned buffer), OVERLAP (as mgpo_set_grad). */
 MGPO_API mgpo_status mgpo_set_lora_grads(mgpo_state *state, size_t index,
                                          const float *grad_a,
                                          const float *grad_b);
@@ -502,7 +542,12 @@ MGPO_API mgpo_status mgpo_set_lora_grads(mgpo_state *state, size_t index,
  * float32) or from a float32 copy given with mgpo_set_master_weights.  The
  * optimizer steps the master; after each step the caller's buffer receives
  * the master rounded to its type (config.rounding: nearest even, or
- * stochastic).  A perturbation writes round_nearest(master + c*m) into the
+ * stochastic).  Every value the library writes into a bf16/fp16 buffer is
+ * saturated: a finite float32 beyond the type's largest finite value
+ * (65504 for float16, 0x7f7f, about 3.39e38, for bfloat16) is written as
+ * that value with its sign, never as Inf (torch's .to() would give Inf),
+ * so no finite master, perturbation or step puts an Inf into a caller's
+ * buffer (the master keeps the true value).  An Inf or NaN stays one.  A perturbation writes round_nearest(master + c*m) into the
  * caller's buffer and leaves the master alone, and the restore writes the
  * rounded master back: bit-exact by construction, in either restore mode,
  * with no backup (the exact mode's 4 bytes per element are not allocated
@@ -571,9 +616,9 @@ MGPO_API mgpo_status mgpo_convert_from_float32(void *dst, mgpo_dtype type, const
  *  `params` at every perturb, restore and step (see above; in external
  *  mode no master: only perturb and restore write it).  Ownership,
  *  phase rules as mgpo_add_tensor; a bf16/fp16 buffer must be 2-byte
- *  aligned (a float32 one needs no more than a float).  Errors: as
+ *  aligned, a float32 one 4-byte aligned.  Errors: as
  *  mgpo_add_tensor (byte ranges for OVERLAP), and BAD_ENUM (an unknown
- *  type), INVALID_ARGUMENT (a bf16/fp16 buffer at an odd address, or, for
+ *  type), INVALID_ARGUMENT (a buffer misaligned for its type, or, for
  *  master weights, a NaN or Inf in `params`), UNSUPPORTED (a bf16/fp16
  *  param_type with config.direction RANDOM). */
 MGPO_API mgpo_status mgpo_add_tensor_typed(mgpo_state *state, void *params,
@@ -584,8 +629,9 @@ MGPO_API mgpo_status mgpo_add_tensor_typed(mgpo_state *state, void *params,
 
 /** mgpo_set_grad for a gradient buffer of any element type (`count` of the
  *  tensor's elements of `grad_type`); the type may differ from the one
- *  given before.  Errors: as mgpo_set_grad, BAD_ENUM, INVALID_ARGUMENT (a
- *  bf16/fp16 buffer at an odd address). */
+ *  given before (this is the call that changes it).  Errors: as
+ *  mgpo_set_grad, BAD_ENUM, INVALID_ARGUMENT (a buffer misaligned for its
+ *  type). */
 MGPO_API mgpo_status mgpo_set_grad_typed(mgpo_state *state, size_t index, const void *grads,
                                          mgpo_dtype grad_type);
 
@@ -629,8 +675,9 @@ MGPO_API mgpo_status mgpo_set_lora_grads_typed(mgpo_state *state, size_t index,
 /** Replaces the master weights of item `index` (a bf16/fp16 tensor, or a
  *  pair with bf16/fp16 A and B: A's elements first, then B's) by the
  *  `count` floats at `values` (copied), and writes their rounding into the
- *  caller's buffer: for a trainer that keeps float32 weights in its own
- *  checkpoint.  Allowed until the first step.  Errors: NULL_ARGUMENT,
+ *  caller's buffer (saturated: a finite master of 70000 gives an fp16
+ *  buffer 65504, the master stays 70000): for a trainer that keeps float32
+ *  weights in its own checkpoint.  Allowed until the first step.  Errors: NULL_ARGUMENT,
  *  INVALID_ARGUMENT (bad index, an item without master weights, count not
  *  the item's, or a value that is not finite), WRONG_PHASE.  Nothing
  *  changes on error. */
@@ -700,10 +747,16 @@ MGPO_API mgpo_status mgpo_get_grad_scale(const mgpo_state *state, double *scale)
  *  whenever it moves.  The caller owns it; keep it valid and at its address
  *  until replaced or mgpo_destroy, and do not change its values between
  *  mgpo_perturb and the restore (the restore subtracts c*m with it).
+ *  m must be 4-byte aligned.  It may not overlap a gradient buffer (the
+ *  backward pass writes the gradients between perturb and the restore,
+ *  which reads m again): OVERLAP.  Never changes the momentum's element
+ *  type: after mgpo_set_momentum_typed with bf16/fp16 a buffer is refused
+ *  (INVALID_ARGUMENT; NULL detaches and keeps the type).
  *  Errors: NULL_ARGUMENT (state), INVALID_ARGUMENT (bad index, the index
- *  names a LoRA pair, or the state is not in external mode), WRONG_PHASE
- *  (the state is perturbed), OVERLAP (m overlaps a buffer the library
- *  writes).  Nothing changes on error. */
+ *  names a LoRA pair, the state is not in external mode, a misaligned
+ *  buffer, a bf16/fp16 momentum type), WRONG_PHASE (the state is
+ *  perturbed), OVERLAP (m overlaps a buffer the library writes, or a
+ *  gradient buffer).  Nothing changes on error. */
 MGPO_API mgpo_status mgpo_set_momentum(mgpo_state *state, size_t index, const float *m);
 
 /** mgpo_set_momentum for a momentum buffer of any element type: `count`
@@ -711,7 +764,8 @@ MGPO_API mgpo_status mgpo_set_momentum(mgpo_state *state, size_t index, const fl
  *  exp_avg).  perturb widens it to float32 (exactly) as it reads it, so the
  *  perturbation is the one of its float32 values.  Tensors only (a pair's
  *  momenta are float32).  Errors: as mgpo_set_momentum, BAD_ENUM (type),
- *  INVALID_ARGUMENT (a bf16/fp16 buffer at an odd address). */
+ *  INVALID_ARGUMENT (a buffer misaligned for its type); `type` is kept
+ *  for mgpo_set_momentum's rule. */
 MGPO_API mgpo_status mgpo_set_momentum_typed(mgpo_state *state, size_t index, const void *m,
                                              mgpo_dtype type);
 
@@ -759,8 +813,9 @@ MGPO_API mgpo_status mgpo_get_moments(const mgpo_state *state, size_t index,
  *  the parameters: the restore starts from the perturbed values (changing
  *  the floating-point environment is fine).  With config.direction
  *  MGPO_DIRECTION_RANDOM the vector added is c'_U * z instead of c_U * m,
- *  z a seeded Gaussian (docs/algorithm.md), c'_U = c_U * ||m_U|| / ||z_U||:
- *  the same norm.  Errors: NULL_ARGUMENT, NO_TENSORS, ALLREDUCE (nothing
+ *  z a seeded Gaussian (docs/algorithm.md), c'_U = c_U * ||m_U|| / ||z_U||,
+ *  ||z_U|| over the items that move (in external mode those with their
+ *  momentum attached): the same norm.  Errors: NULL_ARGUMENT, NO_TENSORS, ALLREDUCE (nothing
  *  changed), UNSUPPORTED (random direction with an all-reduce hook
  *  installed: its norm would be local). */
 MGPO_API mgpo_status mgpo_perturb(mgpo_state *state);

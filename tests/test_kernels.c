@@ -691,6 +691,56 @@ START_TEST(test_training_bitwise)
 }
 END_TEST
 
+/* Issue 20: the stores into bf16/fp16 saturate a finite value beyond the
+ * type's largest (never Inf), with the same bits in every table: nearest,
+ * perturb_store and stochastic (the fused AdamW step: test_promises.c), at the edges
+ * (65504, 65519, 65520, 65535, 70000, bfloat16's tie with Inf, FLT_MAX),
+ * at every lane position of a vector and in the scalar tails. */
+START_TEST(test_saturating_stores)
+{
+    const mgpo_kernels *fast = fast_table(), *port = mgpo_kernels_portable();
+    enum { N = 45 };
+    const float edges[] = {65504.0f, 65519.0f, 65520.0f, 65535.0f, 70000.0f, 1e30f,
+                           FLT_MAX, mgpo_bits_float(0x7f7f7fffu), mgpo_bits_float(0x7f7f8000u),
+                           mgpo_bits_float(0x7f7f0000u), INFINITY, 1.0f, 0.0f};
+    const size_t E = sizeof edges / sizeof edges[0];
+    float x[N], m[N];
+    uint16_t a[N], b[N];
+    for (size_t rot = 0; rot < 8; rot++) {
+        for (size_t i = 0; i < N; i++) {
+            float e = edges[(i + rot) % E];
+            x[i] = (i & 1) ? -e : e;
+            m[i] = (i % 3 == 0) ? 0.0f : ((i & 1) ? -1.0f : 1.0f);
+        }
+        for (int t = 0; t < 2; t++) {
+            mgpo_dtype type = t ? MGPO_DTYPE_BFLOAT16 : MGPO_DTYPE_FLOAT16;
+            const uint16_t inf = t ? 0x7f80u : 0x7c00u, max = t ? 0x7f7fu : 0x7bffu;
+            port->store(a, type, x, N);
+            for (size_t i = 0; i < N; i++) {
+                uint16_t mag = (uint16_t)(a[i] & 0x7fffu);
+                if (isinf(x[i])) ck_assert_uint_eq(mag, inf);
+                else ck_assert_msg(mag != inf, "type %d: %g stored as Inf", t, (double)x[i]);
+                if (isfinite(x[i]) && fabsf(x[i]) >= (t ? FLT_MAX : 65520.0f))
+                    ck_assert_uint_eq(mag, max);
+            }
+            if (!fast) continue;
+            fast->store(b, type, x, N);
+            ck_assert_mem_eq(a, b, sizeof a);
+            port->perturb_store(a, type, x, m, 1e4f, N);
+            fast->perturb_store(b, type, x, m, 1e4f, N);
+            ck_assert_mem_eq(a, b, sizeof a);
+            for (uint64_t key = 1; key < 5; key++) {
+                port->store_stochastic(a, type, x, N, key, rot);
+                fast->store_stochastic(b, type, x, N, key, rot);
+                ck_assert_mem_eq(a, b, sizeof a);
+                for (size_t i = 0; i < N; i++)
+                    if (isfinite(x[i])) ck_assert_uint_ne(a[i] & 0x7fffu, inf);
+            }
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_best_is_fast)
 {
     const mgpo_kernels *fast = mgpo_kernels_avx2();
@@ -713,6 +763,7 @@ int main(void)
     tcase_add_test(tc, test_exact_capacity_boundary);
     tcase_add_loop_test(tc, test_fused_exact_is_restore_then_step, 0, 4);
     tcase_add_loop_test(tc, test_training_bitwise, 0, 8);
+    tcase_add_test(tc, test_saturating_stores);
     tcase_add_test(tc, test_best_is_fast);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
