@@ -114,40 +114,69 @@ size_t mgpo_dtype_size(mgpo_dtype type)
     return 0;
 }
 
-/* ---- Block kernels (the portable table's) -------------------------------- */
+/* ---- Block kernels (the portable table's) --------------------------------
+ * Each switches on every element type.  Registration refuses an unknown
+ * one (MGPO_ERR_BAD_ENUM), so none reaches here; should one ever, the
+ * kernels fail closed: a load yields NaN (a gradient the step refuses, a
+ * momentum norm perturb skips), a store writes nothing (its element size
+ * is unknown). */
+
+static void fill_nan(float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = mgpo_bits_float(0x7fc00000u);
+}
 
 void mgpo_kernel_load(float *dst, const void *src, mgpo_dtype type, size_t n, float scale)
 {
-    if (type == MGPO_DTYPE_FLOAT32) {
-        const float *s = src;
-        for (size_t i = 0; i < n; i++) dst[i] = s[i] * scale;
+    const float *f = src;
+    const uint16_t *h = src;
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32:
+        for (size_t i = 0; i < n; i++) dst[i] = f[i] * scale;
+        return;
+    case MGPO_DTYPE_BFLOAT16:
+        for (size_t i = 0; i < n; i++) dst[i] = mgpo_bits_float((uint32_t)h[i] << 16) * scale;
+        return;
+    case MGPO_DTYPE_FLOAT16:
+        for (size_t i = 0; i < n; i++) dst[i] = mgpo_f16_to_f32(h[i]) * scale;
         return;
     }
-    const uint16_t *h = src;
-    if (type == MGPO_DTYPE_BFLOAT16)
-        for (size_t i = 0; i < n; i++) dst[i] = mgpo_bits_float((uint32_t)h[i] << 16) * scale;
-    else
-        for (size_t i = 0; i < n; i++) dst[i] = mgpo_f16_to_f32(h[i]) * scale;
+    fill_nan(dst, n);
 }
 
 void mgpo_kernel_store(void *dst, mgpo_dtype type, const float *src, size_t n)
 {
     uint16_t *h = dst;
-    if (type == MGPO_DTYPE_BFLOAT16)
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: /* exact: no rounding to do */
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    case MGPO_DTYPE_BFLOAT16:
         for (size_t i = 0; i < n; i++) h[i] = mgpo_f32_to_bf16(src[i]);
-    else
+        return;
+    case MGPO_DTYPE_FLOAT16:
         for (size_t i = 0; i < n; i++) h[i] = mgpo_f32_to_f16(src[i]);
+        return;
+    }
 }
 
 void mgpo_kernel_perturb_store(void *dst, mgpo_dtype type, const float *p, const float *m,
                                float coefficient, size_t n)
 {
     /* p + c*m rounded as mgpo_kernel_perturb rounds it, then to the type. */
+    float *f = dst;
     uint16_t *h = dst;
-    if (type == MGPO_DTYPE_BFLOAT16)
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32:
+        for (size_t i = 0; i < n; i++) f[i] = p[i] + coefficient * m[i];
+        return;
+    case MGPO_DTYPE_BFLOAT16:
         for (size_t i = 0; i < n; i++) h[i] = mgpo_f32_to_bf16(p[i] + coefficient * m[i]);
-    else
+        return;
+    case MGPO_DTYPE_FLOAT16:
         for (size_t i = 0; i < n; i++) h[i] = mgpo_f32_to_f16(p[i] + coefficient * m[i]);
+        return;
+    }
 }
 
 /* One 64-bit hash serves four bfloat16 or two float16 elements: the hash,
@@ -157,18 +186,24 @@ void mgpo_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t 
 {
     uint16_t *h = dst;
     uint64_t bits = 0;
-    if (type == MGPO_DTYPE_BFLOAT16) {
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: /* exact: nothing to round */
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    case MGPO_DTYPE_BFLOAT16:
         for (size_t i = 0; i < n; i++) {
             uint64_t e = first_index + i;
             if (i == 0 || (e & 3u) == 0) bits = mgpo_random_bits(key, e >> 2);
             h[i] = mgpo_f32_to_bf16_stochastic(src[i], (uint16_t)(bits >> (16u * (e & 3u))));
         }
-    } else {
+        return;
+    case MGPO_DTYPE_FLOAT16:
         for (size_t i = 0; i < n; i++) {
             uint64_t e = first_index + i;
             if (i == 0 || (e & 1u) == 0) bits = mgpo_random_bits(key, e >> 1);
             h[i] = mgpo_f32_to_f16_stochastic(src[i], (uint32_t)(bits >> (32u * (e & 1u))));
         }
+        return;
     }
 }
 

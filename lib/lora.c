@@ -216,13 +216,20 @@ void mgpo_lora_base_perturb(mgpo_state *st, mgpo_item *item, float coefficient)
                 for (size_t j = 0; j < n; j++)
                     acc[j] += x * (double)ak[j] + y * (double)mak[j];
             }
-            if (type == MGPO_DTYPE_FLOAT32) {
+            /* A float32 W in place; a bf16/fp16 one through float32 (every
+             * type: registration refused any other, BAD_ENUM). */
+            switch (type) {
+            case MGPO_DTYPE_FLOAT32: {
                 float *wf = (float *)(void *)wi;
                 for (size_t j = 0; j < n; j++) wf[j] = (float)((double)wf[j] + cs * acc[j]);
-            } else {
+                break;
+            }
+            case MGPO_DTYPE_BFLOAT16:
+            case MGPO_DTYPE_FLOAT16:
                 st->kernels->load(row, wi, type, n, 1.0f);
                 for (size_t j = 0; j < n; j++) row[j] = (float)((double)row[j] + cs * acc[j]);
                 st->kernels->store(wi, type, row, n);
+                break;
             }
         }
     }
