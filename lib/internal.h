@@ -29,9 +29,27 @@
 #define MGPO_STREAM_MIN_FLOATS (16u << 20)
 #endif
 
+/* What a slot's caller buffer is and who keeps its float32 values: set once
+ * at registration (mgpo_add_slot) and never re-derived from which pointers
+ * are NULL.  The pointer fields below stay as they were (checkpoint.c reads
+ * them); this says which of them exist. */
+typedef enum mgpo_slot_kind {
+    /* The caller's float32 parameters, in `params`: the kernels step and
+     * perturb them in place (integrated or external mode). */
+    MGPO_SLOT_FLOAT32 = 0,
+    /* The caller's bf16/fp16 buffer `out`; the state's float32 master in
+     * `params` (integrated mode): the master is stepped, never perturbed,
+     * and `out` receives its rounding. */
+    MGPO_SLOT_MASTER = 1,
+    /* The caller's bf16/fp16 buffer `out` with no master (external mode,
+     * params NULL): perturbed and restored in place, through float32. */
+    MGPO_SLOT_TYPED_OUT = 2
+} mgpo_slot_kind;
+
 /* One float buffer that the base optimizer steps: a plain tensor, or the A or
  * the B matrix of a LoRA pair. */
 typedef struct mgpo_slot {
+    mgpo_slot_kind kind;
     float *params;          /* caller's; for a bf16/fp16 buffer the state's
                                float32 master weights (`out` is the caller's) */
     const void *grads;      /* caller's, may be NULL until set */
@@ -162,16 +180,20 @@ static inline bool mgpo_external(const mgpo_state *st)
 }
 
 /* The slot keeps float32 master weights (in params) for a bf16/fp16 buffer. */
-static inline bool mgpo_slot_has_master(const mgpo_slot *sl) { return sl->out && sl->params; }
+static inline bool mgpo_slot_has_master(const mgpo_slot *sl) { return sl->kind == MGPO_SLOT_MASTER; }
+
+/* The caller's parameter buffer is bf16/fp16 (`out`), with or without a
+ * master. */
+static inline bool mgpo_slot_typed_out(const mgpo_slot *sl) { return sl->kind != MGPO_SLOT_FLOAT32; }
 
 /* Bytes of the caller's parameter buffer of a slot, and its address. */
 static inline void *mgpo_slot_caller_params(const mgpo_slot *sl)
 {
-    return sl->out ? sl->out : (void *)sl->params;
+    return mgpo_slot_typed_out(sl) ? sl->out : (void *)sl->params;
 }
 static inline size_t mgpo_slot_caller_bytes(const mgpo_slot *sl)
 {
-    return sl->count * mgpo_dtype_size(sl->out ? sl->out_type : MGPO_DTYPE_FLOAT32);
+    return sl->count * mgpo_dtype_size(mgpo_slot_typed_out(sl) ? sl->out_type : MGPO_DTYPE_FLOAT32);
 }
 
 /* Bytes of a slot's gradient buffer. */

@@ -60,7 +60,7 @@ static double perturb_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
     float scratch[MGPO_BLOCK_FLOATS];
     const float *m = mgpo_direction_block(st, sl, begin, count, scratch);
     /* A bf16/fp16 buffer (params is NULL in external mode). */
-    if (sl->out) {
+    if (mgpo_slot_typed_out(sl)) {
         mgpo_perturb_out_block(st, sl, m, begin, count);
         return 0.0;
     }
@@ -259,7 +259,7 @@ static double restore_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t 
     }
     float scratch[MGPO_BLOCK_FLOATS];
     const float *m = mgpo_direction_block(st, sl, begin, count, scratch);
-    if (sl->out) {
+    if (sl->kind == MGPO_SLOT_TYPED_OUT) {
         mgpo_restore_out_block(st, sl, m, begin, count);
         return 0.0;
     }
@@ -340,7 +340,7 @@ static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t c
      * A random direction is not m: such a block is restored on its own
      * first, and the kernel sees it clean.  A master is never perturbed:
      * the caller's buffer gets the new rounding after the update. */
-    if (sl->out) {
+    if (sl->kind == MGPO_SLOT_MASTER) {
         /* src is the clean master already. */
     } else if (sl->applied != 0.0f && st->config.direction == MGPO_DIRECTION_RANDOM) {
         restore_block(st, sl, begin, count, NULL);
@@ -356,7 +356,7 @@ static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t c
         }
     }
     /* A master with AdamW: one fused pass. */
-    if (sl->out && st->config.optimizer == MGPO_OPTIMIZER_ADAMW) {
+    if (sl->kind == MGPO_SLOT_MASTER && st->config.optimizer == MGPO_OPTIMIZER_ADAMW) {
         mgpo_typed_rounding r = mgpo_slot_rounding(st, sl, begin, k->step);
         return st->kernels->adamw_typed(
             p, mgpo_slot_grads_at(sl, begin), sl->grad_type, st->grad_unscale, m, sl->v + begin,
@@ -368,7 +368,7 @@ static double update_block(mgpo_state *st, mgpo_slot *sl, size_t begin, size_t c
     double m_sq = st->config.optimizer == MGPO_OPTIMIZER_ADAMW
                       ? st->kernels->adamw(p, src, g, m, sl->v + begin, sl, k, count, undo, exact)
                       : st->kernels->sgd(p, src, g, m, sl, k, count, undo, exact);
-    if (sl->out) mgpo_publish_block(st, sl, begin, count, k->step);
+    if (sl->kind == MGPO_SLOT_MASTER) mgpo_publish_block(st, sl, begin, count, k->step);
     return m_sq;
 }
 

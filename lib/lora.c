@@ -63,7 +63,7 @@ static lora_view plain_view(const float *x)
 static lora_view clean_params(const mgpo_slot *sl)
 {
     lora_view v = plain_view(sl->params);
-    if (sl->applied != 0.0f && !sl->out) {
+    if (sl->applied != 0.0f && sl->kind == MGPO_SLOT_FLOAT32) {
         if (sl->backup) v.x = sl->backup;
         else {
             v.m = sl->dir;

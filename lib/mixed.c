@@ -61,7 +61,7 @@ void mgpo_perturb_out_block(const mgpo_state *st, const mgpo_slot *sl, const flo
                             size_t begin, size_t count)
 {
     void *dst = (void *)typed_at(sl->out, sl->out_type, begin);
-    if (sl->params) {
+    if (sl->kind == MGPO_SLOT_MASTER) {
         st->kernels->perturb_store(dst, sl->out_type, sl->params + begin, dir, sl->applied, count);
         return;
     }

@@ -275,6 +275,7 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
 
     mgpo_slot *sl = &st->slots[st->slot_count];
     memset(sl, 0, sizeof *sl);
+    sl->kind = !typed ? MGPO_SLOT_FLOAT32 : master ? MGPO_SLOT_MASTER : MGPO_SLOT_TYPED_OUT;
     sl->params = typed ? w : params; /* NULL: external mode, no master */
     sl->out = typed ? params : NULL;
     sl->out_backup = ob;
@@ -307,7 +308,7 @@ static void free_slot(mgpo_state *st, mgpo_slot *sl)
     mgpo_free(st, sl->m, bytes);
     mgpo_free(st, sl->v, bytes);
     mgpo_free(st, sl->backup, bytes);
-    if (sl->out) mgpo_free(st, sl->params, bytes); /* the master (NULL in external mode) */
+    if (mgpo_slot_has_master(sl)) mgpo_free(st, sl->params, bytes);
     mgpo_free(st, sl->out_backup, sl->count * mgpo_dtype_size(sl->out_type));
     mgpo_free(st, sl->block_max, sl->block_count * sizeof(double));
 }
