@@ -90,6 +90,10 @@ typedef struct mgpo_slot {
                                at the last step's pass 1 (block_count values) */
     /* Per-step constants, filled serially before the parallel update. */
     float k_decay, k_step, k_lr;
+    /* The one allocation m, v, backup, the master, out_backup and block_max
+     * point into (state.c), and its size; NULL when the slot owns none. */
+    void *storage;
+    size_t storage_bytes;
 } mgpo_slot;
 
 typedef enum mgpo_item_kind { MGPO_ITEM_TENSOR = 0, MGPO_ITEM_LORA = 1 } mgpo_item_kind;

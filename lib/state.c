@@ -212,6 +212,31 @@ static void update_stream_flags(mgpo_state *st)
         st->slots[i].stream = total >= MGPO_STREAM_MIN_FLOATS;
 }
 
+/* Offsets of a slot's parts in its one allocation.  Each part starts at the
+ * next multiple of MGPO_ALIGNMENT (the first at 0, which mgpo_alloc
+ * aligns); the allocation reserves MGPO_ALIGNMENT - 1 bytes per later part
+ * for that, so its overhead does not depend on the sizes (as one
+ * allocation per part had a fixed overhead each), and is smaller. */
+typedef struct slot_layout {
+    size_t used, total;
+    bool overflow;
+} slot_layout;
+
+/* Appends a part of `bytes` (0: none) and returns its offset. */
+static size_t layout_part(slot_layout *z, size_t bytes)
+{
+    size_t at = (z->used + MGPO_ALIGNMENT - 1) / MGPO_ALIGNMENT * MGPO_ALIGNMENT;
+    if (bytes == 0) return at;
+    size_t reserve = z->total == 0 ? 0 : MGPO_ALIGNMENT - 1;
+    if (bytes > SIZE_MAX - reserve || bytes + reserve > SIZE_MAX - z->total) {
+        z->overflow = true;
+        return at;
+    }
+    z->total += bytes + reserve;
+    z->used = at + bytes; /* <= total: at <= the previous used + reserve */
+    return at;
+}
+
 mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
                           const void *grads, mgpo_dtype grad_type, size_t count,
                           const mgpo_tensor_options *o, size_t item, bool perturb)
@@ -232,25 +257,30 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
     bool master = typed && own;
     bool exact = perturb && st->config.restore_mode == MGPO_RESTORE_EXACT;
     bool backup = exact && !typed, out_backup = exact && typed && !own;
-    size_t out_bytes = count * mgpo_dtype_size(param_type);
-    float *m = own ? mgpo_alloc(st, bytes) : NULL;
-    float *v = adamw ? mgpo_alloc(st, bytes) : NULL;
-    float *b = backup ? mgpo_alloc(st, bytes) : NULL;
-    float *w = master ? mgpo_alloc(st, bytes) : NULL;
-    void *ob = out_backup ? mgpo_alloc(st, out_bytes) : NULL;
-    /* SGD's coupled decay: the step bounds its update by max |theta|. */
-    bool sgd_decay = own && !adamw && st->config.weight_decay * o->weight_decay_scale != 0.0;
-    double *bm = sgd_decay ? mgpo_alloc(st, blocks * sizeof(double)) : NULL;
-    if ((own && !m) || (adamw && !v) || (backup && !b) || (master && !w) || (out_backup && !ob) ||
-        (sgd_decay && !bm)) {
-        mgpo_free(st, m, bytes);
-        mgpo_free(st, v, bytes);
-        mgpo_free(st, b, bytes);
-        mgpo_free(st, w, bytes);
-        mgpo_free(st, ob, out_bytes);
-        mgpo_free(st, bm, blocks * sizeof(double));
-        return MGPO_ERR_OUT_OF_MEMORY;
+    /* SGD's coupled decay: the step bounds its update by max |theta|.  (No
+     * product here: it would compute in the caller's environment.) */
+    bool sgd_decay = own && !adamw && st->config.weight_decay != 0.0 &&
+                     o->weight_decay_scale != 0.0;
+
+    /* Every state-owned array of the slot comes from one allocation, each
+     * part at a multiple of MGPO_ALIGNMENT (so aligned as its own
+     * allocation was), freed at once by free_slot. */
+    slot_layout z = {0};
+    size_t at_m = layout_part(&z, own ? bytes : 0), at_v = layout_part(&z, adamw ? bytes : 0);
+    size_t at_b = layout_part(&z, backup ? bytes : 0), at_w = layout_part(&z, master ? bytes : 0);
+    size_t at_ob = layout_part(&z, out_backup ? count * mgpo_dtype_size(param_type) : 0);
+    size_t at_bm = layout_part(&z, sgd_decay ? blocks * sizeof(double) : 0);
+    unsigned char *storage = NULL;
+    if (z.total > 0) {
+        storage = z.overflow ? NULL : mgpo_alloc(st, z.total);
+        if (!storage) return MGPO_ERR_OUT_OF_MEMORY;
     }
+    float *m = own ? (float *)(void *)(storage + at_m) : NULL;
+    float *v = adamw ? (float *)(void *)(storage + at_v) : NULL;
+    float *b = backup ? (float *)(void *)(storage + at_b) : NULL;
+    float *w = master ? (float *)(void *)(storage + at_w) : NULL;
+    void *ob = out_backup ? storage + at_ob : NULL;
+    double *bm = sgd_decay ? (double *)(void *)(storage + at_bm) : NULL;
     if (m) memset(m, 0, bytes);
     if (v) memset(v, 0, bytes);
     /* Exact: every bf16/fp16 value is a float32.  A NaN or Inf could never
@@ -265,10 +295,7 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
         bool finite = true;
         for (size_t i = 0; i < count; i++) finite &= isfinite(w[i]) != 0;
         if (!finite) {
-            mgpo_free(st, m, bytes);
-            mgpo_free(st, v, bytes);
-            mgpo_free(st, w, bytes);
-            mgpo_free(st, bm, blocks * sizeof(double));
+            mgpo_free(st, storage, z.total);
             return MGPO_ERR_INVALID_ARGUMENT;
         }
     }
@@ -278,6 +305,8 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
     sl->kind = !typed ? MGPO_SLOT_FLOAT32 : master ? MGPO_SLOT_MASTER : MGPO_SLOT_TYPED_OUT;
     sl->params = typed ? w : params; /* NULL: external mode, no master */
     sl->out = typed ? params : NULL;
+    sl->storage = storage;
+    sl->storage_bytes = z.total;
     sl->out_backup = ob;
     sl->block_max = bm;
     sl->out_type = param_type;
@@ -301,16 +330,11 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
     return MGPO_OK;
 }
 
-/* The state-owned float arrays of a slot. */
+/* The state-owned arrays of a slot: one allocation (mgpo_add_slot). */
 static void free_slot(mgpo_state *st, mgpo_slot *sl)
 {
-    size_t bytes = sl->count * sizeof(float);
-    mgpo_free(st, sl->m, bytes);
-    mgpo_free(st, sl->v, bytes);
-    mgpo_free(st, sl->backup, bytes);
-    if (mgpo_slot_has_master(sl)) mgpo_free(st, sl->params, bytes);
-    mgpo_free(st, sl->out_backup, sl->count * mgpo_dtype_size(sl->out_type));
-    mgpo_free(st, sl->block_max, sl->block_count * sizeof(double));
+    mgpo_free(st, sl->storage, sl->storage_bytes);
+    sl->storage = NULL;
 }
 
 void mgpo_drop_last_item(mgpo_state *st, size_t slot_count_before)
