@@ -1,6 +1,6 @@
 # Install rules: header, shared and static library, CMake package, mgpo.pc.
 #
-#   find_package(mgpo 0.3 CONFIG)  ->  mgpo::mgpo (shared), mgpo::mgpo_static
+#   find_package(mgpo 0.4 CONFIG)  ->  mgpo::mgpo (shared), mgpo::mgpo_static
 #   pkg-config --cflags --libs mgpo
 #
 # Components: "Runtime" (the versioned shared object) and "Development"

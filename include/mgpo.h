@@ -58,11 +58,11 @@ extern "C" {
 /* ---- Version ------------------------------------------------------------ */
 
 #define MGPO_VERSION_MAJOR 0
-#define MGPO_VERSION_MINOR 3
+#define MGPO_VERSION_MINOR 4
 #define MGPO_VERSION_PATCH 0
 #define MGPO_VERSION_NUMBER \
     (MGPO_VERSION_MAJOR * 10000 + MGPO_VERSION_MINOR * 100 + MGPO_VERSION_PATCH)
-#define MGPO_VERSION_STRING "0.3.0"
+#define MGPO_VERSION_STRING "0.4.0"
 
 /* ---- How this API grows (the ABI rule) ------------------------------------
  *

@@ -57,7 +57,7 @@ if(MODE STREQUAL "install")
   file(REMOVE_RECURSE "${PREFIX}" "${WORK_DIR}/destdir")
   run("${CMAKE_COMMAND}" --install "${BUILD_DIR}" --config "${CONFIG}" --prefix "${PREFIX}")
   foreach(f "${INCLUDEDIR}/mgpo.h" "${LIBDIR}/libmgpo.a" "${LIBDIR}/libmgpo.so"
-            "${LIBDIR}/libmgpo.so.0.3" "${CMAKEDIR}/mgpoConfig.cmake"
+            "${LIBDIR}/libmgpo.so.0.4" "${CMAKEDIR}/mgpoConfig.cmake"
             "${CMAKEDIR}/mgpoConfigVersion.cmake" "${CMAKEDIR}/mgpoTargets.cmake"
             "${LIBDIR}/pkgconfig/mgpo.pc")
     if(NOT EXISTS "${PREFIX}/${f}")
@@ -82,7 +82,7 @@ if(MODE STREQUAL "install")
   endif()
 
   # SameMinorVersion: a 0.x request accepts only the same minor version.
-  foreach(request_and_expected "0.3;TRUE" "0.3.0;TRUE" "0.2;FALSE" "0.4;FALSE" "0.0.9;FALSE" "1.2;FALSE")
+  foreach(request_and_expected "0.4;TRUE" "0.4.0;TRUE" "0.3;FALSE" "0.5;FALSE" "0.0.9;FALSE" "1.2;FALSE")
     list(GET request_and_expected 0 request)
     list(GET request_and_expected 1 expected)
     string(REPLACE "." ";" parts "${request}.0.0")
@@ -115,7 +115,7 @@ elseif(MODE STREQUAL "pkgconfig")
   run("${MAKE}" -C "${work}" "CC=${C_COMPILER}" "PKG_CONFIG=${PKG_CONFIG}"
       "CFLAGS=${C_FLAGS}" "LDFLAGS=${LINK_FLAGS}" run)
   message(STATUS "${RUN_OUTPUT}")
-  if(NOT RUN_OUTPUT MATCHES "libmgpo 0\\.3\\.0: 60 steps")
+  if(NOT RUN_OUTPUT MATCHES "libmgpo 0\\.4\\.0: 60 steps")
     message(FATAL_ERROR "unexpected consumer output")
   endif()
 
@@ -157,15 +157,15 @@ elseif(MODE STREQUAL "link_lines")
   endforeach()
   foreach(exe rpath static)
     run("${work}/${exe}")
-    if(NOT RUN_OUTPUT MATCHES "libmgpo 0\\.3\\.0: 60 steps")
+    if(NOT RUN_OUTPUT MATCHES "libmgpo 0\\.4\\.0: 60 steps")
       message(FATAL_ERROR "${exe}: unexpected output ${RUN_OUTPUT}")
     endif()
   endforeach()
   run(/bin/sh -c "LD_LIBRARY_PATH=${libdir} ./plain" WORKING_DIRECTORY "${work}")
-  # Without rpath or LD_LIBRARY_PATH the loader cannot find libmgpo.so.0.3:
+  # Without rpath or LD_LIBRARY_PATH the loader cannot find libmgpo.so.0.4:
   # the failure the README explains (unless the prefix is on its path).
   execute_process(COMMAND "${work}/plain" RESULT_VARIABLE rc OUTPUT_QUIET ERROR_VARIABLE err)
-  if(rc EQUAL 0 OR NOT err MATCHES "libmgpo\\.so\\.0\\.3")
+  if(rc EQUAL 0 OR NOT err MATCHES "libmgpo\\.so\\.0\\.4")
     message(FATAL_ERROR "the plain pkg-config line gave a binary that starts (${rc}): ${err}")
   endif()
   run(/bin/sh -c "ldd ./static" WORKING_DIRECTORY "${work}")
