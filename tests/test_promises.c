@@ -337,6 +337,31 @@ START_TEST(saturation_perturb_and_step)
         }
         for (int i = 0; i < N; i++) master[i] = i & 1 ? -65500.0f : 65500.0f;
 
+        /* Integrated perturb: round(master + c*m) at masters of +-65500,
+         * moved outwards by about 62 per element (rho 1000, s = 1/4). */
+        {
+            mgpo_config pc = mgpo_config_default();
+            pc.lr = 1e-3;
+            pc.rho = 1000.0;
+            uint16_t buf[N] = {0};
+            ck_assert_int_eq(mgpo_create(&st, &pc, NULL), MGPO_OK);
+            st->kernels = k;
+            ck_assert_int_eq(mgpo_add_tensor_typed(st, buf, MGPO_DTYPE_FLOAT16, g,
+                                                   MGPO_DTYPE_FLOAT16, N, NULL, NULL),
+                             MGPO_OK);
+            ck_assert_int_eq(mgpo_set_master_weights(st, 0, master, N), MGPO_OK);
+            ck_assert_int_eq(mgpo_step(st), MGPO_OK);
+            ck_assert_int_eq(mgpo_perturb(st), MGPO_OK);
+            mgpo_unit_stats us;
+            ck_assert_int_eq(mgpo_get_unit_stats(st, 0, &us), MGPO_OK);
+            ck_assert(us.coefficient != 0.0);
+            for (int i = 0; i < N; i++)
+                ck_assert_uint_eq(buf[i], i & 1 ? 0xfbff : 0x7bff); /* not Inf */
+            ck_assert_int_eq(mgpo_restore(st), MGPO_OK);
+            for (int i = 0; i < N; i++) ck_assert_uint_eq(buf[i], i & 1 ? 0xfbff : 0x7bff);
+            mgpo_destroy(st);
+        }
+
         /* Stochastic rounding saturates too. */
         ic.rounding = MGPO_ROUNDING_STOCHASTIC;
         for (int type = 0; type < 2; type++) {
