@@ -671,6 +671,15 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
     s.clipped = get_i32(r);
     CHECK(s.perturbed == 0 || s.perturbed == 1);
     CHECK(s.clipped == 0 || s.clipped == 1);
+    /* The statistics as a run leaves them: the lr as mgpo_set_lr accepts it
+     * (which lets -0.0 through); sums of squares' roots finite, >= 0 and not
+     * -0.0 (the step refuses an EMA whose squares overflow).  Only the
+     * momentum norm, the root of a sum over units of squared norms that
+     * are each finite, can overflow to +Inf (LoRA weight-space norms). */
+    CHECK(isfinite(s.lr) && s.lr >= 0.0);
+    CHECK(is_magnitude(s.grad_norm) && is_magnitude(s.grad_norm_ema) &&
+          is_magnitude(s.perturbation_norm) && is_magnitude(s.perturbation_scale));
+    CHECK(!isnan(s.momentum_norm) && !signbit(s.momentum_norm));
     /* Versions 2 and 3 store the counters here as mgpo_get_stats reports
      * them; version 1 wrote zeros (and a perturbed flag of 0). */
     if (version != MGPO_CKPT_VERSION_NATIVE)
@@ -713,11 +722,19 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
     return MGPO_OK;
 }
 
-/* Each unit's coefficient goes to coefficient[u] (scratch: reduce_buf) for
- * the item and slot checks. */
+/* A unit's gradient norm or its EMA: the root of a finite sum of squares
+ * (or a convex mix of such), so its square is finite too. */
+static bool is_unit_norm(double x) { return is_magnitude(x) && isfinite(x * x); }
+
+/* Each unit's coefficient goes to coefficient[u] and 1.0 when its momentum
+ * norm is NaN (else 0.0) to coefficient[unit_count + u] (scratch:
+ * reduce_buf, 2 * (unit_count + 1) doubles) for the item and slot checks. */
 static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, uint64_t step,
                              double *coefficient, bool apply)
 {
+    /* The next step's grad_norm_ema squares and sums every unit's EMA; a
+     * run's never overflows (the step refuses that). */
+    double ema_sq = 0.0;
     for (size_t u = 0; u < st->unit_count; u++) {
         mgpo_unit un;
         uint32_t set = get_u32(r), reserved = get_u32(r);
@@ -730,7 +747,9 @@ static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, ui
         CHECK(is_flag(set) && reserved == 0);
         /* Every step sets every unit's EMA; before the first nothing is set. */
         CHECK(un.gbar_set == (step > 0));
-        CHECK(is_magnitude(un.gbar) && is_magnitude(un.gamma));
+        CHECK(is_unit_norm(un.gbar) && is_unit_norm(un.gamma));
+        ema_sq += un.gbar * un.gbar;
+        CHECK(isfinite(ema_sq));
         CHECK(isnan(un.momentum_norm) || !signbit(un.momentum_norm));
         /* A skipped unit has +0.0 for both; a perturbed one a scale in
          * (0, scale_max] and a coefficient of the configured sign whose
@@ -739,14 +758,18 @@ static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, ui
         /* External mode perturbs before the first step too (once the
          * momentum is attached), with the scale of an unset EMA: 1. */
         bool early = !un.gbar_set && c->optimizer_mode == MGPO_OPTIMIZER_EXTERNAL;
+        /* APN off fixes the scale at 1, whatever scale_max (which may be
+         * below 1) says: unit_scale in iteration.c. */
+        bool fixed = early || !c->normalize;
         CHECK(none || (un.scale > 0.0 &&
-                       (early ? same_bits(un.scale, 1.0) : un.scale <= c->scale_max) &&
+                       (fixed ? same_bits(un.scale, 1.0) : un.scale <= c->scale_max) &&
                        (un.coefficient > 0.0) == (c->sign == MGPO_SIGN_ASCENT) &&
                        fabs(un.coefficient) <= FLT_MAX && (float)un.coefficient != 0.0f));
         if (!un.gbar_set)
             CHECK(same_bits(un.gbar, 0.0) && same_bits(un.gamma, 0.0) &&
                   (early || (same_bits(un.momentum_norm, 0.0) && none)));
         coefficient[u] = un.coefficient;
+        coefficient[st->unit_count + u] = isnan(un.momentum_norm) ? 1.0 : 0.0;
         if (apply) st->units[u] = un;
     }
     return MGPO_OK;
@@ -779,7 +802,7 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, uint32_t version, bool p
         float applied = get_f32(r);
         /* Reserved (0, which is float32) before version 3. */
         uint32_t param_type = get_u32(r);
-        double momentum_sq = get_f64(r); /* checked against m in get_arrays */
+        double momentum_sq = get_f64(r); /* integrated: checked against m in get_arrays */
         CHECK(count == sl->count && item == sl->item && same_bits(lr_scale, sl->lr_scale) &&
               same_bits(wd_scale, sl->weight_decay_scale) &&
               perturb == (sl->perturb ? 1u : 0u));
@@ -797,6 +820,13 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, uint32_t version, bool p
         /* A perturbation is undone along the momentum it followed: in
          * external mode the caller must have attached it before loading. */
         CHECK(applied == 0.0f || sl->dir || sl->dir_typed);
+        /* External mode: the caller's momentum's sum of squares as the last
+         * perturb measured it, >= +0.0 (+Inf from an Inf in it); NaN only
+         * from a NaN in it, which made the unit's norm NaN too. */
+        if (arrays & MGPO_CKPT_SLOT_EXTERNAL) {
+            bool unit_nan = coefficient[st->unit_count + st->items[sl->item].unit] != 0.0;
+            CHECK(isnan(momentum_sq) ? unit_nan : !signbit(momentum_sq));
+        }
         if (apply) {
             sl->applied = applied;
             sl->momentum_sq = momentum_sq;
