@@ -872,7 +872,9 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
  *  pair, 56 per stepped buffer (a pair has two); then 4 bytes per parameter
  *  for m, 4 more for v (AdamW) (neither in external mode), 4 more per
  *  element of a bf16/fp16 parameter buffer (its master weights); while
- *  perturbed in exact mode 4 more per perturbed float32 parameter; and
+ *  perturbed in exact mode 4 more per perturbed float32 parameter, and in
+ *  external mode 2 more per perturbed bf16/fp16 parameter (its clean copy
+ *  in the buffer's type: external mode keeps no master); and
  *  while perturbed, for a base-mode pair, n_out*n_in elements of W's type
  *  (4 or 2 bytes each, either restore mode).
  *  Read-only.  Errors: NULL_ARGUMENT. */
