@@ -90,6 +90,10 @@ extern "C" {
  * 5. Only when that room runs out, or a field must change, does the SONAME
  *    change, and the header lists what changed (below).
  *
+ * Added after 0.3.0 (same SONAME, rule 2): mgpo_save_with_user,
+ * mgpo_load_with_user, mgpo_save_file_with_user, mgpo_load_file_with_user
+ * (the caller's record inside a checkpoint: header flag 1 of format 3).
+ *
  * Changes from 0.2 to 0.3 (libmgpo.so.0.2 -> libmgpo.so.0.3): mixed
  * precision.  mgpo_config gained `rounding` (0 = round to nearest even) and
  * `reserved[8]`; mgpo_tensor_options, mgpo_stats and mgpo_unit_stats gained
@@ -959,6 +963,60 @@ MGPO_API mgpo_status mgpo_save_file(const mgpo_state *state, const char *path);
  *  or read, or not a regular file), OUT_OF_MEMORY; the state is unchanged
  *  on every error.  POSIX only (elsewhere MGPO_ERR_UNSUPPORTED). */
 MGPO_API mgpo_status mgpo_load_file(mgpo_state *state, const char *path);
+
+/* ---- Checkpoints with the caller's record (paired resume) ----------------
+ * Your parameters, data position, loss-scaler state or anything else you
+ * need to resume, saved as opaque bytes inside the same checkpoint (the same
+ * checksum, the same atomic file), so a resume can never pair an optimizer
+ * state with parameters of another step.  The library never interprets the
+ * bytes; byte order and layout are yours.  Such a checkpoint sets header
+ * flag 1 (docs/checkpoint-format.md); a library without these functions
+ * (0.3.0) refuses it with MGPO_ERR_CHECKPOINT_VERSION. */
+
+/** mgpo_save, followed in the same checkpoint by `user_size` bytes copied
+ *  from `user` (NULL only with user_size 0).  The checkpoint's size is
+ *  mgpo_checkpoint_size + user_size + 8.  The caller keeps ownership of
+ *  both buffers; `user` is only read.  Read-only on the state (concurrent
+ *  read-only calls are safe).  Errors: NULL_ARGUMENT (state, buffer,
+ *  written, or user with a non-zero size), INVALID_ARGUMENT (the size
+ *  overflows size_t), BUFFER_TOO_SMALL (nothing written). */
+MGPO_API mgpo_status mgpo_save_with_user(const mgpo_state *state, const void *user,
+                                         size_t user_size, void *buffer, size_t capacity,
+                                         size_t *written);
+
+/** mgpo_load of a checkpoint written by mgpo_save_with_user or
+ *  mgpo_save_file_with_user, also copying its caller's record into `user`
+ *  (`capacity` bytes; NULL only with capacity 0) and its size into
+ *  *user_size.  Loads the state and copies the record only when everything
+ *  is valid: on any error neither the state nor `user` changes.  Errors: as
+ *  mgpo_load; NULL_ARGUMENT also for user_size (or user NULL with a
+ *  non-zero capacity); CHECKPOINT_LAYOUT also for a checkpoint that has no
+ *  caller's record (written by mgpo_save / mgpo_save_file);
+ *  BUFFER_TOO_SMALL when the record is larger than capacity (then only
+ *  *user_size is written: the size needed; call again with a buffer that
+ *  large).  mgpo_load and mgpo_load_file accept such a checkpoint and
+ *  ignore the record.  Not thread-safe with other calls on the state. */
+MGPO_API mgpo_status mgpo_load_with_user(mgpo_state *state, const void *buffer, size_t size,
+                                         void *user, size_t capacity, size_t *user_size);
+
+/** mgpo_save_file with the caller's record (as mgpo_save_with_user): one
+ *  atomic file holds both, so `path` holds the old pair or the new pair,
+ *  never a state of one step and a record of another.  Allocates nothing;
+ *  `user` is only read.  Errors: as mgpo_save_file; NULL_ARGUMENT also for
+ *  user NULL with a non-zero size. */
+MGPO_API mgpo_status mgpo_save_file_with_user(const mgpo_state *state, const char *path,
+                                              const void *user, size_t user_size);
+
+/** mgpo_load_file of a file written by mgpo_save_file_with_user, copying
+ *  its caller's record as mgpo_load_with_user does (a record larger than
+ *  capacity: BUFFER_TOO_SMALL with *user_size set, checked from the file's
+ *  last 8 bytes before anything is allocated, so a query with capacity 0
+ *  costs one small read).  The record's size is not bounded by the state's
+ *  registrations (it is yours); the rest of the file is, as mgpo_load_file
+ *  says.  Errors: as mgpo_load_file and mgpo_load_with_user.  Not
+ *  thread-safe with other calls on the state. */
+MGPO_API mgpo_status mgpo_load_file_with_user(mgpo_state *state, const char *path, void *user,
+                                              size_t capacity, size_t *user_size);
 
 /* ---- Distributed training ----------------------------------------------- */
 

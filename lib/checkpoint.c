@@ -509,7 +509,14 @@ static void put_arrays(writer *w, const mgpo_state *st)
 void mgpo_ckpt_header(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t total,
                       uint32_t payload_crc)
 {
+    mgpo_ckpt_header_flags(header, total, payload_crc, 0);
+}
+
+void mgpo_ckpt_header_flags(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t total,
+                            uint32_t payload_crc, uint32_t flags)
+{
     memset(header, 0, MGPO_CKPT_HEADER_SIZE);
+    store_le32(header + MGPO_CKPT_OFF_FLAGS, flags);
     memcpy(header, MGPO_CKPT_MAGIC, MGPO_CKPT_MAGIC_SIZE);
     store_le32(header + MGPO_CKPT_OFF_ENDIAN, MGPO_CKPT_ENDIAN_MARK);
     store_le32(header + MGPO_CKPT_OFF_VERSION, MGPO_CKPT_VERSION);
@@ -523,6 +530,13 @@ void mgpo_ckpt_header(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t tota
 mgpo_status mgpo_ckpt_stream(const mgpo_state *st, mgpo_ckpt_sink sink, void *ctx,
                              unsigned char header[MGPO_CKPT_HEADER_SIZE])
 {
+    return mgpo_ckpt_stream_user(st, sink, ctx, header, NULL);
+}
+
+mgpo_status mgpo_ckpt_stream_user(const mgpo_state *st, mgpo_ckpt_sink sink, void *ctx,
+                                  unsigned char header[MGPO_CKPT_HEADER_SIZE],
+                                  const mgpo_ckpt_user *user)
+{
     writer w = {sink, ctx, 0, MGPO_OK};
     /* Rebuilding the clean parameters is arithmetic: the kernels' environment. */
     fenv_t caller;
@@ -531,7 +545,16 @@ mgpo_status mgpo_ckpt_stream(const mgpo_state *st, mgpo_ckpt_sink sink, void *ct
     put_records(&w, st);
     put_arrays(&w, st);
     mgpo_fp_leave(&caller);
-    if (w.status == MGPO_OK) mgpo_ckpt_header(header, mgpo_ckpt_size(st), w.crc);
+    size_t total = mgpo_ckpt_size(st);
+    if (user) {
+        /* The caller's bytes, then their count: inside the payload, so the
+         * same checksum and the same atomic file cover both. */
+        put(&w, user->data, user->size);
+        put_u64(&w, (uint64_t)user->size);
+        total += user->size + MGPO_CKPT_USER_TRAILER;
+    }
+    if (w.status == MGPO_OK)
+        mgpo_ckpt_header_flags(header, total, w.crc, user ? MGPO_CKPT_FLAG_USER : 0u);
     return w.status;
 }
 
@@ -566,6 +589,22 @@ mgpo_status mgpo_save(const mgpo_state *st, void *buffer, size_t capacity, size_
     return s;
 }
 
+mgpo_status mgpo_save_with_user(const mgpo_state *st, const void *user, size_t user_size,
+                                void *buffer, size_t capacity, size_t *written)
+{
+    if (!st || !buffer || !written || (!user && user_size)) return MGPO_ERR_NULL_ARGUMENT;
+    size_t size = mgpo_ckpt_size(st);
+    if (user_size > SIZE_MAX - size - MGPO_CKPT_USER_TRAILER) return MGPO_ERR_INVALID_ARGUMENT;
+    size += user_size + MGPO_CKPT_USER_TRAILER;
+    if (capacity < size) return MGPO_ERR_BUFFER_TOO_SMALL;
+    unsigned char *out = buffer;
+    memory_sink m = {out + MGPO_CKPT_HEADER_SIZE};
+    const mgpo_ckpt_user record = {user, user_size};
+    mgpo_status s = mgpo_ckpt_stream_user(st, memory_put, &m, out, &record);
+    if (s == MGPO_OK) *written = size;
+    return s;
+}
+
 /* ---- Loading --------------------------------------------------------------- */
 
 /* Steps 1-7 of docs/checkpoint-format.md's list: everything the 48 header
@@ -573,7 +612,7 @@ mgpo_status mgpo_save(const mgpo_state *st, void *buffer, size_t capacity, size_
  * where the bytes end).  On MGPO_OK *total is the recorded size, *version
  * the format version and *little the byte order of every later field. */
 mgpo_status mgpo_ckpt_check_header(const unsigned char *b, size_t size, uint64_t *total,
-                                   uint32_t *version, bool *little)
+                                   uint32_t *version, bool *little, uint32_t *flags)
 {
     size_t magic = size < MGPO_CKPT_MAGIC_SIZE ? size : MGPO_CKPT_MAGIC_SIZE;
     if (memcmp(b, MGPO_CKPT_MAGIC, magic) != 0) return MGPO_ERR_CHECKPOINT_MAGIC;
@@ -595,22 +634,25 @@ mgpo_status mgpo_ckpt_check_header(const unsigned char *b, size_t size, uint64_t
     if (mgpo_crc32c(0, b, MGPO_CKPT_OFF_HEADER_CRC) != decode32(b + MGPO_CKPT_OFF_HEADER_CRC, le))
         return MGPO_ERR_CHECKPOINT_CHECKSUM;
     static const unsigned char zeros[8] = {0};
-    if (decode32(b + MGPO_CKPT_OFF_HEADER_SIZE, le) != MGPO_CKPT_HEADER_SIZE ||
-        decode32(b + MGPO_CKPT_OFF_FLAGS, le) != 0 ||
+    /* The caller's record came with version 3's readers. */
+    uint32_t f = decode32(b + MGPO_CKPT_OFF_FLAGS, le);
+    bool known = f == 0 || (f == MGPO_CKPT_FLAG_USER && v == MGPO_CKPT_VERSION);
+    if (decode32(b + MGPO_CKPT_OFF_HEADER_SIZE, le) != MGPO_CKPT_HEADER_SIZE || !known ||
         memcmp(b + MGPO_CKPT_OFF_RESERVED, zeros, sizeof zeros) != 0)
         return MGPO_ERR_CHECKPOINT_VERSION;
     *total = decode64(b + MGPO_CKPT_OFF_TOTAL_SIZE, le);
     *version = v;
     *little = le;
+    *flags = f;
     return MGPO_OK;
 }
 
 /* Steps 8 and 9: the size and the payload checksum. */
 static mgpo_status check_header(const unsigned char *b, size_t size, uint32_t *version,
-                                bool *little)
+                                bool *little, uint32_t *flags)
 {
     uint64_t total = 0;
-    mgpo_status s = mgpo_ckpt_check_header(b, size, &total, version, little);
+    mgpo_status s = mgpo_ckpt_check_header(b, size, &total, version, little, flags);
     if (s != MGPO_OK) return s;
     if (total != size) return MGPO_ERR_CHECKPOINT_TRUNCATED;
     if (mgpo_crc32c(0, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE) !=
@@ -960,20 +1002,54 @@ static mgpo_status parse(mgpo_state *st, const unsigned char *payload, size_t si
     return MGPO_OK;
 }
 
+mgpo_status mgpo_ckpt_load(mgpo_state *st, const unsigned char *b, size_t size, bool want,
+                           void *user, size_t capacity, size_t *user_size)
+{
+    uint32_t version = 0, flags = 0;
+    bool little = true;
+    mgpo_status s = check_header(b, size, &version, &little, &flags);
+    if (s != MGPO_OK) return s;
+    const unsigned char *payload = b + MGPO_CKPT_HEADER_SIZE;
+    size_t state_bytes = size - MGPO_CKPT_HEADER_SIZE;
+    /* The caller's record ends the payload: its bytes, then their count. */
+    const unsigned char *record = NULL;
+    size_t record_size = 0;
+    if (flags & MGPO_CKPT_FLAG_USER) {
+        if (state_bytes < MGPO_CKPT_USER_TRAILER) return MGPO_ERR_CHECKPOINT_TRUNCATED;
+        uint64_t n = decode64(payload + state_bytes - MGPO_CKPT_USER_TRAILER, little);
+        if (n > state_bytes - MGPO_CKPT_USER_TRAILER) return MGPO_ERR_CHECKPOINT_TRUNCATED;
+        record_size = (size_t)n;
+        state_bytes -= MGPO_CKPT_USER_TRAILER + record_size;
+        record = payload + state_bytes;
+    } else if (want) {
+        return MGPO_ERR_CHECKPOINT_LAYOUT; /* written without a record */
+    }
+    if (want && record_size > capacity) {
+        *user_size = record_size;
+        return MGPO_ERR_BUFFER_TOO_SMALL;
+    }
+    /* Validation recomputes each momentum_sq as the step does. */
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    s = parse(st, payload, state_bytes, version, little, false);
+    if (s == MGPO_OK) s = parse(st, payload, state_bytes, version, little, true);
+    mgpo_fp_leave(&caller);
+    if (s == MGPO_OK && want) {
+        if (record_size) memcpy(user, record, record_size);
+        *user_size = record_size;
+    }
+    return s;
+}
+
 mgpo_status mgpo_load(mgpo_state *st, const void *buffer, size_t size)
 {
     if (!st || !buffer) return MGPO_ERR_NULL_ARGUMENT;
-    const unsigned char *b = buffer;
-    uint32_t version = 0;
-    bool little = true;
-    mgpo_status s = check_header(b, size, &version, &little);
-    if (s != MGPO_OK) return s;
-    /* Validation recomputes each momentum_sq as the step does. */
-    const unsigned char *payload = b + MGPO_CKPT_HEADER_SIZE;
-    fenv_t caller;
-    mgpo_fp_enter(&caller);
-    s = parse(st, payload, size - MGPO_CKPT_HEADER_SIZE, version, little, false);
-    if (s == MGPO_OK) s = parse(st, payload, size - MGPO_CKPT_HEADER_SIZE, version, little, true);
-    mgpo_fp_leave(&caller);
-    return s;
+    return mgpo_ckpt_load(st, buffer, size, false, NULL, 0, NULL);
+}
+
+mgpo_status mgpo_load_with_user(mgpo_state *st, const void *buffer, size_t size, void *user,
+                                size_t capacity, size_t *user_size)
+{
+    if (!st || !buffer || !user_size || (!user && capacity)) return MGPO_ERR_NULL_ARGUMENT;
+    return mgpo_ckpt_load(st, buffer, size, true, user, capacity, user_size);
 }
