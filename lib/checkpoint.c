@@ -799,12 +799,15 @@ static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, ui
         bool none = same_bits(un.scale, 0.0) && same_bits(un.coefficient, 0.0);
         /* External mode perturbs before the first step too (once the
          * momentum is attached), with the scale of an unset EMA: 1. */
-        bool early = !un.gbar_set && c->optimizer_mode == MGPO_OPTIMIZER_EXTERNAL;
+        bool external = c->optimizer_mode == MGPO_OPTIMIZER_EXTERNAL;
+        bool early = !un.gbar_set && external;
         /* APN off fixes the scale at 1, whatever scale_max (which may be
-         * below 1) says: unit_scale in iteration.c. */
+         * below 1) says: unit_scale in iteration.c.  An early perturb's 1
+         * stays in the record after the step until the next perturb. */
         bool fixed = early || !c->normalize;
-        CHECK(none || (un.scale > 0.0 &&
-                       (fixed ? same_bits(un.scale, 1.0) : un.scale <= c->scale_max) &&
+        bool scale_ok = fixed ? same_bits(un.scale, 1.0)
+                              : un.scale <= c->scale_max || (external && same_bits(un.scale, 1.0));
+        CHECK(none || (un.scale > 0.0 && scale_ok &&
                        (un.coefficient > 0.0) == (c->sign == MGPO_SIGN_ASCENT) &&
                        fabs(un.coefficient) <= FLT_MAX && (float)un.coefficient != 0.0f));
         if (!un.gbar_set)
