@@ -7,7 +7,9 @@
 #                                    API.  Works from any directory.
 #
 # Environment: CC (default clang-14, else clang), FUZZ_BUILD_DIR (default
-# <repo>/build-fuzz), FUZZ_JOBS (parallel fuzzing processes, default 1).
+# <repo>/build-fuzz), FUZZ_JOBS (parallel fuzzing processes, default 1),
+# FUZZ_CFLAGS (extra C flags, e.g. -DFUZZ_WT_REL_FIXED=1 to switch on
+# fuzz_api's checks of issue 20's findings 2, 5, 7 and 8: docs/fuzzing.md).
 # The committed seed corpus (tests/fuzz/corpus for fuzz_load,
 # tests/fuzz/corpus-api for fuzz_api) is copied, never modified; new
 # inputs and any crash-* reproducer stay in the build directory.  See
@@ -30,7 +32,8 @@ fi
 
 cmake -S "$repo" -B "$build" -DCMAKE_C_COMPILER="$CC" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMGPO_BUILD_FUZZ=ON -DMGPO_SANITIZE=address,undefined -DMGPO_WITH_OPENMP=OFF \
-  -DMGPO_BUILD_TESTS=OFF -DMGPO_BUILD_EXAMPLES=OFF -DMGPO_BUILD_BENCH=OFF >/dev/null
+  -DMGPO_BUILD_TESTS=OFF -DMGPO_BUILD_EXAMPLES=OFF -DMGPO_BUILD_BENCH=OFF \
+  "-DCMAKE_C_FLAGS=${FUZZ_CFLAGS:-}" >/dev/null
 cmake --build "$build" --target "$target" -j2 >/dev/null
 
 work="$build/fuzz-run-$target"

@@ -80,8 +80,6 @@ static uint64_t decode64(const unsigned char *at, bool little)
     return x;
 }
 
-static uint32_t float_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
-static float bits_float(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
 static uint64_t double_bits(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
 static double bits_double(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
 
@@ -101,7 +99,7 @@ static void put_u64(writer *w, uint64_t x)
 
 static void put_i32(writer *w, int32_t x) { put_u32(w, (uint32_t)x); }
 static void put_f64(writer *w, double x) { put_u64(w, double_bits(x)); }
-static void put_f32(writer *w, float x) { put_u32(w, float_bits(x)); }
+static void put_f32(writer *w, float x) { put_u32(w, mgpo_float_bits(x)); }
 
 /* A little-endian machine hands the array over as it is; another converts
  * it piece by piece in a small buffer (saving allocates nothing). */
@@ -115,7 +113,7 @@ static void put_floats(writer *w, const float *x, size_t n)
     unsigned char b[PIECE * 4];
     for (size_t i = 0; i < n; i += PIECE) {
         size_t k = n - i < PIECE ? n - i : PIECE;
-        for (size_t j = 0; j < k; j++) store_le32(b + 4 * j, float_bits(x[i + j]));
+        for (size_t j = 0; j < k; j++) store_le32(b + 4 * j, mgpo_float_bits(x[i + j]));
         put(w, b, 4 * k);
     }
 }
@@ -185,7 +183,7 @@ static int32_t get_i32(reader *r)
 }
 
 static double get_f64(reader *r) { return bits_double(get_u64(r)); }
-static float get_f32(reader *r) { return bits_float(get_u32(r)); }
+static float get_f32(reader *r) { return mgpo_bits_float(get_u32(r)); }
 
 /* n floats into dst (pass 2 only); a copy when the byte orders agree. */
 static void get_floats(reader *r, float *dst, size_t n, bool apply)
@@ -196,7 +194,7 @@ static void get_floats(reader *r, float *dst, size_t n, bool apply)
         memcpy(dst, at, n * sizeof(float));
         return;
     }
-    for (size_t i = 0; i < n; i++) dst[i] = bits_float(decode32(at + 4 * i, r->little));
+    for (size_t i = 0; i < n; i++) dst[i] = mgpo_bits_float(decode32(at + 4 * i, r->little));
 }
 
 /* n elements of `type` into dst (pass 2 only), as get_floats. */
@@ -897,7 +895,7 @@ static bool moments_valid(const reader *r, const mgpo_slot *sl, uint64_t step, b
     for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS) {
         size_t n = mgpo_block_length(sl, begin);
         for (size_t k = 0; k < n; k++)
-            piece[k] = bits_float(decode32(r->p + (begin + k) * sizeof(float), r->little));
+            piece[k] = mgpo_bits_float(decode32(r->p + (begin + k) * sizeof(float), r->little));
         for (size_t k = 0; k < n; k++) {
             float x = piece[k];
             if (!isfinite(x) || (second && signbit(x)) || (step == 0 && mgpo_float_bits(x) != 0))
@@ -924,7 +922,7 @@ static bool master_valid(const reader *r, const mgpo_slot *sl)
 {
     if (r->short_read || r->left < sl->count * sizeof(float)) return true; /* truncated */
     for (size_t i = 0; i < sl->count; i++)
-        if (!isfinite(bits_float(decode32(r->p + i * sizeof(float), r->little)))) return false;
+        if (!isfinite(mgpo_bits_float(decode32(r->p + i * sizeof(float), r->little)))) return false;
     return true;
 }
 
@@ -975,7 +973,7 @@ static mgpo_status get_arrays(reader *r, mgpo_state *st, uint32_t version, uint6
         }
     }
     for (size_t i = 0; i < st->item_count; i++) {
-        float base = bits_float(
+        float base = mgpo_bits_float(
             decode32(items + i * item_size + MGPO_CKPT_ITEM_OFF_BASE_APPLIED, r->little));
         get_lora_base(r, &st->items[i], base != 0.0f, apply);
     }
