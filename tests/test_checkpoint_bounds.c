@@ -6,6 +6,7 @@
 #include <check.h>
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -269,6 +270,45 @@ START_TEST(test_refuses_unreachable_external_momentum_sq)
 }
 END_TEST
 
+/* ---- Finding 9: the size formula of mgpo_checkpoint_size's doc ----------
+ * External mode, exact restore: a perturbed bf16/fp16 tensor adds 2 bytes
+ * per element (its clean copy in its own type), a float32 one 4. */
+START_TEST(test_size_external_typed_backup)
+{
+    mgpo_config cfg = mgpo_config_default();
+    cfg.optimizer_mode = MGPO_OPTIMIZER_EXTERNAL;
+    mgpo_state *st = NULL;
+    ck_assert_int_eq(mgpo_create(&st, &cfg, NULL), MGPO_OK);
+    enum { NB = 100, NF = 30 };
+    uint16_t half[NB], mh[NB];
+    float f32[NF], g32[NB], gf[NF], mf[NF];
+    for (size_t i = 0; i < NB; i++) {
+        half[i] = 0x3F80; /* 1.0 in bf16 */
+        mh[i] = (uint16_t)(0x3C00 + i % 7); /* fp16 momentum near 1 */
+        g32[i] = 0.25f;
+    }
+    for (size_t i = 0; i < NF; i++) {
+        f32[i] = 1.0f;
+        gf[i] = 0.5f;
+        mf[i] = (float)(i % 3) - 1.0f;
+    }
+    ck_assert_int_eq(mgpo_add_tensor_typed(st, half, MGPO_DTYPE_BFLOAT16, g32, MGPO_DTYPE_FLOAT32,
+                                           NB, NULL, NULL),
+                     MGPO_OK);
+    ck_assert_int_eq(mgpo_add_tensor(st, f32, gf, NF, NULL, NULL), MGPO_OK);
+    ck_assert_int_eq(mgpo_set_momentum_typed(st, 0, mh, MGPO_DTYPE_FLOAT16), MGPO_OK);
+    ck_assert_int_eq(mgpo_set_momentum(st, 1, mf), MGPO_OK);
+    size_t clean = 0, perturbed = 0;
+    ck_assert_int_eq(mgpo_checkpoint_size(st, &clean), MGPO_OK);
+    /* 48 + 264 + 48 per unit (1) + 72 per tensor (2) + 56 per slot (2). */
+    ck_assert_uint_eq(clean, 48 + 264 + 48 + 2 * 72 + 2 * 56);
+    ck_assert_int_eq(mgpo_perturb(st), MGPO_OK);
+    ck_assert_int_eq(mgpo_checkpoint_size(st, &perturbed), MGPO_OK);
+    ck_assert_uint_eq(perturbed, clean + 2 * NB + 4 * NF);
+    mgpo_destroy(st);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("checkpoint_bounds");
@@ -276,6 +316,7 @@ int main(void)
     tcase_add_loop_test(tc, test_apn_off_small_scale_max_loads, 0, 16);
     tcase_add_test(tc, test_refuses_unreachable_statistics);
     tcase_add_test(tc, test_refuses_unreachable_external_momentum_sq);
+    tcase_add_test(tc, test_size_external_typed_backup);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
