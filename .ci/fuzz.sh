@@ -7,7 +7,12 @@
 #                                    API.  Works from any directory.
 #
 # Environment: CC (default clang-14, else clang), FUZZ_BUILD_DIR (default
-# <repo>/build-fuzz), FUZZ_JOBS (parallel fuzzing processes, default 1).
+# <repo>/build-fuzz), FUZZ_JOBS (parallel fuzzing processes, default 1),
+# FUZZ_CFLAGS (extra C flags, e.g. -DFUZZ_WT_REL_FIXED=1 to switch on
+# fuzz_api's checks of issue 20's findings 2, 5, 7 and 8: docs/fuzzing.md),
+# FUZZ_OPENMP=ON (build with OpenMP, libomp with clang, so that fuzz_api's
+# side B really runs on another thread count; libomp's never-freed start-up
+# allocations are suppressed as in .ci/clang-omp.sh).
 # The committed seed corpus (tests/fuzz/corpus for fuzz_load,
 # tests/fuzz/corpus-api for fuzz_api) is copied, never modified; new
 # inputs and any crash-* reproducer stay in the build directory.  See
@@ -29,8 +34,9 @@ if [[ -z "${CC:-}" ]]; then
 fi
 
 cmake -S "$repo" -B "$build" -DCMAKE_C_COMPILER="$CC" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DMGPO_BUILD_FUZZ=ON -DMGPO_SANITIZE=address,undefined -DMGPO_WITH_OPENMP=OFF \
-  -DMGPO_BUILD_TESTS=OFF -DMGPO_BUILD_EXAMPLES=OFF -DMGPO_BUILD_BENCH=OFF >/dev/null
+  -DMGPO_BUILD_FUZZ=ON -DMGPO_SANITIZE=address,undefined -DMGPO_WITH_OPENMP="${FUZZ_OPENMP:-OFF}" \
+  -DMGPO_BUILD_TESTS=OFF -DMGPO_BUILD_EXAMPLES=OFF -DMGPO_BUILD_BENCH=OFF \
+  "-DCMAKE_C_FLAGS=${FUZZ_CFLAGS:-}" >/dev/null
 cmake --build "$build" --target "$target" -j2 >/dev/null
 
 work="$build/fuzz-run-$target"
@@ -39,6 +45,9 @@ mkdir -p "$work/corpus" "$work/artifacts"
 cp "$repo/tests/fuzz/$seeds"/* "$work/corpus/"
 
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1"
+if [[ "${FUZZ_OPENMP:-OFF}" == ON ]]; then
+  export LSAN_OPTIONS="suppressions=$repo/.ci/lsan-libomp.supp:print_suppressions=0"
+fi
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 parallel=()
 if [[ "$jobs" -gt 1 ]]; then parallel=(-jobs="$jobs" -workers="$jobs"); fi

@@ -97,10 +97,13 @@ extern "C" {
  * 5. Only when that room runs out, or a field must change, does the SONAME
  *    change, and the header lists what changed (below).
  *
- * Changes from 0.3 to 0.4 (issue 20; no struct changed, so a program
- * built against 0.3 keeps working unless it relied on what is now
- * refused): new functions mgpo_convert_to_float32,
- * mgpo_convert_from_float32 and mgpo_get_grad_scale.  Refused now with
+ * Changes from 0.3 to 0.4 (libmgpo.so.0.3 -> libmgpo.so.0.4; no struct
+ * changed, but calls that 0.3 accepted are refused now, so the SONAME
+ * changes and a program relinks knowingly): new functions
+ * mgpo_convert_to_float32, mgpo_convert_from_float32, mgpo_get_grad_scale,
+ * and mgpo_save_with_user, mgpo_load_with_user, mgpo_save_file_with_user,
+ * mgpo_load_file_with_user (the caller's record inside a checkpoint:
+ * header flag 1 of format 3, which 0.3 refuses).  Refused now with
  * MGPO_ERR_INVALID_ARGUMENT: a float32 buffer at an address that is not a
  * multiple of 4; tensor options with lr_scale 0 and perturb 0 (a
  * zero-filled struct); a bf16/fp16 gradient or momentum type changed by
@@ -110,7 +113,8 @@ extern "C" {
  * type's largest finite value saturates to it in every buffer the library
  * writes (0.3 wrote Inf).  mgpo_set_grad_scale and mgpo_config_validate
  * (so mgpo_create, mgpo_set_rho, mgpo_set_lr) compute in the library's
- * floating-point environment.  Checkpoints: unchanged (format version 3).
+ * floating-point environment.  Checkpoints: format version 3;
+ * a file with the caller's record sets header flag 1.
  *
  * Changes from 0.2 to 0.3 (libmgpo.so.0.2 -> libmgpo.so.0.3): mixed
  * precision.  mgpo_config gained `rounding` (0 = round to nearest even) and
@@ -955,7 +959,9 @@ MGPO_API mgpo_status mgpo_schedule_lr(const mgpo_schedule *schedule,
  *  pair, 56 per stepped buffer (a pair has two); then 4 bytes per parameter
  *  for m, 4 more for v (AdamW) (neither in external mode), 4 more per
  *  element of a bf16/fp16 parameter buffer (its master weights); while
- *  perturbed in exact mode 4 more per perturbed float32 parameter; and
+ *  perturbed in exact mode 4 more per perturbed float32 parameter, and in
+ *  external mode 2 more per perturbed bf16/fp16 parameter (its clean copy
+ *  in the buffer's type: external mode keeps no master); and
  *  while perturbed, for a base-mode pair, n_out*n_in elements of W's type
  *  (4 or 2 bytes each, either restore mode).
  *  Read-only.  Errors: NULL_ARGUMENT. */
@@ -1040,6 +1046,60 @@ MGPO_API mgpo_status mgpo_save_file(const mgpo_state *state, const char *path);
  *  or read, or not a regular file), OUT_OF_MEMORY; the state is unchanged
  *  on every error.  POSIX only (elsewhere MGPO_ERR_UNSUPPORTED). */
 MGPO_API mgpo_status mgpo_load_file(mgpo_state *state, const char *path);
+
+/* ---- Checkpoints with the caller's record (paired resume) ----------------
+ * Your parameters, data position, loss-scaler state or anything else you
+ * need to resume, saved as opaque bytes inside the same checkpoint (the same
+ * checksum, the same atomic file), so a resume can never pair an optimizer
+ * state with parameters of another step.  The library never interprets the
+ * bytes; byte order and layout are yours.  Such a checkpoint sets header
+ * flag 1 (docs/checkpoint-format.md); a library without these functions
+ * (0.3.0) refuses it with MGPO_ERR_CHECKPOINT_VERSION. */
+
+/** mgpo_save, followed in the same checkpoint by `user_size` bytes copied
+ *  from `user` (NULL only with user_size 0).  The checkpoint's size is
+ *  mgpo_checkpoint_size + user_size + 8.  The caller keeps ownership of
+ *  both buffers; `user` is only read.  Read-only on the state (concurrent
+ *  read-only calls are safe).  Errors: NULL_ARGUMENT (state, buffer,
+ *  written, or user with a non-zero size), INVALID_ARGUMENT (the size
+ *  overflows size_t), BUFFER_TOO_SMALL (nothing written). */
+MGPO_API mgpo_status mgpo_save_with_user(const mgpo_state *state, const void *user,
+                                         size_t user_size, void *buffer, size_t capacity,
+                                         size_t *written);
+
+/** mgpo_load of a checkpoint written by mgpo_save_with_user or
+ *  mgpo_save_file_with_user, also copying its caller's record into `user`
+ *  (`capacity` bytes; NULL only with capacity 0) and its size into
+ *  *user_size.  Loads the state and copies the record only when everything
+ *  is valid: on any error neither the state nor `user` changes.  Errors: as
+ *  mgpo_load; NULL_ARGUMENT also for user_size (or user NULL with a
+ *  non-zero capacity); CHECKPOINT_LAYOUT also for a checkpoint that has no
+ *  caller's record (written by mgpo_save / mgpo_save_file);
+ *  BUFFER_TOO_SMALL when the record is larger than capacity (then only
+ *  *user_size is written: the size needed; call again with a buffer that
+ *  large).  mgpo_load and mgpo_load_file accept such a checkpoint and
+ *  ignore the record.  Not thread-safe with other calls on the state. */
+MGPO_API mgpo_status mgpo_load_with_user(mgpo_state *state, const void *buffer, size_t size,
+                                         void *user, size_t capacity, size_t *user_size);
+
+/** mgpo_save_file with the caller's record (as mgpo_save_with_user): one
+ *  atomic file holds both, so `path` holds the old pair or the new pair,
+ *  never a state of one step and a record of another.  Allocates nothing;
+ *  `user` is only read.  Errors: as mgpo_save_file; NULL_ARGUMENT also for
+ *  user NULL with a non-zero size. */
+MGPO_API mgpo_status mgpo_save_file_with_user(const mgpo_state *state, const char *path,
+                                              const void *user, size_t user_size);
+
+/** mgpo_load_file of a file written by mgpo_save_file_with_user, copying
+ *  its caller's record as mgpo_load_with_user does (a record larger than
+ *  capacity: BUFFER_TOO_SMALL with *user_size set, checked from the file's
+ *  last 8 bytes before anything is allocated, so a query with capacity 0
+ *  costs one small read).  The record's size is not bounded by the state's
+ *  registrations (it is yours); the rest of the file is, as mgpo_load_file
+ *  says.  Errors: as mgpo_load_file and mgpo_load_with_user.  Not
+ *  thread-safe with other calls on the state. */
+MGPO_API mgpo_status mgpo_load_file_with_user(mgpo_state *state, const char *path, void *user,
+                                              size_t capacity, size_t *user_size);
 
 /* ---- Distributed training ----------------------------------------------- */
 

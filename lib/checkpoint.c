@@ -80,8 +80,6 @@ static uint64_t decode64(const unsigned char *at, bool little)
     return x;
 }
 
-static uint32_t float_bits(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
-static float bits_float(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
 static uint64_t double_bits(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
 static double bits_double(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
 
@@ -101,7 +99,7 @@ static void put_u64(writer *w, uint64_t x)
 
 static void put_i32(writer *w, int32_t x) { put_u32(w, (uint32_t)x); }
 static void put_f64(writer *w, double x) { put_u64(w, double_bits(x)); }
-static void put_f32(writer *w, float x) { put_u32(w, float_bits(x)); }
+static void put_f32(writer *w, float x) { put_u32(w, mgpo_float_bits(x)); }
 
 /* A little-endian machine hands the array over as it is; another converts
  * it piece by piece in a small buffer (saving allocates nothing). */
@@ -115,7 +113,7 @@ static void put_floats(writer *w, const float *x, size_t n)
     unsigned char b[PIECE * 4];
     for (size_t i = 0; i < n; i += PIECE) {
         size_t k = n - i < PIECE ? n - i : PIECE;
-        for (size_t j = 0; j < k; j++) store_le32(b + 4 * j, float_bits(x[i + j]));
+        for (size_t j = 0; j < k; j++) store_le32(b + 4 * j, mgpo_float_bits(x[i + j]));
         put(w, b, 4 * k);
     }
 }
@@ -185,7 +183,7 @@ static int32_t get_i32(reader *r)
 }
 
 static double get_f64(reader *r) { return bits_double(get_u64(r)); }
-static float get_f32(reader *r) { return bits_float(get_u32(r)); }
+static float get_f32(reader *r) { return mgpo_bits_float(get_u32(r)); }
 
 /* n floats into dst (pass 2 only); a copy when the byte orders agree. */
 static void get_floats(reader *r, float *dst, size_t n, bool apply)
@@ -196,7 +194,7 @@ static void get_floats(reader *r, float *dst, size_t n, bool apply)
         memcpy(dst, at, n * sizeof(float));
         return;
     }
-    for (size_t i = 0; i < n; i++) dst[i] = bits_float(decode32(at + 4 * i, r->little));
+    for (size_t i = 0; i < n; i++) dst[i] = mgpo_bits_float(decode32(at + 4 * i, r->little));
 }
 
 /* n elements of `type` into dst (pass 2 only), as get_floats. */
@@ -509,7 +507,14 @@ static void put_arrays(writer *w, const mgpo_state *st)
 void mgpo_ckpt_header(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t total,
                       uint32_t payload_crc)
 {
+    mgpo_ckpt_header_flags(header, total, payload_crc, 0);
+}
+
+void mgpo_ckpt_header_flags(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t total,
+                            uint32_t payload_crc, uint32_t flags)
+{
     memset(header, 0, MGPO_CKPT_HEADER_SIZE);
+    store_le32(header + MGPO_CKPT_OFF_FLAGS, flags);
     memcpy(header, MGPO_CKPT_MAGIC, MGPO_CKPT_MAGIC_SIZE);
     store_le32(header + MGPO_CKPT_OFF_ENDIAN, MGPO_CKPT_ENDIAN_MARK);
     store_le32(header + MGPO_CKPT_OFF_VERSION, MGPO_CKPT_VERSION);
@@ -523,6 +528,13 @@ void mgpo_ckpt_header(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t tota
 mgpo_status mgpo_ckpt_stream(const mgpo_state *st, mgpo_ckpt_sink sink, void *ctx,
                              unsigned char header[MGPO_CKPT_HEADER_SIZE])
 {
+    return mgpo_ckpt_stream_user(st, sink, ctx, header, NULL);
+}
+
+mgpo_status mgpo_ckpt_stream_user(const mgpo_state *st, mgpo_ckpt_sink sink, void *ctx,
+                                  unsigned char header[MGPO_CKPT_HEADER_SIZE],
+                                  const mgpo_ckpt_user *user)
+{
     writer w = {sink, ctx, 0, MGPO_OK};
     /* Rebuilding the clean parameters is arithmetic: the kernels' environment. */
     fenv_t caller;
@@ -531,7 +543,16 @@ mgpo_status mgpo_ckpt_stream(const mgpo_state *st, mgpo_ckpt_sink sink, void *ct
     put_records(&w, st);
     put_arrays(&w, st);
     mgpo_fp_leave(&caller);
-    if (w.status == MGPO_OK) mgpo_ckpt_header(header, mgpo_ckpt_size(st), w.crc);
+    size_t total = mgpo_ckpt_size(st);
+    if (user) {
+        /* The caller's bytes, then their count: inside the payload, so the
+         * same checksum and the same atomic file cover both. */
+        put(&w, user->data, user->size);
+        put_u64(&w, (uint64_t)user->size);
+        total += user->size + MGPO_CKPT_USER_TRAILER;
+    }
+    if (w.status == MGPO_OK)
+        mgpo_ckpt_header_flags(header, total, w.crc, user ? MGPO_CKPT_FLAG_USER : 0u);
     return w.status;
 }
 
@@ -566,6 +587,22 @@ mgpo_status mgpo_save(const mgpo_state *st, void *buffer, size_t capacity, size_
     return s;
 }
 
+mgpo_status mgpo_save_with_user(const mgpo_state *st, const void *user, size_t user_size,
+                                void *buffer, size_t capacity, size_t *written)
+{
+    if (!st || !buffer || !written || (!user && user_size)) return MGPO_ERR_NULL_ARGUMENT;
+    size_t size = mgpo_ckpt_size(st);
+    if (user_size > SIZE_MAX - size - MGPO_CKPT_USER_TRAILER) return MGPO_ERR_INVALID_ARGUMENT;
+    size += user_size + MGPO_CKPT_USER_TRAILER;
+    if (capacity < size) return MGPO_ERR_BUFFER_TOO_SMALL;
+    unsigned char *out = buffer;
+    memory_sink m = {out + MGPO_CKPT_HEADER_SIZE};
+    const mgpo_ckpt_user record = {user, user_size};
+    mgpo_status s = mgpo_ckpt_stream_user(st, memory_put, &m, out, &record);
+    if (s == MGPO_OK) *written = size;
+    return s;
+}
+
 /* ---- Loading --------------------------------------------------------------- */
 
 /* Steps 1-7 of docs/checkpoint-format.md's list: everything the 48 header
@@ -573,7 +610,7 @@ mgpo_status mgpo_save(const mgpo_state *st, void *buffer, size_t capacity, size_
  * where the bytes end).  On MGPO_OK *total is the recorded size, *version
  * the format version and *little the byte order of every later field. */
 mgpo_status mgpo_ckpt_check_header(const unsigned char *b, size_t size, uint64_t *total,
-                                   uint32_t *version, bool *little)
+                                   uint32_t *version, bool *little, uint32_t *flags)
 {
     size_t magic = size < MGPO_CKPT_MAGIC_SIZE ? size : MGPO_CKPT_MAGIC_SIZE;
     if (memcmp(b, MGPO_CKPT_MAGIC, magic) != 0) return MGPO_ERR_CHECKPOINT_MAGIC;
@@ -595,22 +632,25 @@ mgpo_status mgpo_ckpt_check_header(const unsigned char *b, size_t size, uint64_t
     if (mgpo_crc32c(0, b, MGPO_CKPT_OFF_HEADER_CRC) != decode32(b + MGPO_CKPT_OFF_HEADER_CRC, le))
         return MGPO_ERR_CHECKPOINT_CHECKSUM;
     static const unsigned char zeros[8] = {0};
-    if (decode32(b + MGPO_CKPT_OFF_HEADER_SIZE, le) != MGPO_CKPT_HEADER_SIZE ||
-        decode32(b + MGPO_CKPT_OFF_FLAGS, le) != 0 ||
+    /* The caller's record came with version 3's readers. */
+    uint32_t f = decode32(b + MGPO_CKPT_OFF_FLAGS, le);
+    bool known = f == 0 || (f == MGPO_CKPT_FLAG_USER && v == MGPO_CKPT_VERSION);
+    if (decode32(b + MGPO_CKPT_OFF_HEADER_SIZE, le) != MGPO_CKPT_HEADER_SIZE || !known ||
         memcmp(b + MGPO_CKPT_OFF_RESERVED, zeros, sizeof zeros) != 0)
         return MGPO_ERR_CHECKPOINT_VERSION;
     *total = decode64(b + MGPO_CKPT_OFF_TOTAL_SIZE, le);
     *version = v;
     *little = le;
+    *flags = f;
     return MGPO_OK;
 }
 
 /* Steps 8 and 9: the size and the payload checksum. */
 static mgpo_status check_header(const unsigned char *b, size_t size, uint32_t *version,
-                                bool *little)
+                                bool *little, uint32_t *flags)
 {
     uint64_t total = 0;
-    mgpo_status s = mgpo_ckpt_check_header(b, size, &total, version, little);
+    mgpo_status s = mgpo_ckpt_check_header(b, size, &total, version, little, flags);
     if (s != MGPO_OK) return s;
     if (total != size) return MGPO_ERR_CHECKPOINT_TRUNCATED;
     if (mgpo_crc32c(0, b + MGPO_CKPT_HEADER_SIZE, size - MGPO_CKPT_HEADER_SIZE) !=
@@ -671,6 +711,15 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
     s.clipped = get_i32(r);
     CHECK(s.perturbed == 0 || s.perturbed == 1);
     CHECK(s.clipped == 0 || s.clipped == 1);
+    /* The statistics as a run leaves them: the lr as mgpo_set_lr accepts it
+     * (which lets -0.0 through); sums of squares' roots finite, >= 0 and not
+     * -0.0 (the step refuses an EMA whose squares overflow).  Only the
+     * momentum norm, the root of a sum over units of squared norms that
+     * are each finite, can overflow to +Inf (LoRA weight-space norms). */
+    CHECK(isfinite(s.lr) && s.lr >= 0.0);
+    CHECK(is_magnitude(s.grad_norm) && is_magnitude(s.grad_norm_ema) &&
+          is_magnitude(s.perturbation_norm) && is_magnitude(s.perturbation_scale));
+    CHECK(!isnan(s.momentum_norm) && !signbit(s.momentum_norm));
     /* Versions 2 and 3 store the counters here as mgpo_get_stats reports
      * them; version 1 wrote zeros (and a perturbed flag of 0). */
     if (version != MGPO_CKPT_VERSION_NATIVE)
@@ -713,11 +762,19 @@ static mgpo_status get_state(reader *r, mgpo_state *st, uint32_t version, bool a
     return MGPO_OK;
 }
 
-/* Each unit's coefficient goes to coefficient[u] (scratch: reduce_buf) for
- * the item and slot checks. */
+/* A unit's gradient norm or its EMA: the root of a finite sum of squares
+ * (or a convex mix of such), so its square is finite too. */
+static bool is_unit_norm(double x) { return is_magnitude(x) && isfinite(x * x); }
+
+/* Each unit's coefficient goes to coefficient[u] and 1.0 when its momentum
+ * norm is NaN (else 0.0) to coefficient[unit_count + u] (scratch:
+ * reduce_buf, 2 * (unit_count + 1) doubles) for the item and slot checks. */
 static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, uint64_t step,
                              double *coefficient, bool apply)
 {
+    /* The next step's grad_norm_ema squares and sums every unit's EMA; a
+     * run's never overflows (the step refuses that). */
+    double ema_sq = 0.0;
     for (size_t u = 0; u < st->unit_count; u++) {
         mgpo_unit un;
         uint32_t set = get_u32(r), reserved = get_u32(r);
@@ -730,7 +787,9 @@ static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, ui
         CHECK(is_flag(set) && reserved == 0);
         /* Every step sets every unit's EMA; before the first nothing is set. */
         CHECK(un.gbar_set == (step > 0));
-        CHECK(is_magnitude(un.gbar) && is_magnitude(un.gamma));
+        CHECK(is_unit_norm(un.gbar) && is_unit_norm(un.gamma));
+        ema_sq += un.gbar * un.gbar;
+        CHECK(isfinite(ema_sq));
         CHECK(isnan(un.momentum_norm) || !signbit(un.momentum_norm));
         /* A skipped unit has +0.0 for both; a perturbed one a scale in
          * (0, scale_max] and a coefficient of the configured sign whose
@@ -738,15 +797,22 @@ static mgpo_status get_units(reader *r, mgpo_state *st, const mgpo_config *c, ui
         bool none = same_bits(un.scale, 0.0) && same_bits(un.coefficient, 0.0);
         /* External mode perturbs before the first step too (once the
          * momentum is attached), with the scale of an unset EMA: 1. */
-        bool early = !un.gbar_set && c->optimizer_mode == MGPO_OPTIMIZER_EXTERNAL;
-        CHECK(none || (un.scale > 0.0 &&
-                       (early ? same_bits(un.scale, 1.0) : un.scale <= c->scale_max) &&
+        bool external = c->optimizer_mode == MGPO_OPTIMIZER_EXTERNAL;
+        bool early = !un.gbar_set && external;
+        /* APN off fixes the scale at 1, whatever scale_max (which may be
+         * below 1) says: unit_scale in iteration.c.  An early perturb's 1
+         * stays in the record after the step until the next perturb. */
+        bool fixed = early || !c->normalize;
+        bool scale_ok = fixed ? same_bits(un.scale, 1.0)
+                              : un.scale <= c->scale_max || (external && same_bits(un.scale, 1.0));
+        CHECK(none || (un.scale > 0.0 && scale_ok &&
                        (un.coefficient > 0.0) == (c->sign == MGPO_SIGN_ASCENT) &&
                        fabs(un.coefficient) <= FLT_MAX && (float)un.coefficient != 0.0f));
         if (!un.gbar_set)
             CHECK(same_bits(un.gbar, 0.0) && same_bits(un.gamma, 0.0) &&
                   (early || (same_bits(un.momentum_norm, 0.0) && none)));
         coefficient[u] = un.coefficient;
+        coefficient[st->unit_count + u] = isnan(un.momentum_norm) ? 1.0 : 0.0;
         if (apply) st->units[u] = un;
     }
     return MGPO_OK;
@@ -779,7 +845,7 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, uint32_t version, bool p
         float applied = get_f32(r);
         /* Reserved (0, which is float32) before version 3. */
         uint32_t param_type = get_u32(r);
-        double momentum_sq = get_f64(r); /* checked against m in get_arrays */
+        double momentum_sq = get_f64(r); /* integrated: checked against m in get_arrays */
         CHECK(count == sl->count && item == sl->item && same_bits(lr_scale, sl->lr_scale) &&
               same_bits(wd_scale, sl->weight_decay_scale) &&
               perturb == (sl->perturb ? 1u : 0u));
@@ -797,6 +863,13 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, uint32_t version, bool p
         /* A perturbation is undone along the momentum it followed: in
          * external mode the caller must have attached it before loading. */
         CHECK(applied == 0.0f || sl->dir || sl->dir_typed);
+        /* External mode: the caller's momentum's sum of squares as the last
+         * perturb measured it, >= +0.0 (+Inf from an Inf in it); NaN only
+         * from a NaN in it, which made the unit's norm NaN too. */
+        if (arrays & MGPO_CKPT_SLOT_EXTERNAL) {
+            bool unit_nan = coefficient[st->unit_count + st->items[sl->item].unit] != 0.0;
+            CHECK(isnan(momentum_sq) ? unit_nan : !signbit(momentum_sq));
+        }
         if (apply) {
             sl->applied = applied;
             sl->momentum_sq = momentum_sq;
@@ -822,7 +895,7 @@ static bool moments_valid(const reader *r, const mgpo_slot *sl, uint64_t step, b
     for (size_t begin = 0; begin < sl->count; begin += MGPO_BLOCK_FLOATS) {
         size_t n = mgpo_block_length(sl, begin);
         for (size_t k = 0; k < n; k++)
-            piece[k] = bits_float(decode32(r->p + (begin + k) * sizeof(float), r->little));
+            piece[k] = mgpo_bits_float(decode32(r->p + (begin + k) * sizeof(float), r->little));
         for (size_t k = 0; k < n; k++) {
             float x = piece[k];
             if (!isfinite(x) || (second && signbit(x)) || (step == 0 && mgpo_float_bits(x) != 0))
@@ -849,7 +922,7 @@ static bool master_valid(const reader *r, const mgpo_slot *sl)
 {
     if (r->short_read || r->left < sl->count * sizeof(float)) return true; /* truncated */
     for (size_t i = 0; i < sl->count; i++)
-        if (!isfinite(bits_float(decode32(r->p + i * sizeof(float), r->little)))) return false;
+        if (!isfinite(mgpo_bits_float(decode32(r->p + i * sizeof(float), r->little)))) return false;
     return true;
 }
 
@@ -900,7 +973,7 @@ static mgpo_status get_arrays(reader *r, mgpo_state *st, uint32_t version, uint6
         }
     }
     for (size_t i = 0; i < st->item_count; i++) {
-        float base = bits_float(
+        float base = mgpo_bits_float(
             decode32(items + i * item_size + MGPO_CKPT_ITEM_OFF_BASE_APPLIED, r->little));
         get_lora_base(r, &st->items[i], base != 0.0f, apply);
     }
@@ -930,20 +1003,54 @@ static mgpo_status parse(mgpo_state *st, const unsigned char *payload, size_t si
     return MGPO_OK;
 }
 
+mgpo_status mgpo_ckpt_load(mgpo_state *st, const unsigned char *b, size_t size, bool want,
+                           void *user, size_t capacity, size_t *user_size)
+{
+    uint32_t version = 0, flags = 0;
+    bool little = true;
+    mgpo_status s = check_header(b, size, &version, &little, &flags);
+    if (s != MGPO_OK) return s;
+    const unsigned char *payload = b + MGPO_CKPT_HEADER_SIZE;
+    size_t state_bytes = size - MGPO_CKPT_HEADER_SIZE;
+    /* The caller's record ends the payload: its bytes, then their count. */
+    const unsigned char *record = NULL;
+    size_t record_size = 0;
+    if (flags & MGPO_CKPT_FLAG_USER) {
+        if (state_bytes < MGPO_CKPT_USER_TRAILER) return MGPO_ERR_CHECKPOINT_TRUNCATED;
+        uint64_t n = decode64(payload + state_bytes - MGPO_CKPT_USER_TRAILER, little);
+        if (n > state_bytes - MGPO_CKPT_USER_TRAILER) return MGPO_ERR_CHECKPOINT_TRUNCATED;
+        record_size = (size_t)n;
+        state_bytes -= MGPO_CKPT_USER_TRAILER + record_size;
+        record = payload + state_bytes;
+    } else if (want) {
+        return MGPO_ERR_CHECKPOINT_LAYOUT; /* written without a record */
+    }
+    if (want && record_size > capacity) {
+        *user_size = record_size;
+        return MGPO_ERR_BUFFER_TOO_SMALL;
+    }
+    /* Validation recomputes each momentum_sq as the step does. */
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    s = parse(st, payload, state_bytes, version, little, false);
+    if (s == MGPO_OK) s = parse(st, payload, state_bytes, version, little, true);
+    mgpo_fp_leave(&caller);
+    if (s == MGPO_OK && want) {
+        if (record_size) memcpy(user, record, record_size);
+        *user_size = record_size;
+    }
+    return s;
+}
+
 mgpo_status mgpo_load(mgpo_state *st, const void *buffer, size_t size)
 {
     if (!st || !buffer) return MGPO_ERR_NULL_ARGUMENT;
-    const unsigned char *b = buffer;
-    uint32_t version = 0;
-    bool little = true;
-    mgpo_status s = check_header(b, size, &version, &little);
-    if (s != MGPO_OK) return s;
-    /* Validation recomputes each momentum_sq as the step does. */
-    const unsigned char *payload = b + MGPO_CKPT_HEADER_SIZE;
-    fenv_t caller;
-    mgpo_fp_enter(&caller);
-    s = parse(st, payload, size - MGPO_CKPT_HEADER_SIZE, version, little, false);
-    if (s == MGPO_OK) s = parse(st, payload, size - MGPO_CKPT_HEADER_SIZE, version, little, true);
-    mgpo_fp_leave(&caller);
-    return s;
+    return mgpo_ckpt_load(st, buffer, size, false, NULL, 0, NULL);
+}
+
+mgpo_status mgpo_load_with_user(mgpo_state *st, const void *buffer, size_t size, void *user,
+                                size_t capacity, size_t *user_size)
+{
+    if (!st || !buffer || !user_size || (!user && capacity)) return MGPO_ERR_NULL_ARGUMENT;
+    return mgpo_ckpt_load(st, buffer, size, true, user, capacity, user_size);
 }

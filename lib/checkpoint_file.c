@@ -84,14 +84,14 @@ static mgpo_status file_put(void *ctx, const void *data, size_t n)
 
 /* The header goes first but is known last: reserve its bytes, stream the
  * payload, then write it in place. */
-static mgpo_status write_checkpoint(const mgpo_state *st, int fd)
+static mgpo_status write_checkpoint(const mgpo_state *st, int fd, const mgpo_ckpt_user *user)
 {
     file_sink f;
     f.fd = fd;
     memset(f.stage, 0, MGPO_CKPT_HEADER_SIZE);
     f.used = MGPO_CKPT_HEADER_SIZE;
     unsigned char header[MGPO_CKPT_HEADER_SIZE];
-    mgpo_status s = mgpo_ckpt_stream(st, file_put, &f, header);
+    mgpo_status s = mgpo_ckpt_stream_user(st, file_put, &f, header, user);
     if (s == MGPO_OK) s = flush_stage(&f);
     if (s == MGPO_OK && pwrite(fd, header, sizeof header, 0) != (ssize_t)sizeof header)
         s = MGPO_ERR_IO;
@@ -158,9 +158,8 @@ static int create_temporary(int dirfd, char name[16])
     return -1;
 }
 
-mgpo_status mgpo_save_file(const mgpo_state *st, const char *path)
+static mgpo_status save_file(const mgpo_state *st, const char *path, const mgpo_ckpt_user *user)
 {
-    if (!st || !path) return MGPO_ERR_NULL_ARGUMENT;
     if (!*path) return MGPO_ERR_INVALID_ARGUMENT;
     char dir[PATH_MAX + 1];
     const char *name = NULL;
@@ -179,7 +178,7 @@ mgpo_status mgpo_save_file(const mgpo_state *st, const char *path)
     if (s == MGPO_OK && (fd = create_temporary(dirfd, tmp)) < 0) s = MGPO_ERR_IO;
     if (fd >= 0) {
         if (replacing && fchmod(fd, old.st_mode & 07777) != 0) s = MGPO_ERR_IO;
-        if (s == MGPO_OK) s = write_checkpoint(st, fd);
+        if (s == MGPO_OK) s = write_checkpoint(st, fd, user);
         if (close(fd) != 0 && s == MGPO_OK) s = MGPO_ERR_IO;
         if (s == MGPO_OK && renameat(dirfd, tmp, dirfd, name) != 0) s = MGPO_ERR_IO;
         if (s != MGPO_OK) (void)unlinkat(dirfd, tmp, 0);
@@ -189,6 +188,20 @@ mgpo_status mgpo_save_file(const mgpo_state *st, const char *path)
     }
     if (close(dirfd) != 0 && s == MGPO_OK) s = MGPO_ERR_IO;
     return s;
+}
+
+mgpo_status mgpo_save_file(const mgpo_state *st, const char *path)
+{
+    if (!st || !path) return MGPO_ERR_NULL_ARGUMENT;
+    return save_file(st, path, NULL);
+}
+
+mgpo_status mgpo_save_file_with_user(const mgpo_state *st, const char *path, const void *user,
+                                     size_t user_size)
+{
+    if (!st || !path || (!user && user_size)) return MGPO_ERR_NULL_ARGUMENT;
+    const mgpo_ckpt_user record = {user, user_size};
+    return save_file(st, path, &record);
 }
 
 static mgpo_status read_exact(int fd, unsigned char *p, size_t n)
@@ -203,9 +216,23 @@ static mgpo_status read_exact(int fd, unsigned char *p, size_t n)
     return MGPO_OK;
 }
 
+/* The caller's record's size, from the count that ends the file. */
+static mgpo_status read_user_size(int fd, uint64_t total, bool little, uint64_t *n)
+{
+    unsigned char b[MGPO_CKPT_USER_TRAILER];
+    if (total < MGPO_CKPT_HEADER_SIZE + sizeof b) return MGPO_ERR_CHECKPOINT_TRUNCATED;
+    if (pread(fd, b, sizeof b, (off_t)(total - sizeof b)) != (ssize_t)sizeof b) return MGPO_ERR_IO;
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++) x |= (uint64_t)b[little ? i : 7 - i] << (8 * i);
+    if (x > total - MGPO_CKPT_HEADER_SIZE - sizeof b) return MGPO_ERR_CHECKPOINT_TRUNCATED;
+    *n = x;
+    return MGPO_OK;
+}
+
 /* After the file is open: its header decides, before anything is
  * allocated, whether the rest is worth reading. */
-static mgpo_status load_open_file(mgpo_state *st, int fd)
+static mgpo_status load_open_file(mgpo_state *st, int fd, bool want, void *user,
+                                  size_t capacity, size_t *user_size)
 {
     struct stat info;
     if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_size < 0)
@@ -218,33 +245,60 @@ static mgpo_status load_open_file(mgpo_state *st, int fd)
     size_t have = file_size < sizeof head ? (size_t)file_size : sizeof head;
     mgpo_status s = read_exact(fd, head, have);
     uint64_t total = 0;
-    uint32_t version = 0;
+    uint32_t version = 0, header_flags = 0;
     bool little = true;
-    if (s == MGPO_OK) s = mgpo_ckpt_check_header(head, have, &total, &version, &little);
+    if (s == MGPO_OK) s = mgpo_ckpt_check_header(head, have, &total, &version, &little, &header_flags);
     if (s != MGPO_OK) return s;
     if (total != file_size) return MGPO_ERR_CHECKPOINT_TRUNCATED;
+    uint64_t record = 0;
+    if (header_flags & MGPO_CKPT_FLAG_USER) {
+        s = read_user_size(fd, total, little, &record);
+        if (s != MGPO_OK) return s;
+        record += MGPO_CKPT_USER_TRAILER;
+    } else if (want) {
+        return MGPO_ERR_CHECKPOINT_LAYOUT; /* written without a record */
+    }
+    if (want && record - MGPO_CKPT_USER_TRAILER > capacity) {
+        *user_size = (size_t)(record - MGPO_CKPT_USER_TRAILER);
+        return MGPO_ERR_BUFFER_TOO_SMALL;
+    }
     /* More than any checkpoint of this state's registrations can hold: the
-     * file was written for other tensors (or forged). */
-    if (total > mgpo_ckpt_max_size(st)) return MGPO_ERR_CHECKPOINT_LAYOUT;
+     * file was written for other tensors (or forged).  The caller's record
+     * is the caller's size: it is read only into a buffer of that size. */
+    if (total - record > mgpo_ckpt_max_size(st)) return MGPO_ERR_CHECKPOINT_LAYOUT;
+    if (total > SIZE_MAX) return MGPO_ERR_OUT_OF_MEMORY;
 
     size_t size = (size_t)total;
     unsigned char *buf = mgpo_alloc(st, size);
     if (!buf) return MGPO_ERR_OUT_OF_MEMORY;
     memcpy(buf, head, sizeof head);
     s = read_exact(fd, buf + sizeof head, size - sizeof head);
-    if (s == MGPO_OK) s = mgpo_load(st, buf, size);
+    if (s == MGPO_OK) s = mgpo_ckpt_load(st, buf, size, want, user, capacity, user_size);
     mgpo_free(st, buf, size);
+    return s;
+}
+
+static mgpo_status load_file(mgpo_state *st, const char *path, bool want, void *user,
+                             size_t capacity, size_t *user_size)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return MGPO_ERR_IO;
+    mgpo_status s = load_open_file(st, fd, want, user, capacity, user_size);
+    (void)close(fd); /* read-only: nothing a failed close could lose */
     return s;
 }
 
 mgpo_status mgpo_load_file(mgpo_state *st, const char *path)
 {
     if (!st || !path) return MGPO_ERR_NULL_ARGUMENT;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) return MGPO_ERR_IO;
-    mgpo_status s = load_open_file(st, fd);
-    (void)close(fd); /* read-only: nothing a failed close could lose */
-    return s;
+    return load_file(st, path, false, NULL, 0, NULL);
+}
+
+mgpo_status mgpo_load_file_with_user(mgpo_state *st, const char *path, void *user,
+                                     size_t capacity, size_t *user_size)
+{
+    if (!st || !path || !user_size || (!user && capacity)) return MGPO_ERR_NULL_ARGUMENT;
+    return load_file(st, path, true, user, capacity, user_size);
 }
 
 #else /* _WIN32 */
@@ -258,6 +312,20 @@ mgpo_status mgpo_save_file(const mgpo_state *st, const char *path)
 mgpo_status mgpo_load_file(mgpo_state *st, const char *path)
 {
     if (!st || !path) return MGPO_ERR_NULL_ARGUMENT;
+    return MGPO_ERR_UNSUPPORTED;
+}
+
+mgpo_status mgpo_save_file_with_user(const mgpo_state *st, const char *path, const void *user,
+                                     size_t user_size)
+{
+    if (!st || !path || (!user && user_size)) return MGPO_ERR_NULL_ARGUMENT;
+    return MGPO_ERR_UNSUPPORTED;
+}
+
+mgpo_status mgpo_load_file_with_user(mgpo_state *st, const char *path, void *user,
+                                     size_t capacity, size_t *user_size)
+{
+    if (!st || !path || !user_size || (!user && capacity)) return MGPO_ERR_NULL_ARGUMENT;
     return MGPO_ERR_UNSUPPORTED;
 }
 

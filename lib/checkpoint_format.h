@@ -21,7 +21,12 @@
 #define MGPO_CKPT_OFF_ENDIAN 8u       /* u32 MGPO_CKPT_ENDIAN_MARK */
 #define MGPO_CKPT_OFF_VERSION 12u     /* u32 MGPO_CKPT_VERSION */
 #define MGPO_CKPT_OFF_HEADER_SIZE 16u /* u32 MGPO_CKPT_HEADER_SIZE */
-#define MGPO_CKPT_OFF_FLAGS 20u       /* u32, 0 (no optional features yet) */
+#define MGPO_CKPT_OFF_FLAGS 20u       /* u32, 0 or MGPO_CKPT_FLAG_USER */
+/* Header flag (version 3): the payload ends with the caller's record, its
+ * bytes then their count as a u64 (mgpo_save_file_with_user).  A reader
+ * without the feature refuses the flag (MGPO_ERR_CHECKPOINT_VERSION). */
+#define MGPO_CKPT_FLAG_USER 1u
+#define MGPO_CKPT_USER_TRAILER 8u /* the u64 count after the caller's bytes */
 #define MGPO_CKPT_OFF_TOTAL_SIZE 24u  /* u64 bytes of the whole checkpoint */
 #define MGPO_CKPT_OFF_PAYLOAD_CRC 32u /* u32 CRC-32C of bytes [48, total) */
 #define MGPO_CKPT_OFF_RESERVED 36u    /* 8 bytes of zeros */
@@ -68,18 +73,39 @@ size_t mgpo_ckpt_size(const mgpo_state *st);
  * before it (its checksum covers the payload just streamed). */
 mgpo_status mgpo_ckpt_stream(const mgpo_state *st, mgpo_ckpt_sink sink, void *ctx,
                              unsigned char header[MGPO_CKPT_HEADER_SIZE]);
+/* The caller's record saved with a checkpoint (NULL: none). */
+typedef struct mgpo_ckpt_user {
+    const void *data; /* may be NULL when size is 0 */
+    size_t size;
+} mgpo_ckpt_user;
+/* mgpo_ckpt_stream with the caller's record after the state (user not
+ * NULL: the header gets MGPO_CKPT_FLAG_USER).  The size of the whole
+ * checkpoint is then mgpo_ckpt_size + user->size + MGPO_CKPT_USER_TRAILER. */
+mgpo_status mgpo_ckpt_stream_user(const mgpo_state *st, mgpo_ckpt_sink sink, void *ctx,
+                                  unsigned char header[MGPO_CKPT_HEADER_SIZE],
+                                  const mgpo_ckpt_user *user);
+/* mgpo_load, and with `want` the caller's record: into user (capacity
+ * bytes), its size to *user_size.  A checkpoint without the record is then
+ * CHECKPOINT_LAYOUT, a record above capacity BUFFER_TOO_SMALL (*user_size
+ * set to the size needed, nothing else changed). */
+mgpo_status mgpo_ckpt_load(mgpo_state *st, const unsigned char *b, size_t size, bool want,
+                           void *user, size_t capacity, size_t *user_size);
 /* The largest checkpoint `st` can produce with its registrations (every
  * backup present): a bound for a file's size before it is read. */
 size_t mgpo_ckpt_max_size(const mgpo_state *st);
 /* Checks what the first `size` bytes of a header decide alone (magic, byte
  * order, version, header checksum, header fields; steps 1-7 of the format's
  * list), so that a file's header can be judged before the rest is read.  On
- * MGPO_OK: *total the recorded size, *version, *little the byte order. */
+ * MGPO_OK: *total the recorded size, *version, *little the byte order,
+ * *flags the header's flags (0 or MGPO_CKPT_FLAG_USER). */
 mgpo_status mgpo_ckpt_check_header(const unsigned char *b, size_t size, uint64_t *total,
-                                   uint32_t *version, bool *little);
+                                   uint32_t *version, bool *little, uint32_t *flags);
 /* Writes a valid header for a payload of total-48 bytes with that CRC. */
 void mgpo_ckpt_header(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t total,
                       uint32_t payload_crc);
+/* The same with header flags. */
+void mgpo_ckpt_header_flags(unsigned char header[MGPO_CKPT_HEADER_SIZE], uint64_t total,
+                            uint32_t payload_crc, uint32_t flags);
 #endif
 
 #endif

@@ -488,6 +488,9 @@ static mgpo_status step(mgpo_state *st)
         if (!isfinite(gbar[u])) return skip_step(st);
         ema_sq += gbar[u] * gbar[u];
     }
+    /* Finite EMAs whose squares overflow (LoRA weight-space norms near the
+     * double range's end) would report grad_norm_ema = +Inf. */
+    if (!isfinite(ema_sq)) return skip_step(st);
     st->stats.clipped = clipped;
     for (size_t u = 0; u < units; u++) {
         mgpo_unit *un = &st->units[u];

@@ -593,6 +593,30 @@ enum { PLAIN = 0, LORA = 1 };
       mgpo_load_file(c->f.st, NULL))                                                        \
     X(load_file_io, "mgpo_load_file", MGPO_ERR_IO, PLAIN, mgpo_load_file(c->f.st, NOPATH))  \
     X(load_file_dir, "mgpo_load_file", MGPO_ERR_IO, PLAIN, mgpo_load_file(c->f.st, "/"))    \
+    X(save_user_null, "mgpo_save_with_user", MGPO_ERR_NULL_ARGUMENT, PLAIN,                 \
+      mgpo_save_with_user(NULL, "u", 1, c->out.bytes + 64, 64, OUT(size_t)))                \
+    X(save_user_record, "mgpo_save_with_user", MGPO_ERR_NULL_ARGUMENT, PLAIN,               \
+      mgpo_save_with_user(c->f.st, NULL, 1, c->out.bytes + 64, 64, OUT(size_t)))            \
+    X(save_user_small, "mgpo_save_with_user", MGPO_ERR_BUFFER_TOO_SMALL, PLAIN,             \
+      mgpo_save_with_user(c->f.st, "u", 1, c->out.bytes + 64, 400, OUT(size_t)))            \
+    X(save_user_huge, "mgpo_save_with_user", MGPO_ERR_INVALID_ARGUMENT, PLAIN,              \
+      mgpo_save_with_user(c->f.st, "u", SIZE_MAX - 8, c->out.bytes + 64, 400, OUT(size_t))) \
+    X(load_user_null, "mgpo_load_with_user", MGPO_ERR_NULL_ARGUMENT, PLAIN,                 \
+      mgpo_load_with_user(NULL, CK_PTR, c->ck_size, c->out.bytes + 64, 64, OUT(size_t)))    \
+    X(load_user_size, "mgpo_load_with_user", MGPO_ERR_NULL_ARGUMENT, PLAIN,                 \
+      mgpo_load_with_user(c->f.st, CK_PTR, c->ck_size, c->out.bytes + 64, 64, NULL))        \
+    X(load_user_buffer, "mgpo_load_with_user", MGPO_ERR_NULL_ARGUMENT, PLAIN,               \
+      mgpo_load_with_user(c->f.st, CK_PTR, c->ck_size, NULL, 64, OUT(size_t)))              \
+    X(load_user_none, "mgpo_load_with_user", MGPO_ERR_CHECKPOINT_LAYOUT, PLAIN,             \
+      mgpo_load_with_user(c->f.st, CK_PTR, c->ck_size, c->out.bytes + 64, 64, OUT(size_t))) \
+    X(save_file_user_null, "mgpo_save_file_with_user", MGPO_ERR_NULL_ARGUMENT, PLAIN,       \
+      mgpo_save_file_with_user(c->f.st, NOPATH, NULL, 1))                                   \
+    X(save_file_user_io, "mgpo_save_file_with_user", MGPO_ERR_IO, PLAIN,                    \
+      mgpo_save_file_with_user(c->f.st, NOPATH, "u", 1))                                    \
+    X(load_file_user_null, "mgpo_load_file_with_user", MGPO_ERR_NULL_ARGUMENT, PLAIN,       \
+      mgpo_load_file_with_user(c->f.st, NOPATH, c->out.bytes + 64, 64, NULL))               \
+    X(load_file_user_io, "mgpo_load_file_with_user", MGPO_ERR_IO, PLAIN,                    \
+      mgpo_load_file_with_user(c->f.st, NOPATH, c->out.bytes + 64, 64, OUT(size_t)))        \
     X(allreduce_null, "mgpo_set_allreduce", MGPO_ERR_NULL_ARGUMENT, PLAIN,                  \
       mgpo_set_allreduce(NULL, failing_allreduce, NULL))
 

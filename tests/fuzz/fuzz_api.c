@@ -28,15 +28,49 @@
  *     parameters (FUZZ_CHECK_FINITE, off by default: main fails it, see
  *     docs/fuzzing.md);
  *   - every status is one the call documents (no unknown code).
- * Crashes, leaks and sanitizer reports fail it too. */
+ * Crashes, leaks and sanitizer reports fail it too.
+ *
+ * Differential (issue 20): every program drives two states, side A and side
+ * B, with the same calls on separate copies of the caller's buffers.  B runs
+ * on another thread count and, at random, the portable kernel table (forced
+ * through the internal `kernels` pointer, as tests/test_digest.c does), and
+ * the `migrate` opcode rebuilds B from A's checkpoint mid-run (a fresh state,
+ * the same registrations, A's buffers copied, the load must succeed).  After
+ * every call both sides must agree byte for byte: status, parameter,
+ * gradient and momentum pools, checkpoint bytes.  Also checked per side:
+ *   - after every OK step each bf16/fp16 tensor buffer equals the
+ *     round-to-nearest of its master weights (integrated mode, rounding to
+ *     nearest), by an independent converter below (elements whose rounding
+ *     would overflow the type are not compared: issue 20, finding 6);
+ *   - after an OK perturb each unit made only of float32 tensors moved by
+ *     the documented |c_U|.||m_U|| = rho.s_U.n_U/(n_U + norm_eps) (finding
+ *     5: external mode, random direction, a momentum not yet attached);
+ *   - each library call runs in a fuzzed floating-point environment (a
+ *     rounding mode, traps on, flags raised), set only around the call so
+ *     that the harness and libFuzzer never trap; the call must leave that
+ *     environment exactly as it found it.
+ * FUZZ_WT_REL_FIXED (default 0) switches on the inputs and checks for the
+ * findings that branch wt-rel fixes (2, 5, 7, 8): a momentum inside the
+ * gradient pool, the perturbation-norm check, the portable table in
+ * external mode, and the fuzzed environment around mgpo_create,
+ * mgpo_set_lr, mgpo_set_rho and mgpo_set_grad_scale.  With 0 the target
+ * runs clean on a library without those fixes; docs/fuzzing.md. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* feenableexcept */
+#endif
+#include <fenv.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "internal.h" /* mgpo_kernels_portable and the state's kernel table */
 #include "mgpo.h"
 
+#ifndef FUZZ_WT_REL_FIXED
+#define FUZZ_WT_REL_FIXED 0
+#endif
 #ifndef FUZZ_CHECK_RELOAD
 #define FUZZ_CHECK_RELOAD 2
 #endif
@@ -47,6 +81,7 @@
 #define POOL 512   /* parameter floats shared by every registration */
 #define GPOOL 512  /* gradient floats */
 #define MAX_REGS 8
+#define MPOOL 512  /* the caller's momentum floats (external mode) */
 
 /* ---- Input ---------------------------------------------------------------- */
 
@@ -126,6 +161,9 @@ typedef struct reg {
     mgpo_tensor_options o;
     mgpo_lora_pair pair; /* offsets in a/b/base_weight, as pool indices */
     size_t a, b, w, ga, gb;
+    int mom;        /* external mode: momentum attached (tensors only) */
+    int mom_grads;  /* ... in the gradient pool (else the momentum pool) */
+    size_t mom_at;  /* its offset in floats */
 } reg;
 
 typedef struct world {
@@ -136,10 +174,74 @@ typedef struct world {
     reg regs[MAX_REGS];
     size_t nregs;
     float clean[POOL]; /* the pool before the perturbation now applied */
+    float mpool[MPOOL];
+    int side;           /* 0: A, 1: B */
+    int threads;        /* num_threads of this side's states */
+    int portable;       /* B: the portable kernel table */
+    int env;            /* the fuzzed environment around library calls */
+    mgpo_status last;   /* status of the side's last library call */
 } world;
 
+/* ---- The caller's floating-point environment ----------------------------------
+ * Set only around a library call: the harness (and libFuzzer) never run
+ * with traps.  env bits 0-1 a rounding mode, bit 2 traps on (invalid,
+ * division by zero, overflow), bit 3 all flags raised before the call. */
+static const int rounding_modes[4] = {FE_TONEAREST, FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};
+#define TRAPS (FE_INVALID | FE_DIVBYZERO | FE_OVERFLOW)
+
+static void fail(const char *what, int status);
+
+/* The flags raised before a call: with traps on only those not trapped (a
+ * pending flag of an enabled trap would fire at the next instruction). */
+static int raised_flags(int env)
+{
+    if (!(env & 8)) return 0;
+    return (env & 4) ? (FE_ALL_EXCEPT & ~TRAPS) : FE_ALL_EXCEPT;
+}
+
+static void env_enter(int env)
+{
+    fesetenv(FE_DFL_ENV);
+    fesetround(rounding_modes[env & 3]);
+    feraiseexcept(raised_flags(env));
+#if defined(__GLIBC__) && !defined(FUZZ_NO_TRAPS)
+    if (env & 4) feenableexcept(TRAPS);
+#endif
+}
+
+/* Back to the default environment, after checking that the call left the
+ * caller's as it was (mode, flags, traps). */
+static void env_leave(int env)
+{
+    int round = fegetround(), flags = fetestexcept(FE_ALL_EXCEPT);
+#if defined(__GLIBC__) && !defined(FUZZ_NO_TRAPS)
+    int traps = fegetexcept();
+    fedisableexcept(FE_ALL_EXCEPT);
+#else
+    int traps = 0;
+    env &= ~4;
+#endif
+    fesetenv(FE_DFL_ENV);
+    if (round != rounding_modes[env & 3]) fail("a call changed the caller's rounding mode", -1);
+    if (flags != raised_flags(env)) fail("a call changed the caller's flags", flags);
+    if (traps != ((env & 4) ? TRAPS : 0)) fail("a call changed the caller's traps", traps);
+}
+
+/* LIB(w, call): the call in w's fuzzed environment; CALL(w, call): in the
+ * default one (the calls of findings wt-rel fixes, unless FUZZ_WT_REL_FIXED). */
+#define LIB(w, call) (env_enter((w)->env), (w)->last = (call), env_leave((w)->env), (w)->last)
+#if FUZZ_WT_REL_FIXED
+#define CALL_DFL(w, call) LIB(w, call)
+#else
+#define CALL_DFL(w, call) ((w)->last = (call))
+#endif
+
+/* FUZZ_ONLY=<text> in the environment (for measuring how fast each
+ * finding is found) makes every failure whose message lacks <text> a no-op. */
 static void fail(const char *what, int status)
 {
+    const char *only = getenv("FUZZ_ONLY");
+    if (only && *only && !strstr(what, only)) return;
     fprintf(stderr, "fuzz_api: %s (status %d)\n", what, status);
     abort();
 }
@@ -230,9 +332,17 @@ static void check_reload(const world *w)
     mgpo_config cfg = w->cfg;
     if (mgpo_create(&twin, &cfg, NULL) != MGPO_OK) fail("twin create", -1);
     float *pool = calloc(POOL, sizeof(float)), *gpool = calloc(GPOOL, sizeof(float));
-    if (!pool || !gpool) abort();
-    for (size_t i = 0; i < w->nregs; i++)
-        if (add_reg(twin, &w->regs[i], pool, gpool) != MGPO_OK) fail("twin registration", -1);
+    float *mpool = calloc(MPOOL, sizeof(float));
+    if (!pool || !gpool || !mpool) abort();
+    memcpy(gpool, w->gpool, GPOOL * sizeof(float));
+    memcpy(mpool, w->mpool, MPOOL * sizeof(float));
+    for (size_t i = 0; i < w->nregs; i++) {
+        const reg *r = &w->regs[i];
+        if (add_reg(twin, r, pool, gpool) != MGPO_OK) fail("twin registration", -1);
+        /* External mode: a perturbed checkpoint needs the momentum attached. */
+        if (r->mom && mgpo_set_momentum(twin, i, (r->mom_grads ? gpool : mpool) + r->mom_at) != MGPO_OK)
+            fail("twin set_momentum", -1);
+    }
     size_t n = 0, m = 0;
     unsigned char *a = save(w->st, &n);
     size_t n0 = 0;
@@ -248,6 +358,7 @@ static void check_reload(const world *w)
     free(b);
     free(pool);
     free(gpool);
+    free(mpool);
     mgpo_destroy(twin);
 }
 
@@ -296,6 +407,18 @@ static void op_create(world *w, input *in)
     c.nesterov = (f >> 5) & 1;
     c.rounding = (f >> 6) & 1 ? MGPO_ROUNDING_STOCHASTIC : MGPO_ROUNDING_NEAREST;
     c.lr = 1e-2;
+    /* Ablations and external mode; the side's thread count, kernel table
+     * and floating-point environment. */
+    uint8_t g = byte(in);
+    c.normalize = (g & 1) ? 0 : 1;
+    c.direction = (g >> 1) & 1 ? MGPO_DIRECTION_RANDOM : MGPO_DIRECTION_MOMENTUM;
+    c.optimizer_mode = (g >> 2) & 1 ? MGPO_OPTIMIZER_EXTERNAL : MGPO_OPTIMIZER_INTEGRATED;
+    c.seed = (uint64_t)(g >> 3);
+    uint8_t e = byte(in);
+    w->threads = w->side ? 1 + (e & 3) : 1;
+    w->portable = w->side && (e & 4) &&
+                  (FUZZ_WT_REL_FIXED || c.optimizer_mode != MGPO_OPTIMIZER_EXTERNAL);
+    w->env = w->side ? (e >> 4) & 15 : (e >> 3) & 1 ? (e >> 4) & 15 : 0;
     /* Bit mask of fields replaced by extreme values. */
     uint16_t which = (uint16_t)(byte(in) | byte(in) << 8);
     double *fields[12] = {&c.lr,       &c.beta1,     &c.beta2,    &c.eps,
@@ -303,11 +426,13 @@ static void op_create(world *w, input *in)
                           &c.norm_ema, &c.scale_max, &c.norm_eps, &c.max_grad_norm};
     for (int i = 0; i < 12; i++)
         if (which >> i & 1) *fields[i] = dbl(in);
-    c.num_threads = 1;
+    if (c.optimizer_mode == MGPO_OPTIMIZER_EXTERNAL && !(which >> 11 & 1)) c.max_grad_norm = 0.0;
+    c.num_threads = w->threads;
     w->alloc.refuse = 0;
     mgpo_allocator a = {budget_alloc, budget_free, &w->alloc};
-    mgpo_status s = mgpo_create(&w->st, &c, &a);
+    mgpo_status s = CALL_DFL(w, mgpo_create(&w->st, &c, &a));
     check_known(s);
+    if (s == MGPO_OK && w->portable) w->st->kernels = mgpo_kernels_portable();
     if (s != MGPO_OK && w->st) fail("create failed but *out not NULL", (int)s);
     if (s == MGPO_OK && mgpo_config_validate(&c) != MGPO_OK) fail("create accepted invalid", -1);
     w->cfg = c;
@@ -443,7 +568,9 @@ static void op_add(world *w, input *in, int kind)
     r.o = options(in);
     snapshot before;
     take(w, &before);
-    mgpo_status s = add_reg(w->st, &r, w->pool, w->gpool);
+    /* Registration validates its scales in the caller's environment (a
+     * NaN lr_scale raises FE_INVALID): the class of finding 2. */
+    mgpo_status s = CALL_DFL(w, add_reg(w->st, &r, w->pool, w->gpool));
     check_known(s);
     if (s == MGPO_OK) {
         w->regs[w->nregs++] = r;
@@ -465,12 +592,12 @@ static void op_set_grad(world *w, input *in)
     size_t g = 0, ga = 0, gb = 0;
     if (!r->lora) {
         g = below(in, GPOOL - floats_of(r->count, r->gtype) + 1);
-        s = mgpo_set_grad_typed(w->st, i, set ? w->gpool + g : NULL, r->gtype);
+        s = LIB(w, mgpo_set_grad_typed(w->st, i, set ? w->gpool + g : NULL, r->gtype));
     } else {
         ga = below(in, GPOOL - r->pair.rank * r->pair.n_in + 1);
         gb = below(in, GPOOL - r->pair.n_out * r->pair.rank + 1);
-        s = mgpo_set_lora_grads_typed(w->st, i, set ? w->gpool + ga : NULL,
-                                      set ? w->gpool + gb : NULL, r->gtype);
+        s = LIB(w, mgpo_set_lora_grads_typed(w->st, i, set ? w->gpool + ga : NULL,
+                                             set ? w->gpool + gb : NULL, r->gtype));
     }
     check_known(s);
     if (s == MGPO_OK) {
@@ -484,6 +611,97 @@ static void op_set_grad(world *w, input *in)
     drop(&before);
 }
 
+/* ---- Independent round-to-nearest-even converters (not the library's) ------
+ * Each returns 0 when the rounded value would not be finite in the type. */
+static int to_bf16(float f, uint16_t *out)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u) return 0;
+    uint32_t r = u + 0x7fffu + ((u >> 16) & 1u);
+    if ((r & 0x7f800000u) == 0x7f800000u) return 0;
+    *out = (uint16_t)(r >> 16);
+    return 1;
+}
+
+static int to_fp16(float f, uint16_t *out)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a >= 0x477ff000u) return 0; /* >= 65520 (or Inf, NaN): Inf */
+    if (a < 0x38800000u) {          /* below 2^-14: a multiple of 2^-24 */
+        double units = nearbyint((double)fabsf(f) * 16777216.0); /* exact product; to even */
+        *out = (uint16_t)(sign | (uint32_t)units);
+        return 1;
+    }
+    uint32_t h = ((a >> 23) - 112u) << 10 | ((a >> 13) & 0x3ffu), rest = a & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++; /* a carry is right */
+    *out = (uint16_t)(sign | h);
+    return 1;
+}
+
+/* After an OK step (integrated mode, rounding to nearest): every bf16/fp16
+ * tensor buffer holds the rounded master weights. */
+static void check_typed_buffers(const world *w)
+{
+    if (w->cfg.optimizer_mode == MGPO_OPTIMIZER_EXTERNAL ||
+        w->cfg.rounding != MGPO_ROUNDING_NEAREST)
+        return;
+    for (size_t i = 0; i < w->nregs; i++) {
+        const reg *r = &w->regs[i];
+        if (r->lora || r->ptype == MGPO_DTYPE_FLOAT32) continue;
+        float master[64];
+        if (mgpo_get_master_weights(w->st, i, master, r->count) != MGPO_OK)
+            fail("get_master_weights of a typed tensor", -1);
+        uint16_t h[64];
+        memcpy(h, w->pool + r->p, r->count * sizeof *h);
+        for (size_t k = 0; k < r->count; k++) {
+            uint16_t want = 0;
+            int finite = r->ptype == MGPO_DTYPE_BFLOAT16 ? to_bf16(master[k], &want)
+                                                         : to_fp16(master[k], &want);
+            if (finite && h[k] != want) fail("a bf16/fp16 buffer is not its rounded master", (int)k);
+        }
+    }
+}
+
+/* After an OK perturb: each unit whose perturbed items are all float32
+ * tensors moved by rho.s.n/(n + norm_eps) (= |c_U|.||m_U||), up to the
+ * rounding of p + c.m.  Off without FUZZ_WT_REL_FIXED (finding 5). */
+static void check_perturbation_norms(const world *w)
+{
+    if (!FUZZ_WT_REL_FIXED) return;
+    size_t units = 0;
+    if (mgpo_get_unit_count(w->st, &units) != MGPO_OK) fail("get_unit_count", -1);
+    for (size_t u = 0; u < units; u++) {
+        mgpo_unit_stats us;
+        if (mgpo_get_unit_stats(w->st, u, &us) != MGPO_OK) fail("get_unit_stats", -1);
+        if (us.coefficient == 0.0) continue;
+        double moved = 0.0, norm = 0.0;
+        int plain = 1;
+        for (size_t i = 0; i < w->nregs && plain; i++) {
+            const reg *r = &w->regs[i];
+            size_t unit = w->cfg.scope == MGPO_SCOPE_GLOBAL ? 0 : i;
+            if (unit != u || !r->o.perturb) continue;
+            if (r->lora || r->ptype != MGPO_DTYPE_FLOAT32) plain = 0;
+            for (size_t k = r->p; plain && k < r->p + r->count; k++) {
+                double d = (double)w->pool[k] - (double)w->clean[k];
+                moved += d * d;
+                norm += (double)w->clean[k] * (double)w->clean[k];
+            }
+        }
+        if (!plain) continue;
+        double n = us.momentum_norm, want = w->cfg.rho * us.scale * n / (n + w->cfg.norm_eps);
+        moved = sqrt(moved);
+        norm = sqrt(norm);
+        if (!isfinite(want) || !isfinite(norm) || !isfinite(moved) || want < 1e-30 ||
+            want < 1e-4 * norm)
+            continue;
+        if (fabs(moved - want) > 1e-3 * want + 1e-6 * norm)
+            fail("a perturbation moved the parameters by other than |c|.||m||", (int)u);
+    }
+}
+
 /* perturb, restore or step, with the restore and error promises. */
 static void op_iterate(world *w, int which)
 {
@@ -492,12 +710,15 @@ static void op_iterate(world *w, int which)
     int finite_in = grads_finite(w) && pool_finite(w);
     snapshot before;
     take(w, &before);
-    mgpo_status s = which == 0 ? mgpo_perturb(w->st)
-                    : which == 1 ? mgpo_restore(w->st)
-                                 : mgpo_step(w->st);
+    mgpo_status s = which == 0   ? LIB(w, mgpo_perturb(w->st))
+                    : which == 1 ? LIB(w, mgpo_restore(w->st))
+                                 : LIB(w, mgpo_step(w->st));
     check_known(s);
-    if (s == MGPO_OK && which == 0 && !was && perturbed(w))
+    if (s == MGPO_OK && which == 0 && !was && perturbed(w)) {
         memcpy(w->clean, before.pool, sizeof w->clean);
+        check_perturbation_norms(w);
+    }
+    if (s == MGPO_OK && which == 2) check_typed_buffers(w);
     if (s == MGPO_ERR_NONFINITE_GRADIENT) {
         if (which != 2 || perturbed(w)) fail("NONFINITE_GRADIENT left the state perturbed", s);
         if (exact && was && memcmp(w->pool, w->clean, sizeof w->clean) != 0)
@@ -508,6 +729,11 @@ static void op_iterate(world *w, int which)
         if (!same_as(w, &before)) fail("an iteration error changed something", (int)s);
     } else if (which == 1 && was && exact && memcmp(w->pool, w->clean, sizeof w->clean) != 0) {
         fail("exact restore is not bit-exact", s);
+    } else if (which == 2 && was && exact && w->cfg.optimizer_mode == MGPO_OPTIMIZER_EXTERNAL &&
+               memcmp(w->pool, w->clean, sizeof w->clean) != 0) {
+        /* External mode: the step only restores (the caller's optimizer
+         * updates afterwards). */
+        fail("external-mode step: exact restore is not bit-exact", s);
     }
     if (FUZZ_CHECK_FINITE && which == 2 && s == MGPO_OK && finite_in &&
         !pool_finite(w))
@@ -522,9 +748,9 @@ static void op_set(world *w, input *in, int which)
     double x = dbl(in);
     snapshot before;
     take(w, &before);
-    mgpo_status s = which == 1   ? mgpo_set_rho(w->st, x)
-                    : which == 0 ? mgpo_set_lr(w->st, x)
-                                 : mgpo_set_grad_scale(w->st, x);
+    mgpo_status s = which == 1   ? CALL_DFL(w, mgpo_set_rho(w->st, x))
+                    : which == 0 ? CALL_DFL(w, mgpo_set_lr(w->st, x))
+                                 : CALL_DFL(w, mgpo_set_grad_scale(w->st, x));
     check_known(s);
     if (s != MGPO_OK && !same_as(w, &before)) fail("a refused set_lr/rho/scale changed something", s);
     if (which == 2 && (s == MGPO_OK) != (x >= MGPO_GRAD_SCALE_MIN && x <= MGPO_GRAD_SCALE_MAX))
@@ -536,17 +762,19 @@ static void op_set(world *w, input *in, int which)
     drop(&before);
 }
 
+/* params: 0 gradients, 1 parameters, 2 the momentum pool (the caller's
+ * optimizer's, external mode). */
 static void op_fill(world *w, input *in, int params)
 {
-    /* The caller may write its parameters only while clean. */
+    /* The caller may write its parameters and momentum only while clean. */
     if (params && w->st && perturbed(w)) return;
-    float *dst = params ? w->pool : w->gpool;
+    float *dst = params == 2 ? w->mpool : params ? w->pool : w->gpool;
     size_t at = below(in, POOL), n = 1 + below(in, 128);
     float x = value(in);
     int ramp = byte(in) & 1;
     for (size_t i = at; i < at + n && i < POOL; i++)
-        if (!params || !in_typed(w, i)) dst[i] = ramp ? x * (float)(i - at + 1) : x;
-    if (params)
+        if (params != 1 || !in_typed(w, i)) dst[i] = ramp ? x * (float)(i - at + 1) : x;
+    if (params == 1)
         for (size_t i = 0; i < POOL; i++)
             if (!in_typed(w, i) && !isfinite(dst[i])) dst[i] = 0.5f; /* parameters stay finite */
 }
@@ -560,7 +788,7 @@ static void op_save(world *w, input *in)
     if (!buf) abort();
     memset(buf, 0xA5, cap + 1);
     size_t written = 12345;
-    mgpo_status s = mgpo_save(w->st, buf, cap, &written);
+    mgpo_status s = LIB(w, mgpo_save(w->st, buf, cap, &written));
     check_known(s);
     if (cap < need) {
         if (s != MGPO_ERR_BUFFER_TOO_SMALL || written != 12345) fail("small buffer", s);
@@ -584,7 +812,7 @@ static void op_load(world *w, input *in)
     ck[at] ^= byte(in);
     snapshot before;
     take(w, &before);
-    mgpo_status s = mgpo_load(w->st, ck, cut);
+    mgpo_status s = LIB(w, mgpo_load(w->st, ck, cut));
     check_known(s);
     if (s == MGPO_OK) {
         size_t m = 0;
@@ -618,46 +846,155 @@ static void op_getters(const world *w, input *in)
     if ((unit < units) != (st == MGPO_OK)) fail("get_unit_stats index", st);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* External mode: attaches (or detaches) a tensor's momentum, in the
+ * momentum pool or, with FUZZ_WT_REL_FIXED, anywhere in the gradient pool
+ * (finding 7: a momentum that aliases a gradient buffer). */
+static void op_set_momentum(world *w, input *in)
 {
-    world *w = calloc(1, sizeof *w);
-    if (!w) abort();
-    input in = {data, size};
-    for (size_t i = 0; i < POOL; i++) w->pool[i] = (float)((int)(i % 17) - 8) / 8.0f;
-    for (size_t i = 0; i < GPOOL; i++) w->gpool[i] = (float)((int)(i % 13) - 6) / 16.0f;
-    for (int ops = 0; in.left && ops < 256; ops++) {
-        uint8_t op = byte(&in) % 16;
-        if (op == 0) {
-            op_create(w, &in);
-            continue;
+    if (!w->nregs) return;
+    size_t i = below(in, w->nregs);
+    reg *r = &w->regs[i];
+    uint8_t f = byte(in);
+    int detach = (f & 3) == 3, grads = FUZZ_WT_REL_FIXED && (f & 4);
+    size_t n = r->lora ? 1 : r->count;
+    size_t at = below(in, (grads ? GPOOL : MPOOL) - n + 1);
+    float *m = (grads ? w->gpool : w->mpool) + at;
+    snapshot before;
+    take(w, &before);
+    mgpo_status s = LIB(w, mgpo_set_momentum(w->st, i, detach ? NULL : m));
+    check_known(s);
+    if (s == MGPO_OK) {
+        r->mom = !detach;
+        r->mom_grads = grads;
+        r->mom_at = at;
+    } else if (!same_as(w, &before)) {
+        fail("a refused set_momentum changed something", (int)s);
+    }
+    drop(&before);
+}
+
+/* Rebuilds side b from a's checkpoint: a fresh state on b's thread count and
+ * kernel table, a's registrations on copies of a's buffers, the load must
+ * succeed.  Returns 0 when a registration of a's buffers as they are now is
+ * refused (a typed buffer holding a non-finite value): the program ends. */
+static int op_migrate(world *a, world *b)
+{
+    if (!a->st) return 1;
+    size_t n = 0;
+    unsigned char *ck = save(a->st, &n);
+    mgpo_destroy(b->st);
+    b->st = NULL;
+    b->cfg = a->cfg;
+    mgpo_config c = a->cfg;
+    c.num_threads = b->threads;
+    b->alloc.refuse = 0;
+    mgpo_allocator al = {budget_alloc, budget_free, &b->alloc};
+    if (mgpo_create(&b->st, &c, &al) != MGPO_OK) fail("migrate: create", -1);
+    if (b->portable) b->st->kernels = mgpo_kernels_portable();
+    memcpy(b->pool, a->pool, sizeof b->pool);
+    memcpy(b->gpool, a->gpool, sizeof b->gpool);
+    memcpy(b->mpool, a->mpool, sizeof b->mpool);
+    memcpy(b->clean, a->clean, sizeof b->clean);
+    memcpy(b->regs, a->regs, sizeof b->regs);
+    b->nregs = a->nregs;
+    int ok = 1;
+    for (size_t i = 0; ok && i < b->nregs; i++) {
+        const reg *r = &b->regs[i];
+        if (add_reg(b->st, r, b->pool, b->gpool) != MGPO_OK) {
+            ok = 0;
+            break;
         }
-        if (!w->st) continue;
-        switch (op) {
-        case 1: op_add(w, &in, 0); break;
-        case 2: op_add(w, &in, 2); break; /* bf16/fp16 */
-        case 3: op_add(w, &in, 1); break;
-        case 4: op_set_grad(w, &in); break;
+        if (r->mom && mgpo_set_momentum(b->st, i, (r->mom_grads ? b->gpool : b->mpool) +
+                                                      r->mom_at) != MGPO_OK)
+            fail("migrate: set_momentum", -1);
+    }
+    if (ok) {
+        mgpo_status s = LIB(b, mgpo_load(b->st, ck, n));
+        if (s != MGPO_OK) fail("migrate: a checkpoint of side A does not load into B", (int)s);
+        a->last = b->last;
+    }
+    b->alloc.refuse = a->alloc.refuse;
+    free(ck);
+    return ok;
+}
+
+/* Both sides agree byte for byte. */
+static void compare_sides(const world *a, const world *b)
+{
+    if (!a->st != !b->st || a->nregs != b->nregs) fail("sides differ: states", -1);
+    if (a->last != b->last) fail("sides differ: status", (int)b->last);
+    if (memcmp(a->pool, b->pool, sizeof a->pool) != 0) fail("sides differ: parameters", -1);
+    if (memcmp(a->gpool, b->gpool, sizeof a->gpool) != 0 ||
+        memcmp(a->mpool, b->mpool, sizeof a->mpool) != 0)
+        fail("sides differ: gradients or momentum", -1);
+    if (!a->st) return;
+    size_t na = 0, nb = 0;
+    unsigned char *ca = save(a->st, &na), *cb = save(b->st, &nb);
+    if (na != nb || memcmp(ca, cb, na) != 0) fail("sides differ: checkpoint bytes", -1);
+    free(ca);
+    free(cb);
+}
+
+static void run_op(world *w, uint8_t op, input *in)
+{
+    if (op == 0) {
+        op_create(w, in);
+        return;
+    }
+    if (!w->st) return;
+    switch (op) {
+        case 1: op_add(w, in, 0); break;
+        case 2: op_add(w, in, 2); break; /* bf16/fp16 */
+        case 3: op_add(w, in, 1); break;
+        case 4: op_set_grad(w, in); break;
         case 5: op_iterate(w, 0); break;
         case 6: op_iterate(w, 1); break;
         case 7: op_iterate(w, 2); break;
-        case 8: op_set(w, &in, (int)(byte(&in) % 3)); break;
-        case 9: op_fill(w, &in, 0); break;
-        case 10: op_fill(w, &in, 1); break;
-        case 11: op_save(w, &in); break;
-        case 12: op_load(w, &in); break;
-        case 13: op_getters(w, &in); break;
-        case 14: w->alloc.refuse = 1 + (int)below(&in, 3); break;
-        default: /* 15: destroy (the parameters keep whatever they hold) */
+        case 8: op_set(w, in, (int)(byte(in) % 3)); break;
+        case 9: op_fill(w, in, 0); break;
+        case 10: op_fill(w, in, 1); break;
+        case 11: op_save(w, in); break;
+        case 12: op_load(w, in); break;
+        case 13: op_getters(w, in); break;
+        case 14: w->alloc.refuse = 1 + (int)below(in, 3); break;
+        case 15: /* destroy (the parameters keep whatever they hold) */
             mgpo_destroy(w->st);
             w->st = NULL;
             w->nregs = 0;
             break;
+        case 16: op_set_momentum(w, in); break;
+        case 17: op_fill(w, in, 2); break;
+        default: break; /* 18: migrate (both sides, below) */
         }
-        check_reload(w);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    world *w = calloc(2, sizeof *w);
+    if (!w) abort();
+    input in = {data, size};
+    for (int k = 0; k < 2; k++) {
+        w[k].side = k;
+        w[k].threads = 1;
+        for (size_t i = 0; i < POOL; i++) w[k].pool[i] = (float)((int)(i % 17) - 8) / 8.0f;
+        for (size_t i = 0; i < GPOOL; i++) w[k].gpool[i] = (float)((int)(i % 13) - 6) / 16.0f;
+        for (size_t i = 0; i < MPOOL; i++) w[k].mpool[i] = (float)((int)(i % 11) - 5) / 32.0f;
     }
-    mgpo_destroy(w->st);
+    for (int ops = 0; in.left && ops < 256; ops++) {
+        uint8_t op = byte(&in) % 19;
+        /* The same call with the same arguments on both sides. */
+        input on_b = in;
+        run_op(&w[0], op, &in);
+        run_op(&w[1], op, &on_b);
+        if (on_b.left != in.left) fail("sides read different arguments", -1);
+        if (op == 18 && !op_migrate(&w[0], &w[1])) break;
+        check_reload(&w[0]);
+        compare_sides(&w[0], &w[1]);
+    }
+    mgpo_destroy(w[0].st);
+    mgpo_destroy(w[1].st);
     free(w);
     return 0;
 }

@@ -13,7 +13,7 @@
 /* Opcodes, as fuzz_api.c's switch. */
 enum { CREATE = 0, ADD = 1, ADD_TYPED = 2, LORA = 3, SET_GRAD = 4, PERTURB = 5, RESTORE = 6, STEP = 7,
        SET = 8, FILL_GRAD = 9, FILL_PARAM = 10, SAVE = 11, LOAD = 12, GET = 13, REFUSE = 14,
-       DESTROY = 15 };
+       DESTROY = 15, SET_MOMENTUM = 16, FILL_MOMENTUM = 17, MIGRATE = 18 };
 
 typedef struct prog {
     unsigned char b[512];
@@ -29,8 +29,15 @@ static void emit(prog *p, const unsigned char *bytes, size_t n)
 #define E(p, ...) emit(p, (const unsigned char[]){__VA_ARGS__}, sizeof((const unsigned char[]){__VA_ARGS__}))
 
 /* create with flags f (bit 0 nlg, 1 SGD, 2 tensor scope, 3 low memory,
- * 4 ascent, 5 nesterov, 6 stochastic rounding) and no extreme fields. */
-static void create(prog *p, unsigned char f) { E(p, CREATE, f, 0, 0); }
+ * 4 ascent, 5 nesterov, 6 stochastic rounding), ablation flags g (bit 0
+ * APN off, 1 random direction, 2 external mode), side byte e (side B: bits
+ * 0-1 threads - 1, bit 2 the portable table; bits 3-7 the environments)
+ * and no extreme fields. */
+static void create_ext(prog *p, unsigned char f, unsigned char g, unsigned char e)
+{
+    E(p, CREATE, f, g, e, 0, 0);
+}
+static void create(prog *p, unsigned char f) { create_ext(p, f, 0, 0x05); }
 /* A tensor at pool offset at, count, grads at g, default options. */
 static void tensor(prog *p, unsigned char at, unsigned char count, unsigned char g)
 {
@@ -155,12 +162,38 @@ int main(int argc, char **argv)
         prog p = {{0}, 0};
         unsigned char t = (unsigned char)(field * 2 + 12);
         unsigned lo = field < 8 ? 1u << field : 0, hi = field < 8 ? 0 : 1u << (field - 8);
-        E(&p, CREATE, 0, (unsigned char)lo, (unsigned char)hi, t);
+        E(&p, CREATE, 0, 0, 0x05, (unsigned char)lo, (unsigned char)hi, t);
         tensor(&p, 10, 30, 10);
         grads(&p, 2);
         iterations(&p, 3);
         E(&p, SET, 0, 13, SET, 1, 14, PERTURB, STEP);
         snprintf(name, sizeof name, "config-%02d", field);
+        bad |= write_seed(argv[1], name, &p);
+    }
+    /* The ablations (APN off with scale_max 0.5, the random direction) and
+     * external mode (momenta attached late or never, the caller's optimizer
+     * moving them while clean), on both sides with side B on 2-4 threads and
+     * the portable table, migrated from A's checkpoint mid-run, in fuzzed
+     * floating-point environments. */
+    for (unsigned char k = 0; k < 16; k++) {
+        prog p = {{0}, 0};
+        unsigned char g = (unsigned char)((k & 3) | (k & 4 ? 4 : 0));
+        unsigned char e = (unsigned char)(0x04 | (k & 3) | (k & 8 ? 0x08 | (k << 4) : 0));
+        /* scale_max (field 9) = 0.5 (table entry 3). */
+        E(&p, CREATE, (unsigned char)(k & 8 ? 4 : 0), g, e, 0, 2, 3);
+        tensor(&p, 0, 40, 0);
+        tensor(&p, 64, 7, 100);
+        grads(&p, 15);
+        if (g & 4) E(&p, SET_MOMENTUM, 0, 0, 10, FILL_MOMENTUM, 0, 100, 4, 1);
+        iterations(&p, 2);
+        E(&p, MIGRATE);
+        if (g & 4) E(&p, SET_MOMENTUM, 1, 0, 200, FILL_MOMENTUM, 190, 30, 2, 1);
+        iterations(&p, 2);
+        E(&p, PERTURB, SAVE, 3, 0, MIGRATE, STEP, GET, 0);
+        if (g & 4) E(&p, FILL_MOMENTUM, 0, 40, 12, 0); /* a NaN momentum */
+        iterations(&p, 1);
+        E(&p, MIGRATE, PERTURB, LOAD, 100, 0, 1, 0x10, STEP);
+        snprintf(name, sizeof name, "diff-%02x", k);
         bad |= write_seed(argv[1], name, &p);
     }
     /* Overlapping and odd registrations, late gradients, refused
