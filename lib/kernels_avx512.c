@@ -131,30 +131,38 @@ static AVX512 inline double combine(const lanes *l)
         if (at_ < (n)) BODY(at_, tail_mask((n) - at_));                                   \
     } while (0)
 
-/* The norm passes in 256-bit registers.  A lane adds its elements in index
- * order, so each accumulator is a chain of dependent FMAs: one per sixteen
- * floats whatever the width, 4 cycles each on Zen 4.  With 512-bit vectors
- * the widening (vcvtps2pd zmm, two per chunk) and the extracts also compete
- * for the same pipes; measured on Zen 4 (docs/performance.md), pass 1 ran
- * at 0.11 ns/float in zmm against 0.076 in ymm.  (Separate multiplies and
- * adds, 3-cycle adds, were slower still: the adds and the conversions share
- * two pipes.) */
+/* The norm passes in 256-bit registers, loaded as such.  A lane adds its
+ * elements in index order, so each accumulator is a chain of dependent
+ * FMAs, one per sixteen floats whatever the width (4 cycles each on Zen 4).
+ * Measured on Zen 4 (docs/performance.md): pass 1 ran at 0.076 ns/float
+ * with ymm loads, as the AVX2 table; at 0.11-0.13 with a zmm load split by
+ * vextractf64x4, and slower still with separate multiplies and adds (the
+ * adds and the widening conversions share two pipes). */
 typedef struct lanes4 {
     __m256d acc[4]; /* lanes 0..3, 4..7, 8..11, 12..15 */
 } lanes4;
 
-static AVX512 inline void add_squares4(lanes4 *l, __m512 x)
+static AVX512 inline void add_squares8(__m256d *acc2, __m256 x)
 {
-    __m256 lo = _mm512_castps512_ps256(x);
-    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
-    __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(lo));
-    __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1));
-    __m256d c = _mm256_cvtps_pd(_mm256_castps256_ps128(hi));
-    __m256d d = _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1));
-    l->acc[0] = _mm256_fmadd_pd(a, a, l->acc[0]);
-    l->acc[1] = _mm256_fmadd_pd(b, b, l->acc[1]);
-    l->acc[2] = _mm256_fmadd_pd(c, c, l->acc[2]);
-    l->acc[3] = _mm256_fmadd_pd(d, d, l->acc[3]);
+    __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+    __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+    acc2[0] = _mm256_fmadd_pd(a, a, acc2[0]);
+    acc2[1] = _mm256_fmadd_pd(b, b, acc2[1]);
+}
+
+/* Sixteen floats as two ymm loads (no 512-bit extract). */
+static AVX512 inline void add_squares4(lanes4 *l, const float *x, __mmask16 mask)
+{
+    __m256 lo, hi;
+    if (mask == FULL) {
+        lo = _mm256_loadu_ps(x);
+        hi = _mm256_loadu_ps(x + 8);
+    } else {
+        lo = _mm256_maskz_loadu_ps((__mmask8)mask, x);
+        hi = _mm256_maskz_loadu_ps((__mmask8)(mask >> 8), x + 8);
+    }
+    add_squares8(&l->acc[0], lo);
+    add_squares8(&l->acc[2], hi);
 }
 
 static AVX512 inline double combine4(const lanes4 *l)
@@ -168,7 +176,7 @@ static AVX512 double sum_squares(const float *x, size_t n)
 {
     lanes4 l = {{_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
                  _mm256_setzero_pd()}};
-#define SQ(at, mask) add_squares4(&l, load(x + (at), mask))
+#define SQ(at, mask) add_squares4(&l, x + (at), mask)
     CHUNKS(n, SQ);
 #undef SQ
     return combine4(&l);
@@ -631,13 +639,34 @@ static AVX512 void store_stochastic(void *dst, mgpo_dtype type, const float *src
  * the portable composition (mgpo_kernel_sum_squares_typed,
  * mgpo_kernel_adamw_typed), so the same bits. */
 
+/* Eight typed elements from index i in a ymm register, lanes outside
+ * `mask` zero (as typed_load16, without a 512-bit extract: see lanes4). */
+static AVX512 inline __m256 typed_load8(const void *src, mgpo_dtype type, size_t i, __mmask8 mask)
+{
+    if (type == MGPO_DTYPE_FLOAT32) {
+        const float *f = (const float *)src + i;
+        return mask == 0xff ? _mm256_loadu_ps(f) : _mm256_maskz_loadu_ps(mask, f);
+    }
+    const uint16_t *h = (const uint16_t *)src + i;
+    __m128i x = mask == 0xff ? _mm_loadu_si128((const __m128i *)(const void *)h)
+                             : _mm_maskz_loadu_epi16(mask, h);
+    if (type == MGPO_DTYPE_FLOAT16) return _mm256_cvtph_ps(x);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(x), 16));
+}
+
 static AVX512 double sum_squares_typed(const void *x, mgpo_dtype type, size_t n, float scale)
 {
-    const __m512 s = _mm512_set1_ps(scale);
+    const __m256 s = _mm256_set1_ps(scale);
     lanes4 l = {{_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
                  _mm256_setzero_pd()}};
     /* maskz: a masked-off lane is +0.0 even when scale is huge. */
-#define SQT(at, mask) add_squares4(&l, _mm512_maskz_mul_ps(mask, typed_load16(x, type, at, mask), s))
+#define SQT(at, mask)                                                                     \
+    do {                                                                                  \
+        __mmask8 lo_ = (__mmask8)(mask), hi_ = (__mmask8)((mask) >> 8);                   \
+        add_squares8(&l.acc[0], _mm256_maskz_mul_ps(lo_, typed_load8(x, type, at, lo_), s)); \
+        add_squares8(&l.acc[2],                                                           \
+                     _mm256_maskz_mul_ps(hi_, typed_load8(x, type, (at) + 8, hi_), s));   \
+    } while (0)
     CHUNKS(n, SQT);
 #undef SQT
     return combine4(&l);
