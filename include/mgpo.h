@@ -409,8 +409,15 @@ typedef struct mgpo_state mgpo_state;
  *  caller, to be released with mgpo_destroy().
  *  Errors: MGPO_ERR_NULL_ARGUMENT (out NULL, or an allocator whose alloc or
  *  free is NULL), any MGPO_ERR_BAD_* from validation,
- *  MGPO_ERR_OUT_OF_MEMORY; *out is set to NULL on error (when out is not).
- *  Thread-safe (touches nothing shared). */
+ *  MGPO_ERR_OUT_OF_MEMORY, MGPO_ERR_UNSUPPORTED (the environment variable
+ *  MGPO_KERNELS names a kernel table this build or CPU cannot run); *out is
+ *  set to NULL on error (when out is not).
+ *  The state uses the fastest kernel table the CPU supports (all give the
+ *  same bits), read from CPUID here; MGPO_KERNELS=portable|avx2|avx512, when
+ *  set and not empty, forces one (docs/performance.md), for tests and
+ *  benchmarks.
+ *  Thread-safe (touches nothing shared; reads the environment, which no
+ *  other thread may be changing). */
 MGPO_API mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
                                  const mgpo_allocator *allocator);
 

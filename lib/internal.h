@@ -424,52 +424,8 @@ double mgpo_kernel_sgd(float *params, const float *src, const float *grads,
                        float *m, const mgpo_slot *slot, const mgpo_step_constants *k,
                        size_t n, float undo, mgpo_exception_reader *exact);
 
-/* How the fused step rounds the master into the caller's buffer: nearest,
- * or stochastic with the generator's key and the block's first element. */
-typedef struct mgpo_typed_rounding {
-    bool stochastic;
-    uint64_t key, first_index;
-} mgpo_typed_rounding;
-
-/* One implementation of every elementwise kernel for one instruction set.
- * All tables give bitwise identical results (tests/test_kernels.c); a state
- * picks one at creation (mgpo_kernels_best) and keeps it, so there is no
- * global dispatch pointer. */
-typedef struct mgpo_kernels {
-    const char *name;
-    double (*sum_squares)(const float *x, size_t n);
-    void (*perturb)(float *params, float *backup, const float *m, float coefficient,
-                    size_t n, bool stream);
-    void (*unperturb)(float *params, const float *m, float coefficient, size_t n);
-    /* The exact restore: dst = src (`stream` as for perturb's backup). */
-    void (*copy)(float *dst, const float *src, size_t n, bool stream);
-    /* mgpo_kernel_perturb_exact / mgpo_kernel_restore_exact (in place). */
-    uint32_t (*perturb_exact)(float *params, float *backup, const float *m,
-                              float coefficient, size_t n);
-    void (*restore_exact)(float *params, const float *backup, const float *m,
-                          float coefficient, size_t n);
-    double (*adamw)(float *params, const float *src, const float *grads, float *m,
-                    float *v, const mgpo_slot *slot, const mgpo_step_constants *k,
-                    size_t n, float undo, mgpo_exception_reader *exact);
-    double (*sgd)(float *params, const float *src, const float *grads, float *m,
-                  const mgpo_slot *slot, const mgpo_step_constants *k, size_t n,
-                  float undo, mgpo_exception_reader *exact);
-    /* Mixed precision (convert.c): mgpo_kernel_load, _store, _perturb_store. */
-    void (*load)(float *dst, const void *src, mgpo_dtype type, size_t n, float scale);
-    void (*store)(void *dst, mgpo_dtype type, const float *src, size_t n);
-    void (*perturb_store)(void *dst, mgpo_dtype type, const float *p, const float *m,
-                          float coefficient, size_t n);
-    /* mgpo_store_stochastic. */
-    void (*store_stochastic)(void *dst, mgpo_dtype type, const float *src, size_t n,
-                             uint64_t key, uint64_t first_index);
-    /* Fused forms of the mixed-precision step, with the bits of the
-     * composed ones (mgpo_kernel_sum_squares_typed, mgpo_kernel_adamw_typed). */
-    double (*sum_squares_typed)(const void *x, mgpo_dtype type, size_t n, float scale);
-    double (*adamw_typed)(float *master, const void *grads, mgpo_dtype grad_type, float scale,
-                          float *m, float *v, void *out, mgpo_dtype out_type,
-                          const mgpo_typed_rounding *rounding, const mgpo_slot *slot,
-                          const mgpo_step_constants *k, size_t n);
-} mgpo_kernels;
+/* The kernel table type and its selector (kernels.h). */
+#include "kernels.h"
 
 /* convert.c: element types.  bf16/fp16 to float32 is exact; to them,
  * round to nearest even, or stochastic with 64 random bits. */
@@ -550,15 +506,6 @@ void mgpo_avx2_perturb_store(void *dst, mgpo_dtype type, const float *p, const f
                              float coefficient, size_t n);
 void mgpo_avx2_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t n,
                                 uint64_t key, uint64_t first_index);
-/* The few portable float kernels the fused AVX2 ones call for tails. */
-
-/* The portable C kernels above, always built. */
-const mgpo_kernels *mgpo_kernels_portable(void);
-/* kernels_avx2.c: AVX2 kernels, or NULL when not built or not supported by
- * the CPU this runs on. */
-const mgpo_kernels *mgpo_kernels_avx2(void);
-/* The fastest table this CPU supports. */
-const mgpo_kernels *mgpo_kernels_best(void);
 
 /* parallel.c: runs fn over every block (`count` floats from `begin` of
  * slot `sl`), on config.num_threads.  With `sums`, each slot's block_total

@@ -286,17 +286,24 @@ static void restore_exact_entry(float *params, const float *backup, const float 
     mgpo_kernel_restore_exact(params, params, backup, m, coefficient, n);
 }
 
+/* The whole portable table; its functions live in kernels.c (float passes),
+ * convert.c (element types) and reduce.c (sums of squares). */
 static const mgpo_kernels portable = {
-    "portable",          mgpo_sum_squares,          perturb_entry,       mgpo_kernel_unperturb,
-    copy_entry,          mgpo_kernel_perturb_exact, restore_exact_entry, mgpo_kernel_adamw,
-    mgpo_kernel_sgd,     mgpo_kernel_load,          mgpo_kernel_store,   mgpo_kernel_perturb_store,
-    mgpo_store_stochastic, mgpo_kernel_sum_squares_typed, mgpo_kernel_adamw_typed,
+    .name = "portable",
+    .sum_squares = mgpo_sum_squares,
+    .perturb = perturb_entry,
+    .unperturb = mgpo_kernel_unperturb,
+    .copy = copy_entry,
+    .perturb_exact = mgpo_kernel_perturb_exact,
+    .restore_exact = restore_exact_entry,
+    .adamw = mgpo_kernel_adamw,
+    .sgd = mgpo_kernel_sgd,
+    .load = mgpo_kernel_load,
+    .store = mgpo_kernel_store,
+    .perturb_store = mgpo_kernel_perturb_store,
+    .store_stochastic = mgpo_store_stochastic,
+    .sum_squares_typed = mgpo_kernel_sum_squares_typed,
+    .adamw_typed = mgpo_kernel_adamw_typed,
 };
 
 const mgpo_kernels *mgpo_kernels_portable(void) { return &portable; }
-
-const mgpo_kernels *mgpo_kernels_best(void)
-{
-    const mgpo_kernels *k = mgpo_kernels_avx2();
-    return k ? k : &portable;
-}

@@ -30,10 +30,10 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(MGPO_PORTABLE_ONLY)
 
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include "convert_avx2.h"
+#include "cpu_x86.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -537,19 +537,26 @@ static MGPO_F16C double adamw_typed(float *master, const void *grads, mgpo_dtype
 }
 
 static const mgpo_kernels avx2 = {
-    "avx2", sum_squares, perturb, unperturb, copy, perturb_exact, restore_exact, adamw, sgd,
-    mgpo_avx2_load, mgpo_avx2_store, mgpo_avx2_perturb_store, mgpo_avx2_store_stochastic,
-    sum_squares_typed, adamw_typed,
+    .name = "avx2",
+    .sum_squares = sum_squares,
+    .perturb = perturb,
+    .unperturb = unperturb,
+    .copy = copy,
+    .perturb_exact = perturb_exact,
+    .restore_exact = restore_exact,
+    .adamw = adamw,
+    .sgd = sgd,
+    .load = mgpo_avx2_load,
+    .store = mgpo_avx2_store,
+    .perturb_store = mgpo_avx2_perturb_store,
+    .store_stochastic = mgpo_avx2_store_stochastic,
+    .sum_squares_typed = sum_squares_typed,
+    .adamw_typed = adamw_typed,
 };
 
 const mgpo_kernels *mgpo_kernels_avx2(void)
 {
-    __builtin_cpu_init();
-    /* F16C (CPUID.1:ECX bit 29) for the float16 conversions; every CPU with
-     * AVX2 and FMA has it, but it is a separate bit. */
-    unsigned a, b, c, d;
-    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c ? &avx2 : NULL;
+    return mgpo_cpu_has_avx2() ? &avx2 : NULL;
 }
 
 #else

@@ -72,6 +72,9 @@ mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
     mgpo_status s = mgpo_config_validate(&cfg);
     if (s != MGPO_OK) return s;
     if (allocator && (!allocator->alloc || !allocator->free)) return MGPO_ERR_NULL_ARGUMENT;
+    const mgpo_kernels *kernels;
+    s = mgpo_kernels_choose(&kernels);
+    if (s != MGPO_OK) return s;
 
     mgpo_state boot;
     memset(&boot, 0, sizeof boot);
@@ -89,7 +92,7 @@ mgpo_status mgpo_create(mgpo_state **out, const mgpo_config *config,
     st->grad_unscale = 1.0f;
     st->lr = cfg.lr;
     st->stats.lr = cfg.lr;
-    st->kernels = mgpo_kernels_best();
+    st->kernels = kernels;
     st->max_threads = mgpo_parallel_max_threads(&cfg);
     if (st->max_threads > 1) {
         st->partials = mgpo_alloc(st, 2 * (size_t)st->max_threads * sizeof *st->partials);

@@ -6,7 +6,8 @@
  *   patterns plus every upper half with the low bits at and around the
  *   rounding boundaries (MGPO_CONVERT_STRIDE=1 in the environment walks all
  *   2^32: the ctest test_convert_exhaustive);
- * - the AVX2 table gives the bits of the portable one on every input,
+ * - every SIMD table (AVX2/F16C, AVX-512) gives the bits of the portable
+ *   one on every input,
  *   NaNs included, with the scale of a loss-scaled load, and for tails;
  * - stochastic rounding: always one of the two neighbours, exact values
  *   stay, and the share rounded up equals the dropped fraction. */
@@ -124,6 +125,18 @@ static uint64_t stride_from_env(uint64_t fallback)
     return s && strtoull(s, NULL, 10) > 0 ? strtoull(s, NULL, 10) : fallback;
 }
 
+/* The SIMD tables this CPU runs (every runnable table but the portable). */
+enum { MAX_SIMD = 8 };
+static size_t simd_tables(const mgpo_kernels **out)
+{
+    const mgpo_kernels *all[MAX_SIMD + 1];
+    size_t n = mgpo_kernels_runnable(all, MAX_SIMD + 1);
+    ck_assert_uint_le(n, MAX_SIMD + 1);
+    ck_assert_ptr_eq(all[n - 1], mgpo_kernels_portable());
+    for (size_t i = 0; i + 1 < n; i++) out[i] = all[i];
+    return n - 1;
+}
+
 /* ---- float32 -> bf16/fp16, nearest ------------------------------------------ */
 
 static size_t mismatches;
@@ -131,20 +144,23 @@ static size_t mismatches;
 static void check_nearest(const float *x, size_t n)
 {
     uint16_t h[MGPO_BLOCK_FLOATS], a[MGPO_BLOCK_FLOATS];
-    const mgpo_kernels *avx2 = mgpo_kernels_avx2();
+    const mgpo_kernels *simd[MAX_SIMD];
+    size_t simd_count = simd_tables(simd);
+    for (size_t f = 0; f < (simd_count ? simd_count : 1); f++)
     for (int t = 0; t < 2; t++) {
+        const mgpo_kernels *fast = simd_count ? simd[f] : NULL;
         mgpo_dtype type = t ? MGPO_DTYPE_FLOAT16 : MGPO_DTYPE_BFLOAT16;
         mgpo_kernels_portable()->store(h, type, x, n);
-        if (avx2) avx2->store(a, type, x, n);
+        if (fast) fast->store(a, type, x, n);
         for (size_t i = 0; i < n; i++) {
             uint16_t want = t ? ref_to_f16(x[i]) : ref_to_bf16(x[i]);
             uint16_t scalar = t ? mgpo_f32_to_f16(x[i]) : mgpo_f32_to_bf16(x[i]);
-            if (scalar != want || h[i] != want || (avx2 && a[i] != want)) {
+            if (scalar != want || h[i] != want || (fast && a[i] != want)) {
                 if (mismatches++ < 5)
                     fprintf(stderr, "%s of 0x%08x: reference 0x%04x, scalar 0x%04x, "
-                                    "portable 0x%04x, avx2 0x%04x\n",
+                                    "portable 0x%04x, %s 0x%04x\n",
                             t ? "f16" : "bf16", bits(x[i]), want, scalar, h[i],
-                            avx2 ? a[i] : want);
+                            fast ? fast->name : "-", fast ? a[i] : want);
             }
         }
     }
@@ -163,13 +179,16 @@ END_TEST
 START_TEST(widening_is_exact)
 {
     static uint16_t h[65536];
-    static float portable[65536], avx2_out[65536];
+    static float portable[65536], simd_out[65536];
     for (uint32_t i = 0; i < 65536; i++) h[i] = (uint16_t)i;
-    const mgpo_kernels *avx2 = mgpo_kernels_avx2();
+    const mgpo_kernels *simd[MAX_SIMD];
+    size_t simd_count = simd_tables(simd);
+    for (size_t f = 0; f < (simd_count ? simd_count : 1); f++)
     for (int t = 0; t < 2; t++) {
+        const mgpo_kernels *fast = simd_count ? simd[f] : NULL;
         mgpo_dtype type = t ? MGPO_DTYPE_FLOAT16 : MGPO_DTYPE_BFLOAT16;
         mgpo_kernels_portable()->load(portable, h, type, 65536, 1.0f);
-        if (avx2) avx2->load(avx2_out, h, type, 65536, 1.0f);
+        if (fast) fast->load(simd_out, h, type, 65536, 1.0f);
         for (uint32_t i = 0; i < 65536; i++) {
             float want = t ? (float)ref_f16_value((uint16_t)i) : f_of(i << 16);
             if (isnan(want)) {
@@ -179,7 +198,7 @@ START_TEST(widening_is_exact)
             } else {
                 ck_assert_msg(bits(portable[i]) == bits(want), "%s 0x%04x", t ? "f16" : "bf16", i);
             }
-            if (avx2) ck_assert_uint_eq(bits(avx2_out[i]), bits(portable[i]));
+            if (fast) ck_assert_uint_eq(bits(simd_out[i]), bits(portable[i]));
             /* Widening then rounding back gives the pattern (NaNs quieted). */
             uint16_t back = t ? mgpo_f32_to_f16(portable[i]) : mgpo_f32_to_bf16(portable[i]);
             if (!isnan(want)) ck_assert_uint_eq(back, i);
@@ -188,12 +207,12 @@ START_TEST(widening_is_exact)
 }
 END_TEST
 
-/* The scaled load and the perturbed store, portable against AVX2, with
- * every tail length and an odd start (the callers pass block offsets). */
-START_TEST(avx2_table_matches_portable)
+/* The scaled load and the perturbed store, portable against each SIMD
+ * table, with every tail length and an odd start (the callers pass block
+ * offsets). */
+static void simd_table_matches_portable(const mgpo_kernels *fast)
 {
-    const mgpo_kernels *avx2 = mgpo_kernels_avx2(), *portable = mgpo_kernels_portable();
-    if (!avx2) return; /* nothing to compare on this machine */
+    const mgpo_kernels *portable = mgpo_kernels_portable();
     enum { N = 203 };
     float p[N], m[N], x[N], a[N], b[N];
     uint16_t h[N + 1], ha[N], hb[N];
@@ -212,15 +231,15 @@ START_TEST(avx2_table_matches_portable)
             for (size_t k = 0; k < 4; k++) {
                 const void *src = t ? (const void *)(h + 1) : (const void *)(x + 1);
                 portable->load(a, src, type, n, scales[k]);
-                avx2->load(b, src, type, n, scales[k]);
+                fast->load(b, src, type, n, scales[k]);
                 ck_assert_int_eq(memcmp(a, b, n * sizeof *a), 0);
             }
             if (type == MGPO_DTYPE_FLOAT32) continue;
             portable->store(ha, type, x + 1, n);
-            avx2->store(hb, type, x + 1, n);
+            fast->store(hb, type, x + 1, n);
             ck_assert_int_eq(memcmp(ha, hb, n * sizeof *ha), 0);
             portable->perturb_store(ha, type, p, m, -0.375f, n);
-            avx2->perturb_store(hb, type, p, m, -0.375f, n);
+            fast->perturb_store(hb, type, p, m, -0.375f, n);
             ck_assert_int_eq(memcmp(ha, hb, n * sizeof *ha), 0);
         }
     /* Stochastic rounding over every kind of value (x: any bits; p:
@@ -234,22 +253,29 @@ START_TEST(avx2_table_matches_portable)
                     const float *src = which ? tiny : x;
                     uint64_t key = mgpo_random_key(first, n, (uint64_t)t);
                     portable->store_stochastic(ha, (mgpo_dtype)t, src, n, key, 4096 * first + first);
-                    avx2->store_stochastic(hb, (mgpo_dtype)t, src, n, key, 4096 * first + first);
+                    fast->store_stochastic(hb, (mgpo_dtype)t, src, n, key, 4096 * first + first);
                     ck_assert_int_eq(memcmp(ha, hb, n * sizeof *ha), 0);
                 }
     /* The perturbed store is round(p + c*m) with the sum rounded to float. */
     portable->perturb_store(ha, MGPO_DTYPE_BFLOAT16, p, m, 1.5f, N);
     for (int i = 0; i < N; i++) ck_assert_uint_eq(ha[i], ref_to_bf16(p[i] + 1.5f * m[i]));
 }
+
+START_TEST(simd_tables_match_portable)
+{
+    const mgpo_kernels *simd[MAX_SIMD];
+    size_t count = simd_tables(simd);
+    if (!count) printf("convert: no SIMD table on this CPU, nothing to compare\n");
+    for (size_t f = 0; f < count; f++) simd_table_matches_portable(simd[f]);
+}
 END_TEST
 
 /* The fused mixed-precision kernels of the AVX2 table against the portable
  * composition: pass 1's typed sum of squares and the AdamW step on a
  * master that stores the rounded result, every tail length and type. */
-START_TEST(fused_kernels_match_composition)
+static void fused_match_composition(const mgpo_kernels *fast)
 {
-    const mgpo_kernels *avx2 = mgpo_kernels_avx2(), *portable = mgpo_kernels_portable();
-    if (!avx2) return;
+    const mgpo_kernels *portable = mgpo_kernels_portable();
     enum { N = 4096 };
     static float master[2][N], m[2][N], v[2][N], x[N];
     static uint16_t g16[N], out[2][N];
@@ -268,7 +294,7 @@ START_TEST(fused_kernels_match_composition)
     k.one_minus_beta2 = 0.001f;
     k.inv_bias2_sqrt = 31.6f;
     k.eps = 1e-8f;
-    const size_t lengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 1000, N};
+    const size_t lengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 511, 512, 513, 1000, N};
     for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++)
         for (int gt = 0; gt < 3; gt++)
             for (int ot = 1; ot <= 2; ot++) {
@@ -276,7 +302,7 @@ START_TEST(fused_kernels_match_composition)
                 const void *grads = gt == 0 ? (const void *)x : (const void *)g16;
                 const float scale = gt == 2 ? 1.0f / 1024 : 1.0f;
                 double a = portable->sum_squares_typed(grads, (mgpo_dtype)gt, n, scale);
-                double b = avx2->sum_squares_typed(grads, (mgpo_dtype)gt, n, scale);
+                double b = fast->sum_squares_typed(grads, (mgpo_dtype)gt, n, scale);
                 ck_assert(memcmp(&a, &b, sizeof a) == 0);
                 /* Nearest for bf16, stochastic for fp16 (any start). */
                 mgpo_typed_rounding r = {ot == 2, mgpo_random_key(1, 2, 3), 4096 * 3};
@@ -284,7 +310,7 @@ START_TEST(fused_kernels_match_composition)
                     tu_fill(master[t], N, 72, -2.0f, 2.0f);
                     tu_fill(m[t], N, 73, -0.01f, 0.01f);
                     tu_fill(v[t], N, 74, 0.0f, 1e-4f);
-                    const mgpo_kernels *table = t ? avx2 : portable;
+                    const mgpo_kernels *table = t ? fast : portable;
                     double sq = table->adamw_typed(master[t], grads, (mgpo_dtype)gt, scale, m[t],
                                                    v[t], out[t], (mgpo_dtype)ot, &r, &slot, &k, n);
                     if (t == 0) a = sq;
@@ -298,6 +324,13 @@ START_TEST(fused_kernels_match_composition)
                 for (size_t i = 0; i < n && ot == 1; i++)
                     ck_assert_uint_eq(out[0][i], ref_to_bf16(master[0][i]));
             }
+}
+
+START_TEST(fused_kernels_match_composition)
+{
+    const mgpo_kernels *simd[MAX_SIMD];
+    size_t count = simd_tables(simd);
+    for (size_t f = 0; f < count; f++) fused_match_composition(simd[f]);
 }
 END_TEST
 
@@ -411,7 +444,7 @@ int main(void)
     tcase_set_timeout(tc, 3600);
     tcase_add_test(tc, nearest_matches_reference);
     tcase_add_test(tc, widening_is_exact);
-    tcase_add_test(tc, avx2_table_matches_portable);
+    tcase_add_test(tc, simd_tables_match_portable);
     tcase_add_test(tc, fused_kernels_match_composition);
     tcase_add_test(tc, stochastic_picks_a_neighbour);
     tcase_add_test(tc, stochastic_is_unbiased);

@@ -151,16 +151,16 @@ static void lora_grad(lora_buffers *l)
         }
 }
 
-/* Trains configuration `i` on `threads` threads with the portable kernels
- * or the best ones; returns the digests of the clean parameters after the
+/* Trains configuration `i` on `threads` threads with kernel table `k`;
+ * returns the digests of the clean parameters after the
  * last step and of a checkpoint saved after one more perturb. */
-static digest train(int i, int threads, int portable)
+static digest train(int i, int threads, const mgpo_kernels *k)
 {
     tu_model m;
     tu_model_init(&m, sizes, TENSORS, 7);
     mgpo_config cfg = config_of(i, threads);
     tu_model_register(&m, &cfg, NULL);
-    if (portable) m.st->kernels = mgpo_kernels_portable();
+    m.st->kernels = k;
 
     static lora_buffers pairs[PAIRS];
     for (size_t k = 0; k < PAIRS; k++) {
@@ -245,19 +245,23 @@ static digest train(int i, int threads, int portable)
     return d;
 }
 
-/* All variants of configuration i: best and portable kernels, 1-3 threads.
- * Returns 0 when every variant gave the first one's digests. */
+/* All variants of configuration i: every kernel table this CPU runs (the
+ * best first), 1-3 threads.  Returns 0 when every variant gave the first
+ * one's digests. */
 static int train_all(int i, digest *out)
 {
     int differ = 0;
-    for (int portable = 0; portable <= 1; portable++)
+    const mgpo_kernels *tables[8];
+    size_t count = mgpo_kernels_runnable(tables, 8);
+    ck_assert_uint_le(count, 8);
+    for (size_t t = 0; t < count; t++)
         for (int threads = 1; threads <= 3; threads++) {
-            digest d = train(i, threads, portable);
-            if (portable == 0 && threads == 1) {
+            digest d = train(i, threads, tables[t]);
+            if (t == 0 && threads == 1) {
                 *out = d;
             } else if (d.params != out->params || d.checkpoint != out->checkpoint) {
                 fprintf(stderr, "%s: %s kernels, %d threads: %016llx %016llx, expected %016llx %016llx\n",
-                        config_name(i), portable ? "portable" : mgpo_kernels_best()->name, threads,
+                        config_name(i), tables[t]->name, threads,
                         (unsigned long long)d.params, (unsigned long long)d.checkpoint,
                         (unsigned long long)out->params, (unsigned long long)out->checkpoint);
                 differ = 1;

@@ -6,22 +6,36 @@
  * fit, and its restore and fused step give back every clean bit.  On a CPU without AVX2 only the
  * portable table exists and the comparisons are skipped (the test says so). */
 #define _ISOC11_SOURCE
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "perf_model.h"
 #include "test_util.h"
 
 /* Sizes around the chunk of eight and the block. */
-static const size_t lengths[] = {1, 7, 8, 9, 31, 1000, MGPO_BLOCK_FLOATS - 1, MGPO_BLOCK_FLOATS};
+static const size_t lengths[] = {1,    7,    8,    9,  15, 16, 17, 31, 33,
+                                 1000, MGPO_BLOCK_FLOATS - 1, MGPO_BLOCK_FLOATS};
 #define LENGTHS (sizeof lengths / sizeof lengths[0])
 
-static const mgpo_kernels *fast_table(void)
+/* Every table this CPU can run, fastest first, the portable one last. */
+#define MAX_TABLES 8
+typedef struct table_set {
+    const mgpo_kernels *k[MAX_TABLES];
+    size_t count;
+} table_set;
+
+static table_set all_tables(void)
 {
-    const mgpo_kernels *k = mgpo_kernels_avx2();
-    if (!k) printf("kernels: no AVX2 on this CPU; only the portable kernels are tested\n");
-    return k;
+    table_set t;
+    t.count = mgpo_kernels_runnable(t.k, MAX_TABLES);
+    ck_assert_uint_ge(t.count, 1);
+    ck_assert_uint_le(t.count, MAX_TABLES);
+    ck_assert_ptr_eq(t.k[t.count - 1], mgpo_kernels_portable());
+    if (t.count == 1) printf("kernels: no SIMD table on this CPU; only the portable one is tested\n");
+    return t;
 }
 
 /* Inputs of one kernel call: buffers shifted by `offset` floats. */
@@ -155,14 +169,15 @@ static const char *const kernel_names[] = {"sum_squares", "perturb",      "unper
 START_TEST(test_kernel_bitwise)
 {
     int which = _i;
-    const mgpo_kernels *fast = fast_table();
-    if (!fast) return;
+    table_set tables = all_tables();
     const mgpo_kernels *ref = mgpo_kernels_portable();
-    ck_assert_ptr_ne(fast, ref);
-    static const size_t offsets[] = {0, 1, 4};
+    static const size_t offsets[] = {0, 1, 4, 8};
+    for (size_t t = 0; t + 1 < tables.count; t++)
     for (size_t l = 0; l < LENGTHS; l++)
-        for (size_t o = 0; o < 3; o++)
+        for (size_t o = 0; o < 4; o++)
             for (int mode = 0; mode < 8; mode++) {
+                const mgpo_kernels *fast = tables.k[t];
+                ck_assert_ptr_ne(fast, ref);
                 size_t n = lengths[l], offset = offsets[o];
                 bool in_place = mode & 1, stream = mode & 2;
                 float undo = mode & 4 ? 0.37f : 0.0f;
@@ -273,10 +288,11 @@ static double run_extreme(const mgpo_kernels *k, int which, size_t n, buffers *b
 
 START_TEST(test_extreme_bitwise)
 {
-    const mgpo_kernels *fast = fast_table();
-    if (!fast) return;
+    table_set tables = all_tables();
     const mgpo_kernels *ref = mgpo_kernels_portable();
-    for (size_t n = 1; n <= 17; n++) {
+    for (size_t t = 0; t + 1 < tables.count; t++)
+    for (size_t n = 1; n <= 33; n++) {
+        const mgpo_kernels *fast = tables.k[t];
         buffers a, b;
         double ra = run_extreme(ref, _i, n, &a);
         double rb = run_extreme(fast, _i, n, &b);
@@ -298,8 +314,9 @@ END_TEST
 /* A padded tail must not write past the end. */
 START_TEST(test_kernel_tail_untouched)
 {
-    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
-    for (int t = 0; t < 2 && tables[t]; t++)
+    table_set all = all_tables();
+    const mgpo_kernels *const *tables = all.k;
+    for (size_t t = 0; t < all.count; t++)
         for (int which = 1; which <= 7; which++) {
             buffers b;
             size_t n = 13;
@@ -323,8 +340,9 @@ END_TEST
  * step, bit for bit, in every table. */
 START_TEST(test_fused_undo_is_unperturb)
 {
-    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
-    for (int t = 0; t < 2 && tables[t]; t++)
+    table_set all = all_tables();
+    const mgpo_kernels *const *tables = all.k;
+    for (size_t t = 0; t < all.count; t++)
         for (int which = 3; which <= 6; which++)
             for (size_t l = 0; l < LENGTHS; l++) {
                 size_t n = lengths[l];
@@ -470,7 +488,8 @@ static void assert_padding_kept(const buffers *b, const buffers *fresh, size_t n
  * agree with each other too. */
 START_TEST(test_exact_round_trip)
 {
-    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
+    table_set all = all_tables();
+    const mgpo_kernels *const *tables = all.k;
     for (size_t l = 0; l < LENGTHS; l++)
         for (size_t o = 0; o < OFFSETS; o++)
             for (size_t ci = 0; ci < COEFFICIENTS; ci++) {
@@ -484,7 +503,7 @@ START_TEST(test_exact_round_trip)
                 size_t listed = count_needing_listing(clean.params, clean.m, c, n);
                 ck_assert_uint_le(listed, mgpo_exception_capacity(n));
                 if (n >= 1000) ck_assert_uint_gt(listed, n / 5);
-                for (int t = 0; t < 2 && tables[t]; t++) {
+                for (size_t t = 0; t < all.count; t++) {
                     buffers b;
                     fill_exact(&b, n, offsets[o], seed, c, false);
                     uint32_t got = tables[t]->perturb_exact(b.params, b.src, b.m, c, n);
@@ -513,10 +532,11 @@ END_TEST
  * must fall back to a plain copy and be left exactly as it was. */
 START_TEST(test_exact_overflow_leaves_params)
 {
-    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
+    table_set all = all_tables();
+    const mgpo_kernels *const *tables = all.k;
     for (size_t l = 0; l < LENGTHS; l++)
         for (size_t o = 0; o < OFFSETS; o++)
-            for (int t = 0; t < 2 && tables[t]; t++) {
+            for (size_t t = 0; t < all.count; t++) {
                 size_t n = lengths[l];
                 buffers b, clean;
                 fill(&b, n, offsets[o], 5 + n);
@@ -554,11 +574,12 @@ static void listed_element(size_t kind, uint64_t *rng, float *p, float *m)
  * the capacity is 0: no element listed gives 0, one gives the fallback. */
 START_TEST(test_exact_capacity_boundary)
 {
-    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
+    table_set all = all_tables();
+    const mgpo_kernels *const *tables = all.k;
     const float c = -1.5f;
     for (size_t l = 0; l < LENGTHS; l++)
         for (size_t extra = 0; extra <= 1; extra++)
-            for (int t = 0; t < 2 && tables[t]; t++) {
+            for (size_t t = 0; t < all.count; t++) {
                 size_t n = lengths[l], want = mgpo_exception_capacity(n) + extra;
                 buffers b, clean;
                 fill(&b, n, 1, 9 + n);
@@ -601,7 +622,8 @@ END_TEST
  * every table, and the tables agree. */
 START_TEST(test_fused_exact_is_restore_then_step)
 {
-    const mgpo_kernels *tables[2] = {mgpo_kernels_portable(), fast_table()};
+    table_set all = all_tables();
+    const mgpo_kernels *const *tables = all.k;
     int which = 3 + _i;
     for (size_t l = 0; l < LENGTHS; l++)
         for (size_t o = 0; o < OFFSETS; o++)
@@ -612,7 +634,7 @@ START_TEST(test_fused_exact_is_restore_then_step)
                 buffers first;
                 memset(&first, 0, sizeof first);
                 double first_norm = 0.0;
-                for (int t = 0; t < 2 && tables[t]; t++) {
+                for (size_t t = 0; t < all.count; t++) {
                     const mgpo_kernels *k = tables[t];
                     buffers fused, split;
                     fill_exact(&fused, n, offsets[o], seed, c, true);
@@ -660,7 +682,6 @@ static void train(int variant, const mgpo_kernels *k, pm_model *md, float **m_ou
     if (variant & 2) c.restore_mode = MGPO_RESTORE_LOW_MEMORY;
     mgpo_state *st = NULL;
     ck_assert_int_eq(mgpo_create(&st, &c, NULL), MGPO_OK);
-    ck_assert_ptr_eq(st->kernels, mgpo_kernels_best());
     st->kernels = k;
     pm_register(md, st);
     /* Streaming stores engage only for huge states; force them here. */
@@ -674,12 +695,12 @@ static void train(int variant, const mgpo_kernels *k, pm_model *md, float **m_ou
 
 START_TEST(test_training_bitwise)
 {
-    const mgpo_kernels *fast = fast_table();
-    if (!fast) return;
+    table_set tables = all_tables();
+    for (size_t t = 0; t + 1 < tables.count; t++) {
     pm_model a, b;
     float *ma, *mb;
     train(_i, mgpo_kernels_portable(), &a, &ma);
-    train(_i, fast, &b, &mb);
+    train(_i, tables.k[t], &b, &mb);
     for (size_t t = 0; t < a.tensors; t++)
         assert_same(a.params[t], b.params[t], a.count[t], "trained params");
     assert_same(ma, mb, a.count[0], "trained m");
@@ -688,6 +709,7 @@ START_TEST(test_training_bitwise)
     free(mb);
     pm_free(&a, 1);
     pm_free(&b, 1);
+    }
 }
 END_TEST
 
@@ -748,9 +770,50 @@ END_TEST
 
 START_TEST(test_best_is_fast)
 {
-    const mgpo_kernels *fast = mgpo_kernels_avx2();
-    ck_assert_ptr_eq(mgpo_kernels_best(), fast ? fast : mgpo_kernels_portable());
-    printf("kernels: this CPU uses the '%s' kernels\n", mgpo_kernels_best()->name);
+    table_set tables = all_tables();
+    ck_assert_ptr_eq(mgpo_kernels_best(), tables.k[0]);
+    /* The tables' own probes agree with the selector's list. */
+    const mgpo_kernels *avx512 = mgpo_kernels_avx512(), *avx2 = mgpo_kernels_avx2();
+    ck_assert_ptr_eq(mgpo_kernels_best(),
+                     avx512 ? avx512 : avx2 ? avx2 : mgpo_kernels_portable());
+    ck_assert_uint_eq(tables.count, 1u + (avx2 != NULL) + (avx512 != NULL));
+    for (size_t t = 0; t < tables.count; t++) {
+        ck_assert_ptr_eq(mgpo_kernels_named(tables.k[t]->name), tables.k[t]);
+        printf("kernels: this CPU runs the '%s' table%s\n", tables.k[t]->name,
+               t == 0 ? " (the one a state uses)" : "");
+    }
+    ck_assert_ptr_null(mgpo_kernels_named("avx1024"));
+    ck_assert_ptr_null(mgpo_kernels_named(NULL));
+    if (!avx512) ck_assert_ptr_null(mgpo_kernels_named("avx512"));
+    if (!avx2) ck_assert_ptr_null(mgpo_kernels_named("avx2"));
+}
+END_TEST
+
+/* MGPO_KERNELS forces a table at mgpo_create; a name the CPU or build cannot
+ * run, or an unknown one, fails the creation instead of being replaced. */
+START_TEST(test_forced_table)
+{
+    static const char *const names[] = {"portable", "avx2", "avx512", "sse9", ""};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        ck_assert_int_eq(setenv("MGPO_KERNELS", names[i], 1), 0);
+        mgpo_state *st = NULL;
+        mgpo_status s = mgpo_create(&st, NULL, NULL);
+        const mgpo_kernels *want = *names[i] ? mgpo_kernels_named(names[i]) : mgpo_kernels_best();
+        if (want) {
+            ck_assert_int_eq(s, MGPO_OK);
+            ck_assert_ptr_eq(st->kernels, want);
+            ck_assert_str_eq(st->kernels->name, *names[i] ? names[i] : mgpo_kernels_best()->name);
+        } else {
+            ck_assert_int_eq(s, MGPO_ERR_UNSUPPORTED);
+            ck_assert_ptr_null(st);
+        }
+        mgpo_destroy(st);
+    }
+    ck_assert_int_eq(unsetenv("MGPO_KERNELS"), 0);
+    mgpo_state *st = NULL;
+    ck_assert_int_eq(mgpo_create(&st, NULL, NULL), MGPO_OK);
+    ck_assert_ptr_eq(st->kernels, mgpo_kernels_best());
+    mgpo_destroy(st);
 }
 END_TEST
 
@@ -770,6 +833,7 @@ int main(void)
     tcase_add_loop_test(tc, test_training_bitwise, 0, 8);
     tcase_add_test(tc, test_saturating_stores);
     tcase_add_test(tc, test_best_is_fast);
+    tcase_add_test(tc, test_forced_table);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
