@@ -491,7 +491,31 @@ static AVX512 inline __m512 typed_load16(const void *src, mgpo_dtype type, size_
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16));
 }
 
-/* Round to nearest even into bfloat16, NaNs quieted (mgpo_f32_to_bf16),
+/* convert.c's bf16_saturate on sixteen lanes: h (32-bit lanes, each a
+ * bfloat16 pattern rounded from b) is 0x7f80 or 0xff80 from a finite b:
+ * one less, the largest finite value of its sign. */
+static AVX512 inline __m512i bf16_saturate16(__m512i b, __m512i h)
+{
+    const __m512i exp = _mm512_set1_epi32(0x7f800000);
+    __mmask16 finite = _mm512_cmpneq_epi32_mask(_mm512_and_si512(b, exp), exp);
+    __mmask16 at_inf = _mm512_cmpeq_epi32_mask(_mm512_and_si512(h, _mm512_set1_epi32(0x7fff)),
+                                               _mm512_set1_epi32(0x7f80));
+    return _mm512_mask_sub_epi32(h, finite & at_inf, h, _mm512_set1_epi32(1));
+}
+
+/* Finite lanes clamped to [-65504, 65504], float16's largest finite value,
+ * so that vcvtps2ph saturates as mgpo_f32_to_f16 does; Inf and NaN lanes
+ * unchanged (max/min return their second operand, x, for a NaN). */
+static AVX512 inline __m512 f16_saturate16(__m512 x)
+{
+    const __m512 limit = _mm512_set1_ps(65504.0f);
+    __m512 clamped = _mm512_min_ps(limit, _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), limit), x));
+    __m512 magnitude = _mm512_abs_ps(x);
+    __mmask16 inf = _mm512_cmp_ps_mask(magnitude, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ);
+    return _mm512_mask_blend_ps(inf, clamped, x);
+}
+
+/* Round to nearest even into bfloat16, NaNs quieted, saturated (mgpo_f32_to_bf16),
  * as 32-bit lanes. */
 static AVX512 inline __m512i bf16_nearest16(__m512 x)
 {
@@ -502,7 +526,7 @@ static AVX512 inline __m512i bf16_nearest16(__m512 x)
         _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), odd), 16);
     __m512i quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
     __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    return _mm512_mask_blend_epi32(nan, rounded, quiet);
+    return _mm512_mask_blend_epi32(nan, bf16_saturate16(b, rounded), quiet);
 }
 
 static AVX512 inline void store16(uint16_t *dst, __m256i h, __mmask16 mask)
@@ -514,7 +538,7 @@ static AVX512 inline void store16(uint16_t *dst, __m256i h, __mmask16 mask)
 static AVX512 inline void typed_store16(void *dst, mgpo_dtype type, size_t i, __m512 x,
                                         __mmask16 mask)
 {
-    __m256i h = type == MGPO_DTYPE_FLOAT16 ? _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT)
+    __m256i h = type == MGPO_DTYPE_FLOAT16 ? _mm512_cvtps_ph(f16_saturate16(x), _MM_FROUND_TO_NEAREST_INT)
                                            : _mm512_cvtepi32_epi16(bf16_nearest16(x));
     store16((uint16_t *)dst + i, h, mask);
 }
@@ -574,7 +598,7 @@ static AVX512 inline __m512i bits8(uint64_t key, uint64_t index)
 static AVX512 inline __m256i bf16_stochastic16(__m512 x, __m512i random)
 {
     __m512i b = _mm512_castps_si512(x);
-    __m512i up = _mm512_srli_epi32(_mm512_add_epi32(b, random), 16);
+    __m512i up = bf16_saturate16(b, _mm512_srli_epi32(_mm512_add_epi32(b, random), 16));
     /* Inf and NaN round to nearest (exponent all ones). */
     __m512i exp = _mm512_and_si512(b, _mm512_set1_epi32(0x7f800000));
     __mmask16 special = _mm512_cmpeq_epi32_mask(exp, _mm512_set1_epi32(0x7f800000));
@@ -591,8 +615,11 @@ static AVX512 inline bool f16_stochastic16(__m512 x, __m512i random, __m256i *ou
     __mmask16 zero = _mm512_cmpeq_epi32_mask(a, _mm512_setzero_si512());
     if (small & ~zero) return false;
     __mmask16 special = _mm512_cmpgt_epi32_mask(a, _mm512_set1_epi32(0x7f7fffff));
+    /* From 65504 on, saturated (mgpo_f32_to_f16_stochastic's clamp; the
+     * special lanes are replaced below). */
+    __m512i c = _mm512_min_epi32(a, _mm512_set1_epi32(0x477fe000));
     __m512i t = _mm512_and_si512(
-        _mm512_add_epi32(a, _mm512_and_si512(random, _mm512_set1_epi32(0x1fff))),
+        _mm512_add_epi32(c, _mm512_and_si512(random, _mm512_set1_epi32(0x1fff))),
         _mm512_set1_epi32(~0x1fff));
     t = _mm512_or_si512(t, _mm512_and_si512(b, _mm512_set1_epi32((int)0x80000000u)));
     /* 0 stays 0; Inf and NaN round to nearest. */
