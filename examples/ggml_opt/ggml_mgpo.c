@@ -449,7 +449,7 @@ static void expect(int ok, const char *what)
 int main(int argc, char **argv)
 {
     const char *path = "/usr/share/games/fortunes/fortunes";
-    int steps = 300, test = 0, threads = 2;
+    int steps = 300, test = 0, threads = 1;
     double rho = 0.05;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--text") && i + 1 < argc) path = argv[++i];
