@@ -22,7 +22,7 @@
  * stops the graph before any AdamW node.  llama_opt_epoch's callback_train
  * runs after each evaluation and does the next mgpo_perturb.
  *
- *     llama_mgpo [--pretrain FILE] [--finetune FILE] [--test] [--time]
+ *     llama_mgpo [--pretrain FILE] [--finetune FILE] [--test] [--time] [--threads N]
  *
  * Workarounds that llama.cpp 0.7.0 (Debian) needs, each explained where it
  * is done: one full-context llama_decode after llama_opt_init (that is what
@@ -51,6 +51,8 @@
 #define N_HEAD 4
 #define N_VOCAB 256
 #define MAX_PARAMS 64
+
+static int n_threads = 1;
 
 static void die(const char *what)
 {
@@ -210,7 +212,7 @@ typedef struct hook {
     size_t count[MAX_PARAMS];
     struct ggml_opt_optimizer_params pars;
     int64_t steps_done, ggml_iter, evals, nan_step;
-    bool skipped;
+    bool skipped, reset_grads;
     float *clean[MAX_PARAMS];
     bool checked;
     long restores_checked, restores_exact, skips;
@@ -238,6 +240,15 @@ static bool at_gradients(hook *h)
         h->restores_exact += exact;
     }
     if (s == MGPO_ERR_NONFINITE_GRADIENT) {
+        /* llama.cpp's training graph has several scheduler splits, and
+         * returning false stops only the current one: AdamW nodes in later
+         * splits would still run.  So keep the values the step would change
+         * (no AdamW node has run yet) and put them back after the
+         * evaluation (after_eval). */
+        for (int i = 0; i < h->n; i++) {
+            const float *src[3] = {h->w[i], h->m[i], h->v[i]};
+            for (int k = 0; k < 3; k++) memcpy(h->stash[i][k], src[k], h->count[i] * sizeof(float));
+        }
         h->skipped = true;
         h->skips++;
         return false;
@@ -326,14 +337,23 @@ static void after_eval(bool train, ggml_opt_context_t opt, ggml_opt_dataset_t ds
     if (h->t_last > 0) { h->t_train_ms += t - h->t_last; h->t_train_steps++; }
     h->t_last = t;
     if (!h->st) return;
-    if (h->discovering) {
-        /* Put back what the discovery's AdamW step changed. */
-        h->discovering = false;
-        if (h->n == 0 || h->hook_index < 0) die("discovery found no AdamW node");
+    if (h->discovering || h->skipped) {
+        /* Put back what the discovery's (or a skipped step's) AdamW
+         * nodes changed. */
+        if (h->discovering && (h->n == 0 || h->hook_index < 0)) die("discovery found no AdamW node");
         for (int i = 0; i < h->n; i++) {
             float *dst[3] = {h->w[i], h->m[i], h->v[i]};
             for (int k = 0; k < 3; k++) memcpy(dst[k], h->stash[i][k], h->count[i] * sizeof(float));
         }
+    }
+    /* ggml-opt never zeroes these gradient accumulators between llama.cpp's
+     * steps (see the top of the file): zero them after the discovery (a
+     * new context starts from zero), and, with reset_grads, after every
+     * step, so each step's gradient is its own. */
+    if (h->discovering || h->reset_grads || h->skipped)
+        for (int i = 0; i < h->n; i++) memset(h->grad[i], 0, h->count[i] * sizeof(float));
+    if (h->discovering) {
+        h->discovering = false;
         return;
     }
     if (!h->skipped) h->steps_done++;
@@ -374,7 +394,7 @@ static void session_open(session *s, struct llama_model *model, llama_opt_param_
     struct llama_context_params cp = llama_context_default_params();
     /* n_ubatch = n_ctx: with a smaller ubatch K and V get no gradients. */
     cp.n_ctx = cp.n_batch = cp.n_ubatch = N_CTX;
-    cp.n_threads = cp.n_threads_batch = 1;
+    cp.n_threads = cp.n_threads_batch = n_threads;
     cp.cb_eval = hook_chain;
     cp.cb_eval_user_data = h;
     s->ctx = llama_init_from_model(model, cp);
@@ -526,7 +546,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--finetune") && i + 1 < argc) ft_path = argv[++i];
         else if (!strcmp(argv[i], "--test")) test = 1;
         else if (!strcmp(argv[i], "--time")) timing = 1;
-        else { fprintf(stderr, "usage: llama_mgpo [--pretrain FILE] [--finetune FILE] [--test] [--time]\n"); return 2; }
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) n_threads = atoi(argv[++i]);
+        else { fprintf(stderr, "usage: llama_mgpo [--pretrain FILE] [--finetune FILE] [--test] [--time] [--threads N]\n"); return 2; }
     }
     text pre, ft;
     if (!read_text(pre_path, &pre) || !read_text(ft_path, &ft)) {
@@ -573,6 +594,9 @@ int main(int argc, char **argv)
         if (!m) die("cannot load the pretrained model");
         /* run 3: the caller had a cb_eval of its own */
         session_open(&s, m, filter_finetune, rhos[run], run == 3 ? count_softmax : NULL, &cnt);
+        /* runs 0 and 1 train as llama.cpp does (accumulated gradients);
+         * the MGPO runs with each step's own gradient */
+        s.h.reset_grads = run >= 2;
         if (s.h.st) discover(&s, one);
         if (run == 2) {
             s.h.checked = true;
@@ -611,6 +635,7 @@ int main(int argc, char **argv)
     for (int run = 0; run < 2; run++) {
         struct llama_model *m = llama_model_load_from_file(model_path, mp);
         session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
+        s.h.reset_grads = true;
         discover(&s, one);
         if (run == 0) {
             ggml_opt_dataset_t a = windows(&ft, 0, 0, k, -1), b = windows(&ft, 0, k, 1, -1),
@@ -624,7 +649,7 @@ int main(int argc, char **argv)
             ggml_opt_dataset_free(a); ggml_opt_dataset_free(b); ggml_opt_dataset_free(c);
             nan_dig = digest(&s.h, 1);
             expect(s.h.skips == 1 && before_nan == after_nan,
-                   "a NaN gradient leaves the trained tensors, grad_m and grad_v unchanged (no AdamW node ran)");
+                   "a NaN gradient leaves the trained tensors, grad_m and grad_v unchanged (AdamW's writes undone)");
         } else {
             ggml_opt_dataset_t a = windows(&ft, 0, 0, k, -1), c = windows(&ft, 0, k + 1, FT_STEPS - k - 1, -1);
             train(&s, a);
@@ -643,6 +668,7 @@ int main(int argc, char **argv)
     {
         struct llama_model *m = llama_model_load_from_file(model_path, mp);
         session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
+        s.h.reset_grads = true;
         discover(&s, one);
         train(&s, ft_ds);
         straight = digest(&s.h, 1);
@@ -652,6 +678,7 @@ int main(int argc, char **argv)
     {
         struct llama_model *m = llama_model_load_from_file(model_path, mp);
         session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
+        s.h.reset_grads = true;
         discover(&s, one);
         ggml_opt_dataset_t a = windows(&ft, 0, 0, k, -1);
         train(&s, a);
@@ -674,6 +701,7 @@ int main(int argc, char **argv)
 
         m = llama_model_load_from_file("llama_mgpo_resume.gguf", mp);
         session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
+        s.h.reset_grads = true;
         discover(&s, one);
         if (s.h.n != n) die("resume: a different set of trained tensors");
         for (int i = 0; i < n; i++) {
@@ -704,8 +732,8 @@ int main(int argc, char **argv)
         t_all = s.h.t_train_ms / (double)s.h.t_train_steps;
         session_close(&s);
         llama_model_free(m);
-        printf("ms per fine-tuning step (%d steps, 1 thread): AdamW alone %.2f, MGPO hook %.2f, "
-               "a cb_eval asking for every node %.2f\n", FT_STEPS, ms[0], ms[2], t_all);
+        printf("ms per fine-tuning step (%d steps, %d threads): AdamW alone %.2f, MGPO hook %.2f, "
+               "a cb_eval asking for every node %.2f\n", FT_STEPS, n_threads, ms[0], ms[2], t_all);
     }
     ggml_opt_dataset_free(one);
     ggml_opt_dataset_free(ft_ds);
