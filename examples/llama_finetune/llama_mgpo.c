@@ -583,157 +583,164 @@ int main(int argc, char **argv)
     struct llama_model_params mp = llama_model_default_params();
     mp.load_mode = LLAMA_LOAD_MODE_NONE;
 
-    /* Fine-tuning runs, each from the saved model. */
-    uint64_t dig[4] = {0};
-    double before = 0, after = 0, ms[3] = {0};
-    long restores_exact = 0, restores_checked = 0;
-    counter cnt = {0, 0};
-    const double rhos[4] = {-1, 0.0, 0.05, 0.05};
-    for (int run = 0; run < 4; run++) {
-        struct llama_model *m = llama_model_load_from_file(model_path, mp);
-        if (!m) die("cannot load the pretrained model");
-        /* run 3: the caller had a cb_eval of its own */
-        session_open(&s, m, filter_finetune, rhos[run], run == 3 ? count_softmax : NULL, &cnt);
-        /* runs 0 and 1 train as llama.cpp does (accumulated gradients);
-         * the MGPO runs with each step's own gradient */
-        s.h.reset_grads = run >= 2;
-        if (s.h.st) discover(&s, one);
-        if (run == 2) {
-            s.h.checked = true;
-            for (int i = 0; i < s.h.n; i++) s.h.clean[i] = malloc(s.h.count[i] * sizeof(float));
-            before = held_out(&s, ft_val);
-        }
-        train(&s, ft_ds);
-        if (run == 2) {
-            after = held_out(&s, ft_val);
-            restores_exact = s.h.restores_exact;
-            restores_checked = s.h.restores_checked;
-        }
-        if (run < 3) ms[run] = s.h.t_train_ms / (double)s.h.t_train_steps;
-        session_close(&s);
-        llama_model_save_to_file(m, "llama_mgpo_finetuned.gguf");
-        dig[run] = file_digest("llama_mgpo_finetuned.gguf");
-        llama_model_free(m);
-    }
-    printf("fine-tuning on %s, %d steps: saved-model digests: AdamW %016llx, MGPO rho=0 %016llx, "
-           "rho=0.05 %016llx, rho=0.05 chained %016llx\n", ft_path, FT_STEPS, (unsigned long long)dig[0],
-           (unsigned long long)dig[1], (unsigned long long)dig[2], (unsigned long long)dig[3]);
-    printf("MGPO rho=0.05: held-out loss %.4f -> %.4f; exact restores %ld of %ld\n", before, after,
-           restores_exact, restores_checked);
-    expect(dig[0] == dig[1], "rho = 0 through cb_eval gives the model llama.cpp's AdamW alone gives (same file)");
-    expect(dig[2] != dig[0], "MGPO at rho > 0 is not plain AdamW");
-    expect(after < before - 0.3, "MGPO fine-tuning lowers the held-out loss on the new text");
-    expect(restores_checked == FT_STEPS && restores_exact == FT_STEPS,
-           "the weights llama.cpp's AdamW steps are the clean ones (exact restore at every step)");
-    expect(dig[3] == dig[2] && cnt.shown > 0 && cnt.asked > 0,
-           "a caller's own cb_eval keeps working when chained, and changes nothing");
-    (void)test;
-
-    /* NaN at step k: the step is skipped whole; equals the run without that window. */
-    const int64_t k = FT_STEPS / 2;
-    uint64_t nan_dig = 0, skip_dig = 0, before_nan = 0, after_nan = 0;
-    for (int run = 0; run < 2; run++) {
-        struct llama_model *m = llama_model_load_from_file(model_path, mp);
-        session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
-        s.h.reset_grads = true;
-        discover(&s, one);
-        if (run == 0) {
-            ggml_opt_dataset_t a = windows(&ft, 0, 0, k, -1), b = windows(&ft, 0, k, 1, -1),
-                               c = windows(&ft, 0, k + 1, FT_STEPS - k - 1, -1);
-            train(&s, a);
-            before_nan = digest(&s.h, 1);
-            s.h.nan_step = s.h.steps_done;
-            train(&s, b);
-            after_nan = digest(&s.h, 1);
-            train(&s, c);
-            ggml_opt_dataset_free(a); ggml_opt_dataset_free(b); ggml_opt_dataset_free(c);
-            nan_dig = digest(&s.h, 1);
-            expect(s.h.skips == 1 && before_nan == after_nan,
-                   "a NaN gradient leaves the trained tensors, grad_m and grad_v unchanged (AdamW's writes undone)");
-        } else {
-            ggml_opt_dataset_t a = windows(&ft, 0, 0, k, -1), c = windows(&ft, 0, k + 1, FT_STEPS - k - 1, -1);
-            train(&s, a);
-            train(&s, c);
-            ggml_opt_dataset_free(a); ggml_opt_dataset_free(c);
-            skip_dig = digest(&s.h, 1);
-        }
-        session_close(&s);
-        llama_model_free(m);
-    }
-    expect(nan_dig == skip_dig, "the run with a NaN at step k equals the run without window k");
-
-    /* Resume: k steps, checkpoint (the model file, grad_m, grad_v, the step
-     * count, mgpo_save), a new model and context, the rest. */
-    uint64_t straight = 0, resumed = 0;
-    {
-        struct llama_model *m = llama_model_load_from_file(model_path, mp);
-        session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
-        s.h.reset_grads = true;
-        discover(&s, one);
-        train(&s, ft_ds);
-        straight = digest(&s.h, 1);
-        session_close(&s);
-        llama_model_free(m);
-    }
-    {
-        struct llama_model *m = llama_model_load_from_file(model_path, mp);
-        session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
-        s.h.reset_grads = true;
-        discover(&s, one);
-        ggml_opt_dataset_t a = windows(&ft, 0, 0, k, -1);
-        train(&s, a);
-        ggml_opt_dataset_free(a);
-        int n = s.h.n;
-        float *mv[MAX_PARAMS][2];
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < 2; j++) {
-                mv[i][j] = malloc(s.h.count[i] * sizeof(float));
-                memcpy(mv[i][j], j ? s.h.v[i] : s.h.m[i], s.h.count[i] * sizeof(float));
+    if (test) {
+        /* Fine-tuning runs, each from the saved model. */
+        uint64_t dig[4] = {0};
+        double before = 0, after = 0;
+        long restores_exact = 0, restores_checked = 0;
+        counter cnt = {0, 0};
+        const double rhos[4] = {-1, 0.0, 0.05, 0.05};
+        for (int run = 0; run < 4; run++) {
+            struct llama_model *m = llama_model_load_from_file(model_path, mp);
+            if (!m) die("cannot load the pretrained model");
+            /* run 3: the caller had a cb_eval of its own */
+            session_open(&s, m, filter_finetune, rhos[run], run == 3 ? count_softmax : NULL, &cnt);
+            /* runs 0 and 1 train as llama.cpp does (accumulated gradients);
+             * the MGPO runs with each step's own gradient */
+            s.h.reset_grads = run >= 2;
+            if (s.h.st) discover(&s, one);
+            if (run == 2) {
+                size_t trained = 0;
+                for (int i = 0; i < s.h.n; i++) trained += s.h.count[i];
+                printf("model: %llu parameters; fine-tuning trains %d tensors, %zu parameters\n",
+                       (unsigned long long)llama_model_n_params(m), s.h.n, trained);
+                s.h.checked = true;
+                for (int i = 0; i < s.h.n; i++) s.h.clean[i] = malloc(s.h.count[i] * sizeof(float));
+                before = held_out(&s, ft_val);
             }
-        int64_t steps = s.h.steps_done;
-        size_t size;
-        check(mgpo_checkpoint_size(s.h.st, &size), "mgpo_checkpoint_size");
-        void *ck = malloc(size);
-        check(mgpo_save(s.h.st, ck, size, &size), "mgpo_save");
-        session_close(&s);
-        llama_model_save_to_file(m, "llama_mgpo_resume.gguf");
-        llama_model_free(m);
-
-        m = llama_model_load_from_file("llama_mgpo_resume.gguf", mp);
-        session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
-        s.h.reset_grads = true;
-        discover(&s, one);
-        if (s.h.n != n) die("resume: a different set of trained tensors");
-        for (int i = 0; i < n; i++) {
-            memcpy(s.h.m[i], mv[i][0], s.h.count[i] * sizeof(float));
-            memcpy(s.h.v[i], mv[i][1], s.h.count[i] * sizeof(float));
-            free(mv[i][0]); free(mv[i][1]);
+            train(&s, ft_ds);
+            if (run == 2) {
+                after = held_out(&s, ft_val);
+                restores_exact = s.h.restores_exact;
+                restores_checked = s.h.restores_checked;
+            }
+            session_close(&s);
+            llama_model_save_to_file(m, "llama_mgpo_finetuned.gguf");
+            dig[run] = file_digest("llama_mgpo_finetuned.gguf");
+            llama_model_free(m);
         }
-        s.h.steps_done = steps;
-        check(mgpo_load(s.h.st, ck, size), "mgpo_load");
-        free(ck);
-        ggml_opt_dataset_t c = windows(&ft, 0, k, FT_STEPS - k, -1);
-        train(&s, c);
-        ggml_opt_dataset_free(c);
-        resumed = digest(&s.h, 1);
-        session_close(&s);
-        llama_model_free(m);
-    }
-    expect(straight == resumed, "a checkpoint (saved model, grad_m, grad_v, step count, libmgpo) resumes bitwise");
+        printf("fine-tuning on %s, %d steps: saved-model digests: AdamW %016llx, MGPO rho=0 %016llx, "
+               "rho=0.05 %016llx, rho=0.05 chained %016llx\n", ft_path, FT_STEPS, (unsigned long long)dig[0],
+               (unsigned long long)dig[1], (unsigned long long)dig[2], (unsigned long long)dig[3]);
+        printf("MGPO rho=0.05: held-out loss %.4f -> %.4f; exact restores %ld of %ld\n", before, after,
+               restores_exact, restores_checked);
+        expect(dig[0] == dig[1], "rho = 0 through cb_eval gives the model llama.cpp's AdamW alone gives (same file)");
+        expect(dig[2] != dig[0], "MGPO at rho > 0 is not plain AdamW");
+        expect(after < before - 0.3, "MGPO fine-tuning lowers the held-out loss on the new text");
+        expect(restores_checked == FT_STEPS && restores_exact == FT_STEPS,
+               "the weights llama.cpp's AdamW steps are the clean ones (exact restore at every step)");
+        expect(dig[3] == dig[2] && cnt.shown > 0 && cnt.asked > 0,
+               "a caller's own cb_eval keeps working when chained, and changes nothing");
 
+        /* NaN at step k: the step is skipped whole; equals the run without that window. */
+        const int64_t k = FT_STEPS / 2;
+        uint64_t nan_dig = 0, skip_dig = 0, before_nan = 0, after_nan = 0;
+        for (int run = 0; run < 2; run++) {
+            struct llama_model *m = llama_model_load_from_file(model_path, mp);
+            session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
+            s.h.reset_grads = true;
+            discover(&s, one);
+            if (run == 0) {
+                ggml_opt_dataset_t a = windows(&ft, 0, 0, k, -1), b = windows(&ft, 0, k, 1, -1),
+                                   c = windows(&ft, 0, k + 1, FT_STEPS - k - 1, -1);
+                train(&s, a);
+                before_nan = digest(&s.h, 1);
+                s.h.nan_step = s.h.steps_done;
+                train(&s, b);
+                after_nan = digest(&s.h, 1);
+                train(&s, c);
+                ggml_opt_dataset_free(a); ggml_opt_dataset_free(b); ggml_opt_dataset_free(c);
+                nan_dig = digest(&s.h, 1);
+                expect(s.h.skips == 1 && before_nan == after_nan,
+                       "a NaN gradient leaves the trained tensors, grad_m and grad_v unchanged (AdamW's writes undone)");
+            } else {
+                ggml_opt_dataset_t a = windows(&ft, 0, 0, k, -1), c = windows(&ft, 0, k + 1, FT_STEPS - k - 1, -1);
+                train(&s, a);
+                train(&s, c);
+                ggml_opt_dataset_free(a); ggml_opt_dataset_free(c);
+                skip_dig = digest(&s.h, 1);
+            }
+            session_close(&s);
+            llama_model_free(m);
+        }
+        expect(nan_dig == skip_dig, "the run with a NaN at step k equals the run without window k");
+
+        /* Resume: k steps, checkpoint (the model file, grad_m, grad_v, the step
+         * count, mgpo_save), a new model and context, the rest. */
+        uint64_t straight = 0, resumed = 0;
+        {
+            struct llama_model *m = llama_model_load_from_file(model_path, mp);
+            session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
+            s.h.reset_grads = true;
+            discover(&s, one);
+            train(&s, ft_ds);
+            straight = digest(&s.h, 1);
+            session_close(&s);
+            llama_model_free(m);
+        }
+        {
+            struct llama_model *m = llama_model_load_from_file(model_path, mp);
+            session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
+            s.h.reset_grads = true;
+            discover(&s, one);
+            ggml_opt_dataset_t a = windows(&ft, 0, 0, k, -1);
+            train(&s, a);
+            ggml_opt_dataset_free(a);
+            int n = s.h.n;
+            float *mv[MAX_PARAMS][2];
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < 2; j++) {
+                    mv[i][j] = malloc(s.h.count[i] * sizeof(float));
+                    memcpy(mv[i][j], j ? s.h.v[i] : s.h.m[i], s.h.count[i] * sizeof(float));
+                }
+            int64_t steps = s.h.steps_done;
+            size_t size;
+            check(mgpo_checkpoint_size(s.h.st, &size), "mgpo_checkpoint_size");
+            void *ck = malloc(size);
+            check(mgpo_save(s.h.st, ck, size, &size), "mgpo_save");
+            session_close(&s);
+            llama_model_save_to_file(m, "llama_mgpo_resume.gguf");
+            llama_model_free(m);
+
+            m = llama_model_load_from_file("llama_mgpo_resume.gguf", mp);
+            session_open(&s, m, filter_finetune, 0.05, NULL, NULL);
+            s.h.reset_grads = true;
+            discover(&s, one);
+            if (s.h.n != n) die("resume: a different set of trained tensors");
+            for (int i = 0; i < n; i++) {
+                memcpy(s.h.m[i], mv[i][0], s.h.count[i] * sizeof(float));
+                memcpy(s.h.v[i], mv[i][1], s.h.count[i] * sizeof(float));
+                free(mv[i][0]); free(mv[i][1]);
+            }
+            s.h.steps_done = steps;
+            check(mgpo_load(s.h.st, ck, size), "mgpo_load");
+            free(ck);
+            ggml_opt_dataset_t c = windows(&ft, 0, k, FT_STEPS - k, -1);
+            train(&s, c);
+            ggml_opt_dataset_free(c);
+            resumed = digest(&s.h, 1);
+            session_close(&s);
+            llama_model_free(m);
+        }
+        expect(straight == resumed, "a checkpoint (saved model, grad_m, grad_v, step count, libmgpo) resumes bitwise");
+    }
     if (timing) {
-        /* ms per training step: no hook; the MGPO hook (one node asked);
-         * a callback that asks for every node. */
-        double t_all = 0;
-        struct llama_model *m = llama_model_load_from_file(model_path, mp);
-        session_open(&s, m, filter_finetune, -1, ask_all, NULL);
-        s.h.training = true;
-        train(&s, ft_ds);
-        t_all = s.h.t_train_ms / (double)s.h.t_train_steps;
-        session_close(&s);
-        llama_model_free(m);
+        /* ms per fine-tuning step: AdamW alone; the MGPO hook (one node
+         * asked per step); a callback that asks for every node. */
+        double ms[3];
+        for (int run = 0; run < 3; run++) {
+            struct llama_model *m = llama_model_load_from_file(model_path, mp);
+            if (!m) die("cannot load the pretrained model");
+            session_open(&s, m, filter_finetune, run == 1 ? 0.05 : -1, run == 2 ? ask_all : NULL, NULL);
+            s.h.reset_grads = true;
+            if (s.h.st) discover(&s, one);
+            train(&s, ft_ds);
+            ms[run] = s.h.t_train_ms / (double)s.h.t_train_steps;
+            session_close(&s);
+            llama_model_free(m);
+        }
         printf("ms per fine-tuning step (%d steps, %d threads): AdamW alone %.2f, MGPO hook %.2f, "
-               "a cb_eval asking for every node %.2f\n", FT_STEPS, n_threads, ms[0], ms[2], t_all);
+               "a cb_eval asking for every node %.2f\n", FT_STEPS, n_threads, ms[0], ms[1], ms[2]);
     }
     ggml_opt_dataset_free(one);
     ggml_opt_dataset_free(ft_ds);
