@@ -94,7 +94,8 @@ for ex in ggml_opt llama_finetune; do
         ctest --test-dir build-$ex --output-on-failure -V" 2>&1)" ||
         { printf '%s\n' "$out"; ci_fail "examples/$ex failed against Debian's packages"; }
     # Only the example's own report (ctest -V prints the program's output).
-    printf '%s\n' "$out" | grep -E '^[0-9]+: ' | sed 's/^[0-9]*: /     /'
+    printf '%s\n' "$out" | grep -E '^[0-9]+: ' | grep -vE '^[0-9]+: (Test command|Working Directory|Test timeout)' |
+        sed 's/^[0-9]*: /     /'
     # ctest marks a skipped test "***Skipped" and lists it under "did not run".
     if printf '%s\n' "$out" | grep -qE '\*\*\*Skipped|did not run|Not Run'; then
         printf '%s\n' "$out"

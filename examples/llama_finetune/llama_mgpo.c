@@ -148,6 +148,12 @@ static void fill_tensor(struct ggml_tensor *t, void *ud)
     free(w);
 }
 
+static bool no_progress(float progress, void *ud)
+{
+    (void)progress; (void)ud;
+    return true; /* keep loading, print no dots */
+}
+
 static struct llama_model *new_model(void)
 {
     struct gguf_context *g = gguf_init_empty();
@@ -164,6 +170,7 @@ static struct llama_model *new_model(void)
     gguf_set_val_u32(g, "llama.vocab_size", N_VOCAB);
     gguf_set_val_str(g, "tokenizer.ggml.model", "no_vocab");
     struct llama_model_params mp = llama_model_default_params();
+    mp.progress_callback = no_progress;
     struct llama_model *m = llama_model_init_from_user(g, fill_tensor, NULL, mp);
     gguf_free(g);
     if (!m) die("llama_model_init_from_user failed");
@@ -172,7 +179,9 @@ static struct llama_model *new_model(void)
 
 /* What trains: pretraining every attention and feed-forward matrix and the
  * output matrix; fine-tuning only the last block's feed-forward and the
- * output matrix.  (llama.cpp never trains token_embd, whatever the filter.) */
+ * output matrix.  (llama_opt_init never trains token_embd or rope_freqs,
+ * whatever the filter; llama_opt_param_filter_all also trains the optional
+ * biases and scales.) */
 static bool filter_pretrain(const struct ggml_tensor *t, void *ud)
 {
     (void)ud;
@@ -582,6 +591,7 @@ int main(int argc, char **argv)
      * writing them segfaults. */
     struct llama_model_params mp = llama_model_default_params();
     mp.load_mode = LLAMA_LOAD_MODE_NONE;
+    mp.progress_callback = no_progress;
 
     if (test) {
         /* Fine-tuning runs, each from the saved model. */
