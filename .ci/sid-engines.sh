@@ -104,4 +104,18 @@ for ex in ggml_opt llama_finetune; do
     printf '%s\n' "$out" | grep -q "100% tests passed" || { printf '%s\n' "$out"; ci_fail "examples/$ex: no passing test"; }
     ci_note "examples/$ex: built and passed in $((SECONDS - t)) s"
 done
+# The same two tests from the libmgpo tree (examples/CMakeLists.txt adds
+# both directories; the project's flags, warnings as errors).
+t=$SECONDS
+out="$(in_root "cd /root/libmgpo
+    cmake -S . -B build-tree -DCMAKE_BUILD_TYPE=Release -DMGPO_WERROR=ON -DMGPO_BUILD_BENCH=OFF
+    cmake --build build-tree -j2 --target ggml_mgpo llama_mgpo
+    ctest --test-dir build-tree -L 'ggml|llama' --output-on-failure" 2>&1)" ||
+    { printf '%s\n' "$out"; ci_fail "the examples failed in the libmgpo tree"; }
+if printf '%s\n' "$out" | grep -qE '\*\*\*Skipped|did not run|Not Run' ||
+    ! printf '%s\n' "$out" | grep -q "100% tests passed, 0 tests failed out of 2"; then
+    printf '%s\n' "$out"
+    ci_fail "the examples did not both pass in the libmgpo tree"
+fi
+ci_note "both examples built and passed in the libmgpo tree: $((SECONDS - t)) s"
 ci_note "sid root with Debian's ggml and llama.cpp: both examples passed in $((SECONDS - start)) s"

@@ -29,6 +29,7 @@
  * installs cb_eval on the scheduler the training uses); identity values for
  * the optional tensors llama_model_init_from_user creates; n_ubatch = n_ctx.
  * See docs/integration.md, "ggml and llama.cpp". */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
 #include <ggml.h>
 #include <ggml-backend.h>
 #include <ggml-opt.h>
