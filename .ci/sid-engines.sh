@@ -11,7 +11,8 @@
 # examples/llama_finetune on their own against the installed libmgpo
 # (find_package(mgpo)) and Debian's packages (find_package(ggml),
 # find_package(llama)), with warnings as errors, and runs their tests, which
-# must pass, not be skipped.  Prints the versions it tested.
+# must pass, not be skipped; then builds and runs the same two from the
+# libmgpo tree (MGPO_WERROR=ON).  Prints the versions it tested.
 #
 #   .ci/sid-engines.sh
 #
