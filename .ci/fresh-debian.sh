@@ -25,28 +25,7 @@ if ! command -v debootstrap >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y debootstrap
 fi
 
-# The first URI of a source for the suite bookworm, one-line or deb822
-# format, that is not the security archive.
-debian_mirror() {
-    local f
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) while ($i !~ /\]$/) i++; if ($2 ~ /^\[/) i++;
-                          if ($(i + 1) == "bookworm") { print $i; exit } }' "$f"
-    done
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        # deb822: blank-line separated stanzas with URIs: and Suites: fields.
-        awk 'BEGIN { RS = ""; FS = "\n" }
-             { uri = ""; ok = 0
-               for (i = 1; i <= NF; i++) {
-                 if ($i ~ /^URIs:/) { split($i, w, /[ \t]+/); uri = w[2] }
-                 if ($i ~ /^Suites:/) { n = split($i, w, /[ \t]+/)
-                   for (j = 2; j <= n; j++) if (w[j] == "bookworm") ok = 1 } }
-               if (ok && uri != "") { print uri; exit } }' "$f"
-    done
-}
-mirror="${MGPO_DEBIAN_MIRROR:-$(debian_mirror | head -n1)}"
+mirror="${MGPO_DEBIAN_MIRROR:-$(ci_debian_mirror bookworm)}"
 [ -n "$mirror" ] || ci_fail "no Debian bookworm mirror in /etc/apt/sources.list*; set MGPO_DEBIAN_MIRROR"
 
 demo_cmd="$(ci_readme_demo_command)"

@@ -38,3 +38,29 @@ ci_readme_demo_command() {
         ci_fail "README.md has no demo command line ('cmake -S . -B build ... && ./build/examples/lora_finetune --demo')"
     printf '%s\n' "$line"
 }
+
+# Prints the first URI of a Debian source for suite $1 in this machine's apt
+# sources (/etc/apt/sources.list*, one-line or deb822 format) that is not
+# the security archive; nothing if there is none.  .ci/fresh-debian.sh and
+# .ci/sid-engines.sh debootstrap from it.
+ci_debian_mirror() {
+    local suite="$1" f
+    {
+        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+            [ -f "$f" ] || continue
+            awk -v suite="$suite" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) while ($i !~ /\]$/) i++; if ($2 ~ /^\[/) i++;
+                                  if ($(i + 1) == suite) { print $i; exit } }' "$f"
+        done
+        for f in /etc/apt/sources.list.d/*.sources; do
+            [ -f "$f" ] || continue
+            # deb822: blank-line separated stanzas with URIs: and Suites: fields.
+            awk -v suite="$suite" 'BEGIN { RS = ""; FS = "\n" }
+                 { uri = ""; ok = 0
+                   for (i = 1; i <= NF; i++) {
+                     if ($i ~ /^URIs:/) { split($i, w, /[ \t]+/); uri = w[2] }
+                     if ($i ~ /^Suites:/) { n = split($i, w, /[ \t]+/)
+                       for (j = 2; j <= n; j++) if (w[j] == suite) ok = 1 } }
+                   if (ok && uri != "") { print uri; exit } }' "$f"
+        done
+    } | head -n1
+}

@@ -720,7 +720,8 @@ MGPO_API mgpo_status mgpo_get_grad_scale(const mgpo_state *state, double *scale)
 /* ---- External optimizer mode (docs/integration.md) ---------------------- */
 
 /* With config.optimizer_mode = MGPO_OPTIMIZER_EXTERNAL the caller's own
- * optimizer (torch::optim::AdamW, ggml-opt, a hand-written update) owns the
+ * optimizer (torch::optim::AdamW, ggml-opt's AdamW, also under llama.cpp's
+ * llama_opt_epoch, a hand-written update) owns the
  * moments and steps the parameters; the library perturbs along the momentum
  * buffer that optimizer keeps (AdamW exp_avg, SGD momentum_buffer), restores,
  * and keeps the gradient-norm EMA.  One iteration:
@@ -730,6 +731,10 @@ MGPO_API mgpo_status mgpo_get_grad_scale(const mgpo_state *state, double *scale)
  *     s = mgpo_step(st);      // restores theta, checks g, updates gbar; no update
  *     if (s == MGPO_OK) caller_optimizer_step();   // right after mgpo_step
  *     else if (s == MGPO_ERR_NONFINITE_GRADIENT) skip it (theta is clean)
+ *
+ * An engine that runs backward and its step in one graph (ggml-opt) calls
+ * mgpo_step from its scheduler's eval callback, at the node before the
+ * first AdamW node (docs/integration.md, "ggml and llama.cpp").
  *
  * The state owns only the per-unit scalars and the restore data (exact mode:
  * 4 bytes per perturbed parameter; low-memory mode: none): no m, no v.
