@@ -113,7 +113,10 @@ extern "C" {
  * type's largest finite value saturates to it in every buffer the library
  * writes (0.3 wrote Inf).  mgpo_set_grad_scale and mgpo_config_validate
  * (so mgpo_create, mgpo_set_rho, mgpo_set_lr) compute in the library's
- * floating-point environment.  Checkpoints: format version 3;
+ * floating-point environment.  mgpo_create reads the environment
+ * variable MGPO_KERNELS (a kernel table forced for tests and benchmarks)
+ * and refuses an unknown or unrunnable name with MGPO_ERR_UNSUPPORTED; an
+ * AVX-512 table is chosen from CPUID.  Checkpoints: format version 3;
  * a file with the caller's record sets header flag 1.
  *
  * Changes from 0.2 to 0.3 (libmgpo.so.0.2 -> libmgpo.so.0.3): mixed
