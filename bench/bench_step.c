@@ -11,8 +11,8 @@
  * of --rounds sweeps over all sizes, thread counts and cases.
  * Bytes per parameter count each array read or written once (the STREAM
  * convention: a store's write-allocate read is not counted).  Every case is
- * reported as a fraction of the best reference at the same size on all
- * threads; a verdict against it is printed only when no peer loop (nor any
+ * reported as a fraction of the best reference at the same size (on all
+ * threads, or on one when that was faster); a verdict against it is printed only when no peer loop (nor any
  * case) beats it (else the reference is no limit, and the line says so).  --short runs
  * tiny sizes so that ctest keeps this program compiling and working; its
  * timings mean nothing.  Not a test: nothing here asserts a speed. */
@@ -320,7 +320,7 @@ typedef struct result {
     size_t n;
     int threads;
     double seconds[CASES];
-    double ref[BW_KINDS]; /* GB/s of each reference at this size, all threads */
+    double ref[BW_KINDS]; /* GB/s of each reference at this size: all threads or one */
 } result;
 
 static double ns_per_param(const result *r, int c) { return r->seconds[c] * 1e9 / (double)r->n; }
@@ -329,7 +329,7 @@ static double gbps(const result *r, int c, double bytes)
     return bytes * (double)r->n / r->seconds[c] / 1e9;
 }
 
-/* The best reference at the row's size (all threads), and its name. */
+/* The best reference at the row's size, and its name. */
 static double reference(const result *r, const char **name)
 {
     int best = 0;
@@ -360,7 +360,7 @@ static void print_ratios(const result *r)
     const char *beaten_by = NULL;
     for (int c = 0; c < CASES; c++)
         if (r->seconds[c] < INFINITY && gbps(r, c, case_bytes[c]) > ref) beaten_by = case_names[c];
-    printf("ratios for N = %zu, %d thread%s (reference: %s, %.2f GB/s on all threads):\n", r->n,
+    printf("ratios for N = %zu, %d thread%s (reference: %s, %.2f GB/s):\n", r->n,
            r->threads, r->threads > 1 ? "s" : "", ref_name, ref);
     print_verdict("MGPO iteration / libmgpo AdamW step", r->seconds[MGPO] / r->seconds[ADAMW],
                   1.6, true, NULL);
@@ -411,9 +411,13 @@ static void run_size(const options *o, size_t n, result *row, int round)
         b.grads16[i] = (uint16_t)(v >> 16);
     }
     if (round == 0 && !same_work(&b)) exit(EXIT_FAILURE);
-    /* The references on all threads, once per size and round. */
+    /* The references on all threads and on one, once per size and round;
+     * the better of the two (on a shared machine one thread can beat two). */
     double ref[BW_KINDS];
-    for (int k = 0; k < BW_KINDS; k++) ref[k] = bw_measure(k, n, o->all_threads, o->reps);
+    for (int k = 0; k < BW_KINDS; k++) {
+        ref[k] = bw_measure(k, n, o->all_threads, o->reps);
+        if (o->all_threads > 1) ref[k] = fmax(ref[k], bw_measure(k, n, 1, o->reps));
+    }
     for (int t = 0; t < o->thread_count; t++) {
         result *r = &row[t];
         r->n = n;
@@ -450,8 +454,8 @@ int main(int argc, char **argv)
 #else
     printf("OpenMP: no (thread counts above 1 run serially)\n");
 #endif
-    printf("references: %s loops on %d thread%s; fractions are of the best one\n", bw_isa(),
-           o.all_threads, o.all_threads > 1 ? "s" : "");
+    printf("references: %s loops on %d thread%s and on 1 (the better counts); fractions are "
+           "of the best one\n", bw_isa(), o.all_threads, o.all_threads > 1 ? "s" : "");
     for (int k = 0; k < BW_KINDS; k++)
         printf("  %-18s %2.0f B/elem\n", bw_name(k), bw_bytes(k));
     printf("cases:\n");
@@ -469,7 +473,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < result_count; i++) {
         if (results[i].threads == o.threads[0])
             for (int k = 0; k < BW_KINDS; k++)
-                printf("%10zu %3d  %-18s %7.0f %9s %8.2f %7.2f\n", results[i].n, o.all_threads,
+                printf("%10zu %3s  %-18s %7.0f %9s %8.2f %7.2f\n", results[i].n, "ref",
                        bw_name(k), bw_bytes(k), "-", results[i].ref[k],
                        results[i].ref[k] / reference(&results[i], NULL));
         for (int c = 0; c < CASES; c++)
