@@ -43,6 +43,9 @@
 #include <time.h>
 
 #include "mgpo.h"
+#ifdef GPT_LORA_BLAS
+#include <cblas.h>
+#endif
 #include "../example_math.h"
 
 #ifdef _OPENMP
@@ -218,6 +221,26 @@ typedef struct {
 } Linear;
 
 /* y = x W^T + b (+ s * u B^T with u = x A^T saved for the backward pass). */
+#ifdef GPT_LORA_BLAS
+/* The same products as the loops below, through OpenBLAS's sgemm (row-major
+ * throughout; the summation order, hence the last bits, differ). */
+static void linear_forward(float *y, float *u, const float *x, const Linear *f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        float *yi = y + (size_t)i * f->out;
+        if (f->b) memcpy(yi, f->b, (size_t)f->out * sizeof(float));
+        else memset(yi, 0, (size_t)f->out * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, f->out, f->in, 1.0f, x, f->in, f->w, f->in, 1.0f, y,
+                f->out);
+    if (f->a) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, f->rank, f->in, 1.0f, x, f->in, f->a, f->in, 0.0f,
+                    u, f->rank);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, f->out, f->rank, f->scale, u, f->rank, f->lb,
+                    f->rank, 1.0f, y, f->out);
+    }
+}
+#else
 static void linear_forward(float *y, float *u, const float *x, const Linear *f, int n)
 {
     PARALLEL_FOR
@@ -232,6 +255,7 @@ static void linear_forward(float *y, float *u, const float *x, const Linear *f, 
         }
     }
 }
+#endif
 
 static void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                               const float *b, int n, int c)
@@ -367,6 +391,7 @@ typedef struct {
 
 /* Backward of linear_forward: dx += dy W (+ du A, du = s * dy B) and the
  * parameter gradients asked for.  du is n x rank scratch. */
+#ifndef GPT_LORA_BLAS
 static void linear_backward(float *dx, const LinearGrad *g, float *du, const float *dy, const float *x,
                             const float *u, const Linear *f, int n)
 {
@@ -405,6 +430,28 @@ static void linear_backward(float *dx, const LinearGrad *g, float *du, const flo
             for (int i = 0; i < n; i++) axpy(g->da + (size_t)k * in, du[(size_t)i * r + k], x + (size_t)i * in, in);
     }
 }
+#else
+/* linear_backward with the same products through sgemm. */
+static void linear_backward(float *dx, const LinearGrad *g, float *du, const float *dy, const float *x,
+                            const float *u, const Linear *f, int n)
+{
+    int in = f->in, out = f->out, r = f->rank;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, f->w, in, 1.0f, dx, in);
+    if (f->a) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, r, out, f->scale, dy, out, f->lb, r, 0.0f, du, r);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, r, 1.0f, du, r, f->a, in, 1.0f, dx, in);
+    }
+    if (g->dw) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f, g->dw, in);
+        if (g->db)
+            for (int i = 0; i < n; i++) axpy(g->db, 1.0f, dy + (size_t)i * out, out);
+    }
+    if (f->a && g->da) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, r, n, f->scale, dy, out, u, r, 1.0f, g->dlb, r);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, in, n, 1.0f, du, r, x, in, 1.0f, g->da, in);
+    }
+}
+#endif
 
 /* dx += layer-norm backward; dw, db (may be NULL) += their gradients. */
 static void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
@@ -650,6 +697,7 @@ typedef struct {
     mgpo_scope scope;
     LoraMode mode;
     const char *csv, *model_cache;
+    const char *commit;        /* the source commit the driver passes (git describe --dirty) */
 } Options;
 
 static void usage(void)
@@ -662,7 +710,7 @@ static void usage(void)
             "       [--schedule cosine|constant] [--eval-every K] [--eval-windows W]\n"
             "       [--layers L] [--dim C] [--heads H] [--seq T] [--batch B]\n"
             "       [--pretrain-steps N] [--pretrain-lr LR] [--pretrain-seed S]\n"
-            "       [--model-cache FILE] [--csv FILE] [--check] [--check-grad] [--quiet]\n");
+            "       [--model-cache FILE] [--csv FILE] [--commit ID] [--check] [--check-grad] [--quiet]\n");
 }
 
 /* Parses argv into *o; returns 0, or -1 after printing what was wrong. */
@@ -671,7 +719,8 @@ static int parse_options(int argc, char **argv, Options *o)
     *o = (Options){.d = {2, 64, 4, 64}, .batch = 8, .rank = 16, .steps = 200, .pretrain_steps = 1500,
                    .eval_every = 10, .eval_windows = 32, .mgpo = 1, .cosine = 1, .alpha = -1.0, .lr = 2e-3,
                    .rho = 0.05, .pretrain_lr = 3e-3, .seed = 1, .pretrain_seed = 1, .normalize = 1,
-                   .sign = MGPO_SIGN_LOOKAHEAD, .scope = MGPO_SCOPE_GLOBAL, .mode = MODE_ADAPTER};
+                   .sign = MGPO_SIGN_LOOKAHEAD, .scope = MGPO_SCOPE_GLOBAL, .mode = MODE_ADAPTER,
+                   .commit = GPT_LORA_DEFAULT_COMMIT};
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
@@ -699,6 +748,7 @@ static int parse_options(int argc, char **argv, Options *o)
         else if (!strcmp(f, "--clip")) o->max_grad_norm = strtod(v, &end), ok = o->max_grad_norm >= 0.0;
         else if (!strcmp(f, "--csv")) o->csv = v;
         else if (!strcmp(f, "--model-cache")) o->model_cache = v;
+        else if (!strcmp(f, "--commit")) o->commit = v, ok = *v && strlen(v) < 64 && !strpbrk(v, ", \n");
         else if (!strcmp(f, "--optimizer")) ok = !strcmp(v, "mgpo") || !strcmp(v, "adamw"), o->mgpo = !strcmp(v, "mgpo");
         else if (!strcmp(f, "--schedule")) ok = !strcmp(v, "cosine") || !strcmp(v, "constant"), o->cosine = !strcmp(v, "cosine");
         else if (!strcmp(f, "--apn")) ok = !strcmp(v, "on") || !strcmp(v, "off"), o->normalize = !strcmp(v, "on");
@@ -756,24 +806,49 @@ static double now_seconds(void)
 
 /* ---- Pretraining, cached -------------------------------------------------- */
 
-/* The cache file: this header, then the weights in host byte order.  Any
- * difference in the header means pretraining again. */
+/* The cache file: this header, then the weights in host byte order.  The
+ * header holds everything that determines the pretrained weights: the model
+ * size, the pretraining settings, a hash of the pretraining text, the
+ * library version, the source commit and the kind of matrix products (their
+ * summation order differs).  Any difference means pretraining again, so a
+ * cache written by another library or commit is never reused. */
 typedef struct {
     char magic[8];
     int32_t layers, dim, heads, seq, batch, steps;
     uint64_t seed;
     double lr;
     uint64_t floats;
+    uint64_t data_hash;        /* FNV-1a of the pretraining text */
+    char version[16];          /* mgpo_version_string() */
+    char commit[64];           /* --commit */
+    char products[8];          /* "blas" or "loops" */
 } CacheHeader;
 
-static CacheHeader cache_header(const Options *o, size_t floats)
+#ifdef GPT_LORA_BLAS
+static const char PRODUCTS[] = "blas";
+#else
+static const char PRODUCTS[] = "loops";
+#endif
+
+static uint64_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static CacheHeader cache_header(const Options *o, size_t floats, const Split *text)
 {
     CacheHeader h;
     memset(&h, 0, sizeof h);
-    memcpy(h.magic, "GPTLORA1", 8);
+    memcpy(h.magic, "GPTLORA2", 8);
     h.layers = o->d.layers, h.dim = o->d.dim, h.heads = o->d.heads, h.seq = o->d.seq;
     h.batch = o->batch, h.steps = o->pretrain_steps, h.seed = o->pretrain_seed, h.lr = o->pretrain_lr;
     h.floats = floats;
+    h.data_hash = fnv1a(text->bytes, text->size);
+    snprintf(h.version, sizeof h.version, "%s", mgpo_version_string());
+    snprintf(h.commit, sizeof h.commit, "%s", o->commit);
+    snprintf(h.products, sizeof h.products, "%s", PRODUCTS);
     return h;
 }
 
@@ -805,11 +880,14 @@ static void cache_save(const char *path, const CacheHeader *h, const float *mem)
  * (rho 0), or loads the result from the cache; returns 0 or -1. */
 static int pretrain(const Options *o, Model *m, float *mem, size_t floats, const Split *text)
 {
-    CacheHeader h = cache_header(o, floats);
+    CacheHeader h = cache_header(o, floats, text);
     if (o->model_cache && cache_load(o->model_cache, &h, mem) == 0) {
         if (!o->quiet) printf("pretrained model loaded from %s\n", o->model_cache);
         return 0;
     }
+    if (o->model_cache && !o->quiet)
+        printf("pretraining: no cache in %s for libmgpo %s, commit %s, %s products\n", o->model_cache,
+               h.version, h.commit, h.products);
     params_init(&m->d, &m->p, o->pretrain_seed);
     float *gmem = calloc(floats, sizeof(float));
     uint8_t *tok = malloc((size_t)o->batch * o->d.seq), *tgt = malloc((size_t)o->batch * o->d.seq);
@@ -1089,7 +1167,8 @@ int main(int argc, char **argv)
             perror(o.csv);
             goto done;
         }
-        fprintf(csv, "step,lr,batch_loss,train_loss,eval_loss,grad_norm,perturbation_norm,step_ms\n");
+        fprintf(csv, "step,lr,batch_loss,train_loss,eval_loss,grad_norm,perturbation_norm,step_ms,"
+                     "mgpo_version,commit,products\n");
     }
     if (!o.quiet)
         printf("fine-tuning: rank %d, alpha %g, lr %g (%s), %d steps, seed %llu, %s, rho %g%s%s, LoRA mode %s\n"
@@ -1120,9 +1199,11 @@ int main(int argc, char **argv)
             fprintf(csv, "%d,%.6g,%.6f,", step, lr, batch_loss);
             if (evaluated) fprintf(csv, "%.6f,%.6f,", train_loss, eval_loss);
             else fprintf(csv, ",,");
-            fprintf(csv, "%.6g,%.6g,%.4f\n", stats.grad_norm, stats.perturbation_norm, 1e3 * last_step);
+            fprintf(csv, "%.6g,%.6g,%.4f,%s,%s,%s\n", stats.grad_norm, stats.perturbation_norm, 1e3 * last_step,
+                    mgpo_version_string(), o.commit, PRODUCTS);
         } else if (step == 0 && csv) {
-            fprintf(csv, "0,,,%.6f,%.6f,,,\n", train_loss, eval_loss);
+            fprintf(csv, "0,,,%.6f,%.6f,,,,%s,%s,%s\n", train_loss, eval_loss, mgpo_version_string(), o.commit,
+                    PRODUCTS);
         }
         if (step == o.steps) break;
 
@@ -1145,8 +1226,9 @@ int main(int argc, char **argv)
         step_seconds += last_step;
     }
     printf("final train_loss %.4f eval_loss %.4f best_eval_loss %.4f max_rebound %.4f initial_train_loss %.4f "
-           "step_ms %.2f optimizer_bytes %zu\n",
-           train_loss, eval_loss, best_eval, max_rebound, first_train, 1e3 * step_seconds / o.steps, heap.peak);
+           "step_ms %.2f optimizer_bytes %zu mgpo_version %s commit %s products %s\n",
+           train_loss, eval_loss, best_eval, max_rebound, first_train, 1e3 * step_seconds / o.steps, heap.peak,
+           mgpo_version_string(), o.commit, PRODUCTS);
     rc = 0;
     if (!isfinite(train_loss) || (o.check && !(train_loss < first_train))) {
         fprintf(stderr, "gpt_lora: the training loss did not go down (%.4f -> %.4f)\n", first_train, train_loss);
