@@ -670,26 +670,37 @@ static void batch_fixed(const Split *s, int batch, int seq, int first, int count
     }
 }
 
-/* Mean loss over `windows` fixed windows (a multiple of the batch). */
-static double evaluate(const Model *m, const Split *s, int windows, Acts *a, uint8_t *tok, uint8_t *tgt)
+/* Mean loss over `windows` fixed windows (a multiple of the batch); *se (may
+ * be NULL) gets its standard error from the spread of the per-batch means
+ * (0 with a single batch): the noise of the held-out measure itself. */
+static double evaluate(const Model *m, const Split *s, int windows, Acts *a, uint8_t *tok, uint8_t *tgt,
+                       double *se)
 {
-    double sum = 0.0;
+    double sum = 0.0, sq = 0.0;
+    int batches = windows / a->batch;
     for (int w = 0; w < windows; w += a->batch) {
         batch_fixed(s, a->batch, m->d.seq, w, windows, tok, tgt);
-        sum += forward(m, tok, tgt, a);
+        double l = forward(m, tok, tgt, a);
+        sum += l, sq += l * l;
     }
-    return sum / (windows / a->batch);
+    double mean = sum / batches;
+    if (se) *se = batches > 1 ? sqrt(fmax(0.0, (sq - sum * mean) / (batches - 1)) / batches) : 0.0;
+    return mean;
 }
 
 /* ---- Options -------------------------------------------------------------- */
 
 typedef enum { MODE_TENSORS, MODE_ADAPTER, MODE_BASE } LoraMode;
+static const char *const PROFILE_NAMES[] = {"default", "nlu-paper", "nlg-paper"};
 static const char *const MODE_NAMES[] = {"tensors", "adapter", "base"};
 
 typedef struct {
     Dims d;
     int batch, rank, steps, pretrain_steps, eval_every, eval_windows, print_every;
     int mgpo, cosine, check, check_grad, quiet, normalize;
+    int eval_test;             /* 1: held-out = the test split, 0: the validation split */
+    int profile;               /* 0 default, 1 nlu-paper, 2 nlg-paper: the base mgpo_config */
+    int rho_given, clip_given;
     double alpha, lr, rho, pretrain_lr, max_grad_norm;
     uint64_t seed, pretrain_seed;
     mgpo_direction direction;
@@ -706,6 +717,7 @@ static void usage(void)
             "usage: gpt_lora [--rank R] [--alpha A] [--lr LR] [--steps N] [--seed S]\n"
             "       [--optimizer adamw|mgpo] [--rho RHO] [--sign lookahead|ascent]\n"
             "       [--scope global|tensor] [--lora-mode tensors|adapter|base] [--clip MAX]\n"
+            "       [--profile default|nlu-paper|nlg-paper] [--eval-split validation|test]\n"
             "       [--apn on|off] [--direction momentum|random]\n"
             "       [--schedule cosine|constant] [--eval-every K] [--eval-windows W]\n"
             "       [--layers L] [--dim C] [--heads H] [--seq T] [--batch B]\n"
@@ -744,8 +756,14 @@ static int parse_options(int argc, char **argv, Options *o)
         else if (!strcmp(f, "--alpha")) o->alpha = strtod(v, &end), ok = o->alpha > 0.0;
         else if (!strcmp(f, "--lr")) o->lr = strtod(v, &end), ok = o->lr > 0.0;
         else if (!strcmp(f, "--pretrain-lr")) o->pretrain_lr = strtod(v, &end), ok = o->pretrain_lr > 0.0;
-        else if (!strcmp(f, "--rho")) o->rho = strtod(v, &end), ok = o->rho >= 0.0;
-        else if (!strcmp(f, "--clip")) o->max_grad_norm = strtod(v, &end), ok = o->max_grad_norm >= 0.0;
+        else if (!strcmp(f, "--rho")) o->rho = strtod(v, &end), ok = o->rho >= 0.0, o->rho_given = 1;
+        else if (!strcmp(f, "--clip")) o->max_grad_norm = strtod(v, &end), ok = o->max_grad_norm >= 0.0, o->clip_given = 1;
+        else if (!strcmp(f, "--eval-split")) ok = !strcmp(v, "validation") || !strcmp(v, "test"), o->eval_test = !strcmp(v, "test");
+        else if (!strcmp(f, "--profile")) {
+            ok = 0;
+            for (int k = 0; k < 3; k++)
+                if (!strcmp(v, PROFILE_NAMES[k])) o->profile = k, ok = 1;
+        }
         else if (!strcmp(f, "--csv")) o->csv = v;
         else if (!strcmp(f, "--model-cache")) o->model_cache = v;
         else if (!strcmp(f, "--commit")) o->commit = v, ok = *v && strlen(v) < 64 && !strpbrk(v, ", \n");
@@ -1106,9 +1124,12 @@ int main(int argc, char **argv)
         free(pre_text.bytes);
         return 1;
     }
-    size_t cut = ft_text.size / 10 * 9;
-    Split pre = {pre_text.bytes, pre_text.size}, train = {ft_text.bytes, cut},
-          held = {ft_text.bytes + cut, ft_text.size - cut};
+    /* Training 80 %, validation the next 10 %, test the last 10 %: choices
+     * (learning rate, rho) are made on validation, the claims on test. */
+    size_t cut_val = ft_text.size / 10 * 8, cut_test = ft_text.size / 10 * 9;
+    Split pre = {pre_text.bytes, pre_text.size}, train = {ft_text.bytes, cut_val};
+    Split held = o.eval_test ? (Split){ft_text.bytes + cut_test, ft_text.size - cut_test}
+                             : (Split){ft_text.bytes + cut_val, cut_test - cut_val};
 
     const Dims *d = &o.d;
     size_t np = params_layout(d, NULL, NULL), nl = lora_layout(d, o.rank, NULL, NULL);
@@ -1144,7 +1165,12 @@ int main(int argc, char **argv)
             fill_normal(&rng, lora.a[l][j], (size_t)o.rank * lin_in(d, j), 1.0f / sqrtf((float)lin_in(d, j)));
     m.lora = &lora;
 
-    mgpo_config cfg = mgpo_config_default();
+    /* The profile sets betas, rho, norm_ema and clipping; --rho and --clip
+     * override it, --lr always (it is tuned per run). */
+    mgpo_config cfg = o.profile == 1 ? mgpo_config_nlu_paper() : o.profile == 2 ? mgpo_config_nlg_paper()
+                                                                               : mgpo_config_default();
+    if (!o.rho_given && o.profile != 0) o.rho = cfg.rho;
+    if (!o.clip_given) o.max_grad_norm = cfg.max_grad_norm;
     cfg.lr = o.lr;
     cfg.rho = o.mgpo ? o.rho : 0.0; /* rho 0: the same code path is plain AdamW */
     cfg.sign = o.sign;
@@ -1180,12 +1206,12 @@ int main(int argc, char **argv)
 
     Rng batch_rng = rng_stream(o.seed, 4);
     double first_train = 0.0, min_train = INFINITY, max_rebound = 0.0, train_loss = 0.0, eval_loss = 0.0;
-    double best_eval = INFINITY, step_seconds = 0.0, last_step = 0.0, batch_loss = 0.0, lr = o.lr;
+    double eval_se = 0.0, best_eval = INFINITY, step_seconds = 0.0, last_step = 0.0, batch_loss = 0.0, lr = o.lr;
     for (int step = 0; step <= o.steps; step++) {
         int evaluated = step % o.eval_every == 0 || step == o.steps;
         if (evaluated) {
-            train_loss = evaluate(&m, &train, o.eval_windows, &a, tok, tgt);
-            eval_loss = evaluate(&m, &held, o.eval_windows, &a, tok, tgt);
+            train_loss = evaluate(&m, &train, o.eval_windows, &a, tok, tgt, NULL);
+            eval_loss = evaluate(&m, &held, o.eval_windows, &a, tok, tgt, &eval_se);
             if (step == 0) first_train = train_loss;
             if (train_loss < min_train) min_train = train_loss;
             if (train_loss - min_train > max_rebound) max_rebound = train_loss - min_train;
@@ -1225,9 +1251,9 @@ int main(int argc, char **argv)
         last_step = now_seconds() - t0;
         step_seconds += last_step;
     }
-    printf("final train_loss %.4f eval_loss %.4f best_eval_loss %.4f max_rebound %.4f initial_train_loss %.4f "
+    printf("final train_loss %.4f eval_loss %.4f eval_se %.4f best_eval_loss %.4f max_rebound %.4f initial_train_loss %.4f "
            "step_ms %.2f optimizer_bytes %zu mgpo_version %s commit %s products %s\n",
-           train_loss, eval_loss, best_eval, max_rebound, first_train, 1e3 * step_seconds / o.steps, heap.peak,
+           train_loss, eval_loss, eval_se, best_eval, max_rebound, first_train, 1e3 * step_seconds / o.steps, heap.peak,
            mgpo_version_string(), o.commit, PRODUCTS);
     rc = 0;
     if (!isfinite(train_loss) || (o.check && !(train_loss < first_train))) {
