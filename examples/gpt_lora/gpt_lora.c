@@ -48,12 +48,20 @@
 #endif
 #include "../example_math.h"
 
+/* A loop goes parallel only when it holds at least PARALLEL_MIN_WORK
+ * multiply-adds (about 0.1 ms on one core): each parallel region ends in a
+ * barrier, and a barrier per small loop is where two threads lost to one
+ * (docs/results.md, "Two threads").  The same threshold for every thread
+ * count, and each output is still summed by one thread in a fixed order. */
+#define PARALLEL_MIN_WORK (1.0 * (1 << 19))
 #ifdef _OPENMP
-#define PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
-#define PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(static)")
+#define GPT_PRAGMA(x) _Pragma(#x)
+#define PARALLEL_FOR(work) GPT_PRAGMA(omp parallel for schedule(static) if((double)(work) >= PARALLEL_MIN_WORK))
+#define PARALLEL_FOR2(work) \
+    GPT_PRAGMA(omp parallel for collapse(2) schedule(static) if((double)(work) >= PARALLEL_MIN_WORK))
 #else
-#define PARALLEL_FOR
-#define PARALLEL_FOR2
+#define PARALLEL_FOR(work)
+#define PARALLEL_FOR2(work)
 #endif
 
 enum { VOCAB = 256, MAX_LAYERS = 8, MAX_SEQ = 256, N_LINEAR = 6 };
@@ -243,7 +251,7 @@ static void linear_forward(float *y, float *u, const float *x, const Linear *f, 
 #else
 static void linear_forward(float *y, float *u, const float *x, const Linear *f, int n)
 {
-    PARALLEL_FOR
+    PARALLEL_FOR((double)n * f->in * (f->out + f->rank) + (double)n * f->rank * f->out)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * f->in;
         float *yi = y + (size_t)i * f->out;
@@ -260,7 +268,7 @@ static void linear_forward(float *y, float *u, const float *x, const Linear *f, 
 static void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                               const float *b, int n, int c)
 {
-    PARALLEL_FOR
+    PARALLEL_FOR(8.0 * n * c)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * c;
         float m = 0.0f, v = 0.0f;
@@ -290,7 +298,7 @@ static void attention_forward(float *out, float *att, const float *q, const floa
 {
     int T = d->seq, C = d->dim, NH = d->heads, hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
-    PARALLEL_FOR2
+    PARALLEL_FOR2((double)batch * NH * T * T * hs)
     for (int b = 0; b < batch; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
@@ -396,7 +404,7 @@ static void linear_backward(float *dx, const LinearGrad *g, float *du, const flo
                             const float *u, const Linear *f, int n)
 {
     int in = f->in, out = f->out, r = f->rank;
-    PARALLEL_FOR
+    PARALLEL_FOR((double)n * in * out + 2.0 * n * r * (in + out))
     for (int i = 0; i < n; i++) {
         const float *dyi = dy + (size_t)i * out;
         float *dxi = dx + (size_t)i * in;
@@ -409,7 +417,7 @@ static void linear_backward(float *dx, const LinearGrad *g, float *du, const flo
         }
     }
     if (g->dw) {
-        PARALLEL_FOR
+        PARALLEL_FOR((double)n * in * out)
         for (int o = 0; o < out; o++) {
             float *dwo = g->dw + (size_t)o * in, bsum = 0.0f;
             for (int i = 0; i < n; i++) {
@@ -421,11 +429,11 @@ static void linear_backward(float *dx, const LinearGrad *g, float *du, const flo
         }
     }
     if (f->a && g->da) {
-        PARALLEL_FOR
+        PARALLEL_FOR((double)n * r * out)
         for (int o = 0; o < out; o++)
             for (int i = 0; i < n; i++)
                 axpy(g->dlb + (size_t)o * r, f->scale * dy[(size_t)i * out + o], u + (size_t)i * r, r);
-        PARALLEL_FOR
+        PARALLEL_FOR((double)n * r * in)
         for (int k = 0; k < r; k++)
             for (int i = 0; i < n; i++) axpy(g->da + (size_t)k * in, du[(size_t)i * r + k], x + (size_t)i * in, in);
     }
@@ -457,7 +465,7 @@ static void linear_backward(float *dx, const LinearGrad *g, float *du, const flo
 static void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                                const float *w, const float *mean, const float *rstd, int n, int c)
 {
-    PARALLEL_FOR
+    PARALLEL_FOR(8.0 * n * c)
     for (int i = 0; i < n; i++) {
         const float *di = dout + (size_t)i * c, *xi = x + (size_t)i * c;
         float mdn = 0.0f, mdnx = 0.0f;
@@ -472,7 +480,7 @@ static void layernorm_backward(float *dx, float *dw, float *db, const float *dou
         }
     }
     if (!dw) return;
-    PARALLEL_FOR
+    PARALLEL_FOR(4.0 * n * c)
     for (int k = 0; k < c; k++)
         for (int i = 0; i < n; i++) {
             float g = dout[(size_t)i * c + k];
@@ -500,7 +508,7 @@ static void attention_backward(float *dq, float *dk, float *dv, const float *dou
     memset(dq, 0, NC * sizeof(float));
     memset(dk, 0, NC * sizeof(float));
     memset(dv, 0, NC * sizeof(float));
-    PARALLEL_FOR2
+    PARALLEL_FOR2(2.0 * batch * NH * T * T * hs)
     for (int b = 0; b < batch; b++)
         for (int h = 0; h < NH; h++) {
             float datt[MAX_SEQ];
