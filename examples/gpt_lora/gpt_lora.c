@@ -1058,7 +1058,12 @@ static int check_gradients(const Options *o)
         double minus = forward(&m, tok, tgt, &a);
         memcpy(p->x, save, p->n * sizeof(float));
         double numeric = (plus - minus) / (2.0 * h);
-        double rel = fabs(numeric - analytic) / fmax(fabs(numeric), 1e-3);
+        /* Relative error, with an absolute floor of 3e-3 * tol = 3e-5: the
+         * float noise of the central difference (about 1e-7 of the loss over
+         * 2h).  b_k's true gradient is exactly 0 (softmax ignores a shift
+         * shared by every key), so its numeric value is that noise alone:
+         * 6.5e-6 natively, 1.5e-5 with OpenBLAS's kernels under valgrind. */
+        double rel = fabs(numeric - analytic) / fmax(fabs(numeric), 3e-3);
         if (rel > worst) worst = rel;
         if (rel > tol) bad = 1;
         if (!o->quiet || rel > tol)
