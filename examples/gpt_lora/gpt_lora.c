@@ -41,6 +41,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#include <unistd.h> /* execv */
+#endif
 
 #include "mgpo.h"
 #ifdef GPT_LORA_BLAS
@@ -1125,8 +1129,25 @@ static mgpo_status register_adapters(mgpo_state *st, const Dims *d, const Params
     return MGPO_OK;
 }
 
+/* With more than one thread and no OMP_WAIT_POLICY, runs this program again
+ * with OMP_WAIT_POLICY=PASSIVE (libgomp reads it once, before main, so it
+ * cannot be set from here).  libgomp's default spins at every barrier; on a
+ * loaded 2-core machine the spinning thread takes the core its partner needs
+ * and two threads ran 4 to 10 times slower than one (docs/results.md, "Two
+ * threads").  Returns only if it did not re-run (then nothing changes). */
+static void prefer_passive_waits(char **argv)
+{
+#ifdef _OPENMP
+    if (omp_get_max_threads() > 1 && !getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
+        execv("/proc/self/exe", argv); /* Linux; elsewhere execv fails and the run goes on as it was */
+#else
+    (void)argv;
+#endif
+}
+
 int main(int argc, char **argv)
 {
+    prefer_passive_waits(argv);
     Options o;
     if (parse_options(argc, argv, &o) != 0) return 2;
     if (o.check_grad) return check_gradients(&o) == 0 ? 0 : 1;
