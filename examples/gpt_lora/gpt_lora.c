@@ -709,6 +709,7 @@ static const char *const MODE_NAMES[] = {"tensors", "adapter", "base"};
 typedef struct {
     Dims d;
     int batch, rank, steps, pretrain_steps, eval_every, eval_windows, print_every;
+    int test_windows;          /* > 0: after the last step, the loss on this many test windows */
     int mgpo, cosine, check, check_grad, quiet, normalize;
     int eval_test;             /* 1: held-out = the test split, 0: the validation split */
     int profile;               /* 0 default, 1 nlu-paper, 2 nlg-paper: the base mgpo_config */
@@ -730,6 +731,7 @@ static void usage(void)
             "       [--optimizer adamw|mgpo] [--rho RHO] [--sign lookahead|ascent]\n"
             "       [--scope global|tensor] [--lora-mode tensors|adapter|base] [--clip MAX]\n"
             "       [--profile default|nlu-paper|nlg-paper] [--eval-split validation|test]\n"
+            "       [--test-windows W]\n"
             "       [--apn on|off] [--direction momentum|random]\n"
             "       [--schedule cosine|constant] [--eval-every K] [--eval-windows W]\n"
             "       [--layers L] [--dim C] [--heads H] [--seq T] [--batch B]\n"
@@ -758,6 +760,7 @@ static int parse_options(int argc, char **argv, Options *o)
         else if (!strcmp(f, "--pretrain-steps")) o->pretrain_steps = (int)strtol(v, &end, 10), ok = o->pretrain_steps > 0;
         else if (!strcmp(f, "--eval-every")) o->eval_every = (int)strtol(v, &end, 10), ok = o->eval_every > 0;
         else if (!strcmp(f, "--eval-windows")) o->eval_windows = (int)strtol(v, &end, 10), ok = o->eval_windows > 0;
+        else if (!strcmp(f, "--test-windows")) o->test_windows = (int)strtol(v, &end, 10), ok = o->test_windows > 0;
         else if (!strcmp(f, "--layers")) o->d.layers = (int)strtol(v, &end, 10), ok = o->d.layers > 0 && o->d.layers <= MAX_LAYERS;
         else if (!strcmp(f, "--dim")) o->d.dim = (int)strtol(v, &end, 10), ok = o->d.dim > 0 && o->d.dim <= 4096;
         else if (!strcmp(f, "--heads")) o->d.heads = (int)strtol(v, &end, 10), ok = o->d.heads > 0;
@@ -818,6 +821,7 @@ static int parse_options(int argc, char **argv, Options *o)
     }
     if (o->alpha < 0.0) o->alpha = o->rank; /* r = alpha, as the paper's sweeps */
     o->eval_windows = (o->eval_windows + o->batch - 1) / o->batch * o->batch;
+    o->test_windows = (o->test_windows + o->batch - 1) / o->batch * o->batch;
     return 0;
 }
 
@@ -1285,9 +1289,16 @@ int main(int argc, char **argv)
         last_step = now_seconds() - t0;
         step_seconds += last_step;
     }
-    printf("final train_loss %.4f eval_loss %.4f eval_se %.4f best_eval_loss %.4f max_rebound %.4f initial_train_loss %.4f "
+    /* The test split, once, on the final clean weights: the claims are made
+     * on it, every choice on the validation split during the run. */
+    double test_loss = NAN, test_se = NAN;
+    if (o.test_windows > 0) {
+        Split test = {ft_text.bytes + cut_test, ft_text.size - cut_test};
+        test_loss = evaluate(&m, &test, o.test_windows, &a, tok, tgt, &test_se);
+    }
+    printf("final test_loss %.4f test_se %.4f train_loss %.4f eval_loss %.4f eval_se %.4f best_eval_loss %.4f max_rebound %.4f initial_train_loss %.4f "
            "step_ms %.2f optimizer_bytes %zu mgpo_version %s commit %s products %s\n",
-           train_loss, eval_loss, eval_se, best_eval, max_rebound, first_train, 1e3 * step_seconds / o.steps, heap.peak,
+           test_loss, test_se, train_loss, eval_loss, eval_se, best_eval, max_rebound, first_train, 1e3 * step_seconds / o.steps, heap.peak,
            mgpo_version_string(), o.commit, PRODUCTS);
     rc = 0;
     if (!isfinite(train_loss) || (o.check && !(train_loss < first_train))) {
