@@ -292,6 +292,7 @@ typedef struct {
     mgpo_scope scope;
     LoraMode mode;
     const char *csv;
+    const char *commit;        /* the source commit the driver passes, recorded in the CSV */
 } Options;
 
 static void usage(void)
@@ -301,13 +302,13 @@ static void usage(void)
             "       [--seed S] [--optimizer adamw|mgpo] [--rho RHO] [--sign lookahead|ascent]\n"
             "       [--scope global|tensor] [--lora-mode tensors|adapter|base]\n"
             "       [--schedule cosine|constant] [--eval-every K] [--pretrain-steps N]\n"
-            "       [--csv FILE] [--check] [--quiet]\n");
+            "       [--csv FILE] [--commit ID] [--check] [--quiet]\n");
 }
 
 /* Parses argv into *o; returns 0, or -1 after printing what was wrong. */
 static int parse_options(int argc, char **argv, Options *o)
 {
-    *o = (Options){.rank = 64, .steps = 300, .pretrain_steps = PRE_STEPS, .eval_every = 10, .mgpo = 1, .cosine = 1,
+    *o = (Options){.commit = "unknown", .rank = 64, .steps = 300, .pretrain_steps = PRE_STEPS, .eval_every = 10, .mgpo = 1, .cosine = 1,
                    .alpha = -1.0, .lr = 3e-3, .rho = 0.05, .seed = 1,
                    .sign = MGPO_SIGN_LOOKAHEAD, .scope = MGPO_SCOPE_GLOBAL, .mode = MODE_ADAPTER};
     for (int i = 1; i < argc; i++)
@@ -333,6 +334,7 @@ static int parse_options(int argc, char **argv, Options *o)
         else if (!strcmp(f, "--lr")) o->lr = strtod(v, &end), ok = o->lr > 0.0;
         else if (!strcmp(f, "--rho")) o->rho = strtod(v, &end), ok = o->rho >= 0.0;
         else if (!strcmp(f, "--csv")) o->csv = v;
+        else if (!strcmp(f, "--commit")) o->commit = v, ok = *v && !strpbrk(v, ", \n");
         else if (!strcmp(f, "--optimizer")) ok = !strcmp(v, "mgpo") || !strcmp(v, "adamw"), o->mgpo = !strcmp(v, "mgpo");
         else if (!strcmp(f, "--schedule")) ok = !strcmp(v, "cosine") || !strcmp(v, "constant"), o->cosine = !strcmp(v, "cosine");
         else if (!strcmp(f, "--sign")) {
@@ -600,14 +602,15 @@ static int pretrain(Base *p, const Teacher *teacher, uint64_t seed, int steps, d
 
 /* ---- Main ----------------------------------------------------------------- */
 
-static void write_csv_row(FILE *f, const Run *r, int step, int evaluated)
+static void write_csv_row(FILE *f, const Run *r, int step, int evaluated, const char *commit)
 {
     if (!f) return;
     fprintf(f, "%s,%d,", r->name, step);
     if (step > 0) fprintf(f, "%.6g,%.6f,", r->lr, r->batch_loss);
     else fprintf(f, ",,");
-    if (evaluated) fprintf(f, "%.6f,%.6f,%.4f\n", r->train_loss, r->eval_loss, r->eval_acc);
-    else fprintf(f, ",,\n");
+    if (evaluated) fprintf(f, "%.6f,%.6f,%.4f,", r->train_loss, r->eval_loss, r->eval_acc);
+    else fprintf(f, ",,,");
+    fprintf(f, "%s,%s\n", mgpo_version_string(), commit);
 }
 
 int main(int argc, char **argv)
@@ -664,7 +667,7 @@ int main(int argc, char **argv)
             perror(o.csv);
             goto done;
         }
-        fprintf(csv, "optimizer,step,lr,batch_loss,train_loss,eval_loss,eval_acc\n");
+        fprintf(csv, "optimizer,step,lr,batch_loss,train_loss,eval_loss,eval_acc,mgpo_version,commit\n");
     }
     if (!o.quiet) {
         printf("lora_finetune: rank %d, alpha %g, lr %g (%s), %d steps, seed %llu, LoRA mode %s\n",
@@ -688,7 +691,7 @@ int main(int argc, char **argv)
         int evaluated = step % o.eval_every == 0 || step == o.steps;
         for (int k = 0; k < n_runs; k++) {
             if (evaluated) run_evaluate(&runs[k], &train, &eval, step);
-            write_csv_row(csv, &runs[k], step, evaluated);
+            write_csv_row(csv, &runs[k], step, evaluated, o.commit);
         }
         if (evaluated && !o.quiet && (step % o.print_every == 0 || step == o.steps)) {
             printf("%4d  ", step);

@@ -26,6 +26,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LORA_FINETUNE=${LORA_FINETUNE:-build/examples/lora_finetune}
+# The commit recorded in every CSV ("-dirty": uncommitted changes).
+COMMIT=${COMMIT:-$(git -C "$(dirname "$0")" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)}
 OUT=${OUT:-build/sweep-out}
 RANKS=${RANKS:-8 64 128}
 LRS=${LRS:-0.003 0.006 0.01 0.02}
@@ -59,7 +61,7 @@ run_all() {
                     *) echo "sweep.sh: unknown optimizer label $opt" >&2; exit 1 ;;
                 esac
                 for seed in $SEEDS; do
-                    echo "$OUT/runs/r${rank}_lr${lr}_${opt}_s${seed}.csv --rank $rank --lr $lr" \
+                    echo "$OUT/runs/r${rank}_lr${lr}_${opt}_s${seed}.csv --commit $COMMIT --rank $rank --lr $lr" \
                          "--seed $seed --steps $STEPS --eval-every $EVAL_EVERY $flags${EXTRA:+ $EXTRA}" \
                          >> "$jobs_file"
                 done
@@ -92,6 +94,14 @@ header="rank,lr,optimizer,runs,train_loss_mean,train_loss_std,eval_acc_mean,eval
     echo "rank,lr,optimizer,pairs,d_train_loss,d_eval_acc,d_rebound,lower_train_loss,higher_acc,lower_rebound,d_peak_acc,higher_peak_acc"
     awk -f "$here/sweep_paired.awk" "$OUT/runs.csv" | sort -t, -k1,1n -k2,2g -k3,3
 } > "$OUT/paired.csv"
+# Which library and commit produced the runs (every run's CSV carries them in
+# its last two columns): appended to each summary CSV; several values mean a
+# mixed sweep, and say so.
+provenance=$(awk -F, 'FNR == 2 { print $(NF - 1) "," $NF }' "$OUT"/runs/*.csv | sort -u | paste -sd'|' -)
+for f in runs summary paired; do
+    awk -v p="$provenance" 'NR == 1 { print $0 ",mgpo_version,commit"; next } { print $0 "," p }' \
+        "$OUT/$f.csv" > "$OUT/$f.csv.tmp" && mv "$OUT/$f.csv.tmp" "$OUT/$f.csv"
+done
 
 # The same table in Markdown, mean +- std over seeds.
 awk -F, 'NR == 1 {

@@ -51,7 +51,10 @@ EVAL_EVERY=${EVAL_EVERY:-10}
 JOBS=${JOBS:-2}
 EXTRA=${EXTRA:---lora-mode tensors}
 SKIP_RUNS=${SKIP_RUNS:-0}
-COMMON="--model-cache $MODEL_CACHE --pretrain-steps $PRETRAIN --steps $STEPS --eval-every $EVAL_EVERY $EXTRA"
+# The commit the runs come from, recorded in every CSV and in the cache key
+# ("-dirty": uncommitted changes, so the numbers are not reproducible).
+COMMIT=${COMMIT:-$(git -C "$(dirname "$0")" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)}
+COMMON="--commit $COMMIT --model-cache $MODEL_CACHE --pretrain-steps $PRETRAIN --steps $STEPS --eval-every $EVAL_EVERY $EXTRA"
 
 flags_of() { # an optimizer label -> gpt_lora flags
     case $1 in
@@ -78,7 +81,7 @@ run_all() {
     rm -f "$OUT"/runs/*.csv "$OUT"/runs/*.log
     # Pretrain (or check the cache) once, before the parallel runs read it.
     # shellcheck disable=SC2086
-    OMP_NUM_THREADS=2 "$GPT_LORA" $COMMON --steps 1 --quiet > "$OUT/pretrain.log"
+    OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=2 "$GPT_LORA" $COMMON --steps 1 --quiet > "$OUT/pretrain.log"
     jobs_file="$OUT/jobs.txt"
     settings | awk '!seen[$0]++' | while read -r rank lr opt; do
         for seed in $SEEDS; do
@@ -103,13 +106,14 @@ rm -f "$OUT"/curves/*.dat
 
 # runs.csv from the last line of every log.
 {
-    echo "rank,lr,optimizer,seed,final_train,final_eval,best_eval,rebound,initial_train,step_ms,optimizer_bytes"
+    echo "rank,lr,optimizer,seed,final_train,final_eval,best_eval,rebound,initial_train,step_ms,optimizer_bytes,mgpo_version,commit"
     for log in "$OUT"/runs/*.log; do
         base=$(basename "$log" .log)
         awk -v base="$base" '/^final / {
-            split(base, f, "_")
-            printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", substr(f[1], 2), substr(f[2], 3), f[3], substr(f[4], 2),
-                   $3, $5, $7, $9, $11, $13, $15 }' "$log"
+            split(base, f, "_"); for (i = 2; i < NF; i += 2) v[$i] = $(i + 1)
+            printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", substr(f[1], 2), substr(f[2], 3), f[3], substr(f[4], 2),
+                   v["train_loss"], v["eval_loss"], v["best_eval_loss"], v["max_rebound"], v["initial_train_loss"],
+                   v["step_ms"], v["optimizer_bytes"], v["mgpo_version"], v["commit"] }' "$log"
     done | sort -t, -k1,1n -k2,2g -k3,3 -k4,4n
 } > "$OUT/runs.csv"
 
