@@ -165,6 +165,7 @@ typedef struct reg {
     int mom_grads;  /* ... in the gradient pool (else the momentum pool) */
     size_t mom_at;  /* its offset in floats (a pair: m_A's) */
     size_t mom_b;   /* a pair: m_B's offset */
+    mgpo_dtype mom_type; /* a tensor's momentum: float32, bf16 or fp16 */
 } reg;
 
 /* Attaches reg i's recorded momentum on st, whose pools are gpool/mpool. */
@@ -172,6 +173,8 @@ static mgpo_status attach_momentum(mgpo_state *st, size_t i, const reg *r, float
                                    float *mpool)
 {
     float *base = r->mom_grads ? gpool : mpool;
+    if (!r->lora && r->mom && r->mom_type != MGPO_DTYPE_FLOAT32)
+        return mgpo_set_momentum_typed(st, i, base + r->mom_at, r->mom_type);
     if (!r->lora) return mgpo_set_momentum(st, i, r->mom ? base + r->mom_at : NULL);
     return mgpo_set_lora_momentum(st, i, r->mom ? base + r->mom_at : NULL,
                                   r->mom ? base + r->mom_b : NULL);
@@ -868,7 +871,11 @@ static void op_set_momentum(world *w, input *in)
     uint8_t f = byte(in);
     int detach = (f & 3) == 3, grads = FUZZ_WT_REL_FIXED && (f & 4);
     /* A tensor's count, or a pair's A and B (m_A and m_B). */
-    size_t na = r->lora ? r->pair.rank * r->pair.n_in : r->count;
+    /* bit 3: a bf16 (bit 4: fp16) momentum for a tensor. */
+    mgpo_dtype type = r->lora || !(f & 8) ? MGPO_DTYPE_FLOAT32
+                      : (f & 16)          ? MGPO_DTYPE_FLOAT16
+                                          : MGPO_DTYPE_BFLOAT16;
+    size_t na = r->lora ? r->pair.rank * r->pair.n_in : floats_of(r->count, type);
     size_t nb = r->lora ? r->pair.n_out * r->pair.rank : 0;
     size_t room = grads ? GPOOL : MPOOL;
     reg next = *r;
@@ -876,6 +883,7 @@ static void op_set_momentum(world *w, input *in)
     next.mom_grads = grads;
     next.mom_at = below(in, room - na + 1);
     next.mom_b = r->lora ? below(in, room - nb + 1) : 0;
+    next.mom_type = type;
     snapshot before;
     take(w, &before);
     mgpo_status s = LIB(w, attach_momentum(w->st, i, &next, w->gpool, w->mpool));
