@@ -172,7 +172,11 @@ START_TEST(test_killed_trainer_resumes_bitwise)
 
     unsigned seed = (unsigned)time(NULL);
     int killed_mid_run = 0;
-    for (int trial = 0; trial < 40; trial++) {
+    /* Until 40 kills have landed while the child was training (a child that
+     * finished first is checked too, and the next pause is shorter: file
+     * system latency varies a lot on a shared machine). */
+    int trials = 0;
+    for (; killed_mid_run < 40 && trials < 400; trials++) {
         clear_dir(dir);
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
@@ -191,14 +195,15 @@ START_TEST(test_killed_trainer_resumes_bitwise)
             free(dir);
             _exit(0);
         }
-        /* A random point of the child's run (a little past its end too). */
-        long ns = (long)((double)(rand_r(&seed) % 1000) / 1000.0 * full * 1.1e9);
+        /* A random point of the child's run. */
+        long ns = (long)((double)(rand_r(&seed) % 1000) / 1000.0 * full * 1e9);
         struct timespec pause = {ns / 1000000000L, ns % 1000000000L};
         nanosleep(&pause, NULL);
         kill(pid, SIGKILL);
         int status = 0;
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-        killed_mid_run += WIFSIGNALED(status);
+        if (WIFSIGNALED(status)) killed_mid_run++;
+        else full *= 0.8;
 
         trainer *t = malloc(sizeof *t);
         ck_assert_ptr_nonnull(t);
@@ -213,10 +218,8 @@ START_TEST(test_killed_trainer_resumes_bitwise)
         mgpo_destroy(t->st);
         free(t);
     }
-    /* Most kills landed while the child was still training. */
-    ck_assert_int_ge(killed_mid_run, 20);
-    printf("paired resume: 40 kills (%d mid-run), every resume bitwise equal; run %.3f s\n",
-           killed_mid_run, full);
+    ck_assert_int_eq(killed_mid_run, 40);
+    printf("paired resume: %d runs, 40 killed mid-run, every resume bitwise equal\n", trials);
     free(ref_state);
     mgpo_destroy(ref->st);
     free(ref);
