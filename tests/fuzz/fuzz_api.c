@@ -163,8 +163,22 @@ typedef struct reg {
     size_t a, b, w, ga, gb;
     int mom;        /* external mode: momentum attached (tensors only) */
     int mom_grads;  /* ... in the gradient pool (else the momentum pool) */
-    size_t mom_at;  /* its offset in floats */
+    size_t mom_at;  /* its offset in floats (a pair: m_A's) */
+    size_t mom_b;   /* a pair: m_B's offset */
+    mgpo_dtype mom_type; /* a tensor's momentum: float32, bf16 or fp16 */
 } reg;
+
+/* Attaches reg i's recorded momentum on st, whose pools are gpool/mpool. */
+static mgpo_status attach_momentum(mgpo_state *st, size_t i, const reg *r, float *gpool,
+                                   float *mpool)
+{
+    float *base = r->mom_grads ? gpool : mpool;
+    if (!r->lora && r->mom && r->mom_type != MGPO_DTYPE_FLOAT32)
+        return mgpo_set_momentum_typed(st, i, base + r->mom_at, r->mom_type);
+    if (!r->lora) return mgpo_set_momentum(st, i, r->mom ? base + r->mom_at : NULL);
+    return mgpo_set_lora_momentum(st, i, r->mom ? base + r->mom_at : NULL,
+                                  r->mom ? base + r->mom_b : NULL);
+}
 
 typedef struct world {
     mgpo_state *st;
@@ -340,7 +354,7 @@ static void check_reload(const world *w)
         const reg *r = &w->regs[i];
         if (add_reg(twin, r, pool, gpool) != MGPO_OK) fail("twin registration", -1);
         /* External mode: a perturbed checkpoint needs the momentum attached. */
-        if (r->mom && mgpo_set_momentum(twin, i, (r->mom_grads ? gpool : mpool) + r->mom_at) != MGPO_OK)
+        if (r->mom && attach_momentum(twin, i, r, gpool, mpool) != MGPO_OK)
             fail("twin set_momentum", -1);
     }
     size_t n = 0, m = 0;
@@ -856,17 +870,26 @@ static void op_set_momentum(world *w, input *in)
     reg *r = &w->regs[i];
     uint8_t f = byte(in);
     int detach = (f & 3) == 3, grads = FUZZ_WT_REL_FIXED && (f & 4);
-    size_t n = r->lora ? 1 : r->count;
-    size_t at = below(in, (grads ? GPOOL : MPOOL) - n + 1);
-    float *m = (grads ? w->gpool : w->mpool) + at;
+    /* A tensor's count, or a pair's A and B (m_A and m_B). */
+    /* bit 3: a bf16 (bit 4: fp16) momentum for a tensor. */
+    mgpo_dtype type = r->lora || !(f & 8) ? MGPO_DTYPE_FLOAT32
+                      : (f & 16)          ? MGPO_DTYPE_FLOAT16
+                                          : MGPO_DTYPE_BFLOAT16;
+    size_t na = r->lora ? r->pair.rank * r->pair.n_in : floats_of(r->count, type);
+    size_t nb = r->lora ? r->pair.n_out * r->pair.rank : 0;
+    size_t room = grads ? GPOOL : MPOOL;
+    reg next = *r;
+    next.mom = !detach;
+    next.mom_grads = grads;
+    next.mom_at = below(in, room - na + 1);
+    next.mom_b = r->lora ? below(in, room - nb + 1) : 0;
+    next.mom_type = type;
     snapshot before;
     take(w, &before);
-    mgpo_status s = LIB(w, mgpo_set_momentum(w->st, i, detach ? NULL : m));
+    mgpo_status s = LIB(w, attach_momentum(w->st, i, &next, w->gpool, w->mpool));
     check_known(s);
     if (s == MGPO_OK) {
-        r->mom = !detach;
-        r->mom_grads = grads;
-        r->mom_at = at;
+        *r = next;
     } else if (!same_as(w, &before)) {
         fail("a refused set_momentum changed something", (int)s);
     }
@@ -904,8 +927,7 @@ static int op_migrate(world *a, world *b)
             ok = 0;
             break;
         }
-        if (r->mom && mgpo_set_momentum(b->st, i, (r->mom_grads ? b->gpool : b->mpool) +
-                                                      r->mom_at) != MGPO_OK)
+        if (r->mom && attach_momentum(b->st, i, r, b->gpool, b->mpool) != MGPO_OK)
             fail("migrate: set_momentum", -1);
     }
     if (ok) {
