@@ -8,7 +8,7 @@
 #
 # Environment: CC (default clang-14, else clang), FUZZ_BUILD_DIR (default
 # <repo>/build-fuzz), FUZZ_JOBS (parallel fuzzing processes, default 1),
-# FUZZ_CFLAGS (extra C flags, e.g. -DFUZZ_WT_REL_FIXED=1 to switch on
+# FUZZ_CFLAGS (extra C flags, e.g. -DFUZZ_0_3_COMPAT=1 to switch off
 # fuzz_api's checks of issue 20's findings 2, 5, 7 and 8: docs/fuzzing.md),
 # FUZZ_OPENMP=ON (build with OpenMP, libomp with clang, so that fuzz_api's
 # side B really runs on another thread count; libomp's never-freed start-up

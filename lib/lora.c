@@ -333,9 +333,17 @@ static mgpo_status validate_pair(const mgpo_state *st, const mgpo_lora_pair_type
         return MGPO_ERR_INVALID_ARGUMENT;
     mgpo_status s = pair_sizes(p, z);
     if (s != MGPO_OK) return s;
-    /* The weight-space norms multiply by scaling^2 (MGPO_LORA_SCALING_MAX). */
-    if (!isfinite(p->scaling) || !(p->scaling > 0.0) || p->scaling > MGPO_LORA_SCALING_MAX)
-        return MGPO_ERR_INVALID_ARGUMENT;
+    /* The weight-space norms multiply by scaling^2 (MGPO_LORA_SCALING_MAX).
+     * Compared in the library's environment: clang evaluates the ordered
+     * comparisons of a NaN too, which raised FE_INVALID in the caller's
+     * (the differential fuzzer found it; finding 2's class). */
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    /* volatile: pure arithmetic may otherwise be sunk past the switch back. */
+    volatile bool scaling_ok =
+        isfinite(p->scaling) && p->scaling > 0.0 && p->scaling <= MGPO_LORA_SCALING_MAX;
+    mgpo_fp_leave(&caller);
+    if (!scaling_ok) return MGPO_ERR_INVALID_ARGUMENT;
     s = mgpo_check_options(&st->config, o);
     if (s != MGPO_OK) return s;
     if (st->step > 0 || st->perturbed) return MGPO_ERR_WRONG_PHASE;

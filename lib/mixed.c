@@ -100,10 +100,21 @@ mgpo_status mgpo_set_grad_scale(mgpo_state *st, double scale)
      * and rounding mode must not see or change them. */
     fenv_t caller;
     mgpo_fp_enter(&caller);
-    bool valid = scale >= MGPO_GRAD_SCALE_MIN && scale <= MGPO_GRAD_SCALE_MAX;
+    /* Through memory on both sides of the switch: the compiler may
+     * otherwise compute with the argument before mgpo_fp_enter or sink the
+     * division past mgpo_fp_leave (pure arithmetic moves across calls), as
+     * clang did: the differential fuzzer saw FE_INEXACT in the caller's
+     * flags. */
+    volatile double scale_inside = scale;
+    volatile bool valid_inside;
+    volatile float unscale_inside;
+    double x = scale_inside;
+    valid_inside = x >= MGPO_GRAD_SCALE_MIN && x <= MGPO_GRAD_SCALE_MAX;
     /* As torch's GradScaler: the reciprocal in double, rounded to float. */
-    float unscale = valid ? (float)(1.0 / scale) : 1.0f;
+    unscale_inside = valid_inside ? (float)(1.0 / x) : 1.0f;
     mgpo_fp_leave(&caller);
+    bool valid = valid_inside;
+    float unscale = unscale_inside;
     if (!valid) return MGPO_ERR_BAD_GRAD_SCALE;
     st->grad_scale = scale;
     st->grad_unscale = unscale;

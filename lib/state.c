@@ -452,13 +452,17 @@ mgpo_status mgpo_get_moments(const mgpo_state *st, size_t index, mgpo_moment whi
 
 /* ---- Setters and getters ------------------------------------------------- */
 
+/* In the library's floating-point environment (the products of the rate
+ * bounds would raise FE_INEXACT in the caller's: mgpo_set_lr). */
 mgpo_status mgpo_check_slot_rates(const mgpo_state *st, const mgpo_config *c)
 {
-    for (size_t i = 0; i < st->slot_count; i++) {
-        mgpo_status s = mgpo_check_rates(c, st->slots[i].lr_scale, st->slots[i].weight_decay_scale);
-        if (s != MGPO_OK) return s;
-    }
-    return MGPO_OK;
+    fenv_t caller;
+    mgpo_fp_enter(&caller);
+    volatile mgpo_status s = MGPO_OK;
+    for (size_t i = 0; i < st->slot_count && s == MGPO_OK; i++)
+        s = mgpo_check_rates(c, st->slots[i].lr_scale, st->slots[i].weight_decay_scale);
+    mgpo_fp_leave(&caller);
+    return s;
 }
 
 mgpo_status mgpo_set_lr(mgpo_state *st, double lr)

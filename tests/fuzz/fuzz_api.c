@@ -49,12 +49,12 @@
  *     rounding mode, traps on, flags raised), set only around the call so
  *     that the harness and libFuzzer never trap; the call must leave that
  *     environment exactly as it found it.
- * FUZZ_WT_REL_FIXED (default 0) switches on the inputs and checks for the
- * findings that branch wt-rel fixes (2, 5, 7, 8): a momentum inside the
- * gradient pool, the perturbation-norm check, the portable table in
- * external mode, and the fuzzed environment around mgpo_create,
- * mgpo_set_lr, mgpo_set_rho and mgpo_set_grad_scale.  With 0 the target
- * runs clean on a library without those fixes; docs/fuzzing.md. */
+ * FUZZ_0_3_COMPAT (default 0) = 1 switches off the inputs and checks of
+ * issue 20's findings 2, 5, 7 and 8 (a momentum inside the gradient pool,
+ * the perturbation-norm check, the portable table in external mode, and
+ * the fuzzed environment around mgpo_create, mgpo_set_lr, mgpo_set_rho and
+ * mgpo_set_grad_scale), so that the target can run against 0.3.0 and be
+ * stopped by one finding at a time; docs/fuzzing.md. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* feenableexcept */
 #endif
@@ -68,8 +68,8 @@
 #include "internal.h" /* mgpo_kernels_portable and the state's kernel table */
 #include "mgpo.h"
 
-#ifndef FUZZ_WT_REL_FIXED
-#define FUZZ_WT_REL_FIXED 0
+#ifndef FUZZ_0_3_COMPAT
+#define FUZZ_0_3_COMPAT 0
 #endif
 #ifndef FUZZ_CHECK_RELOAD
 #define FUZZ_CHECK_RELOAD 2
@@ -242,9 +242,9 @@ static void env_leave(int env)
 }
 
 /* LIB(w, call): the call in w's fuzzed environment; CALL(w, call): in the
- * default one (the calls of findings wt-rel fixes, unless FUZZ_WT_REL_FIXED). */
+ * default one (the calls of issue 20's finding 2 too, unless FUZZ_0_3_COMPAT). */
 #define LIB(w, call) (env_enter((w)->env), (w)->last = (call), env_leave((w)->env), (w)->last)
-#if FUZZ_WT_REL_FIXED
+#if !FUZZ_0_3_COMPAT
 #define CALL_DFL(w, call) LIB(w, call)
 #else
 #define CALL_DFL(w, call) ((w)->last = (call))
@@ -431,7 +431,7 @@ static void op_create(world *w, input *in)
     uint8_t e = byte(in);
     w->threads = w->side ? 1 + (e & 3) : 1;
     w->portable = w->side && (e & 4) &&
-                  (FUZZ_WT_REL_FIXED || c.optimizer_mode != MGPO_OPTIMIZER_EXTERNAL);
+                  (!FUZZ_0_3_COMPAT || c.optimizer_mode != MGPO_OPTIMIZER_EXTERNAL);
     w->env = w->side ? (e >> 4) & 15 : (e >> 3) & 1 ? (e >> 4) & 15 : 0;
     /* Bit mask of fields replaced by extreme values. */
     uint16_t which = (uint16_t)(byte(in) | byte(in) << 8);
@@ -681,10 +681,10 @@ static void check_typed_buffers(const world *w)
 
 /* After an OK perturb: each unit whose perturbed items are all float32
  * tensors moved by rho.s.n/(n + norm_eps) (= |c_U|.||m_U||), up to the
- * rounding of p + c.m.  Off without FUZZ_WT_REL_FIXED (finding 5). */
+ * rounding of p + c.m.  Off with FUZZ_0_3_COMPAT (finding 5). */
 static void check_perturbation_norms(const world *w)
 {
-    if (!FUZZ_WT_REL_FIXED) return;
+    if (FUZZ_0_3_COMPAT) return;
     size_t units = 0;
     if (mgpo_get_unit_count(w->st, &units) != MGPO_OK) fail("get_unit_count", -1);
     for (size_t u = 0; u < units; u++) {
@@ -861,7 +861,7 @@ static void op_getters(const world *w, input *in)
 }
 
 /* External mode: attaches (or detaches) a tensor's momentum, in the
- * momentum pool or, with FUZZ_WT_REL_FIXED, anywhere in the gradient pool
+ * momentum pool or, unless FUZZ_0_3_COMPAT, anywhere in the gradient pool
  * (finding 7: a momentum that aliases a gradient buffer). */
 static void op_set_momentum(world *w, input *in)
 {
@@ -869,7 +869,7 @@ static void op_set_momentum(world *w, input *in)
     size_t i = below(in, w->nregs);
     reg *r = &w->regs[i];
     uint8_t f = byte(in);
-    int detach = (f & 3) == 3, grads = FUZZ_WT_REL_FIXED && (f & 4);
+    int detach = (f & 3) == 3, grads = !FUZZ_0_3_COMPAT && (f & 4);
     /* A tensor's count, or a pair's A and B (m_A and m_B). */
     /* bit 3: a bf16 (bit 4: fp16) momentum for a tensor. */
     mgpo_dtype type = r->lora || !(f & 8) ? MGPO_DTYPE_FLOAT32
