@@ -137,8 +137,13 @@ static void put_halves(writer *w, const uint16_t *x, size_t n)
 /* n elements of `type` (a buffer of the caller's kind). */
 static void put_elements(writer *w, const void *x, mgpo_dtype type, size_t n)
 {
-    if (type == MGPO_DTYPE_FLOAT32) put_floats(w, x, n);
-    else put_halves(w, x, n);
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: put_floats(w, x, n); return;
+    case MGPO_DTYPE_BFLOAT16:
+    case MGPO_DTYPE_FLOAT16: put_halves(w, x, n); return;
+    }
+    /* Unknown type (registration refuses one): mgpo_dtype_size is 0, so
+     * the sizes count no bytes and none are written. */
 }
 
 /* ---- Reader -------------------------------------------------------------- */
@@ -200,9 +205,11 @@ static void get_floats(reader *r, float *dst, size_t n, bool apply)
 /* n elements of `type` into dst (pass 2 only), as get_floats. */
 static void get_elements(reader *r, void *dst, mgpo_dtype type, size_t n, bool apply)
 {
-    if (type == MGPO_DTYPE_FLOAT32) {
-        get_floats(r, dst, n, apply);
-        return;
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: get_floats(r, dst, n, apply); return;
+    case MGPO_DTYPE_BFLOAT16:
+    case MGPO_DTYPE_FLOAT16: break;
+    default: return; /* unknown type: no bytes, as put_elements */
     }
     const unsigned char *at = take(r, n * sizeof(uint16_t));
     if (!apply || !at) return;
