@@ -755,7 +755,8 @@ static AVX512 double adamw_typed(float *master, const void *grads, mgpo_dtype gr
         CHUNKS(len, STEP);
 #undef STEP
         if (rounding->stochastic) {
-            store_stochastic((uint16_t *)out + at, out_type, pm, len, rounding->key,
+            store_stochastic((unsigned char *)out + at * mgpo_dtype_size(out_type), out_type, pm,
+                             len, rounding->key,
                              rounding->first_index + at);
         } else {
 #define ROUND(j, mask) typed_store16(out, out_type, at + (j), load(pm + (j), mask), mask)
