@@ -137,8 +137,13 @@ static void put_halves(writer *w, const uint16_t *x, size_t n)
 /* n elements of `type` (a buffer of the caller's kind). */
 static void put_elements(writer *w, const void *x, mgpo_dtype type, size_t n)
 {
-    if (type == MGPO_DTYPE_FLOAT32) put_floats(w, x, n);
-    else put_halves(w, x, n);
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: put_floats(w, x, n); return;
+    case MGPO_DTYPE_BFLOAT16:
+    case MGPO_DTYPE_FLOAT16: put_halves(w, x, n); return;
+    }
+    /* Unknown type (registration refuses one): mgpo_dtype_size is 0, so
+     * the sizes count no bytes and none are written. */
 }
 
 /* ---- Reader -------------------------------------------------------------- */
@@ -200,9 +205,11 @@ static void get_floats(reader *r, float *dst, size_t n, bool apply)
 /* n elements of `type` into dst (pass 2 only), as get_floats. */
 static void get_elements(reader *r, void *dst, mgpo_dtype type, size_t n, bool apply)
 {
-    if (type == MGPO_DTYPE_FLOAT32) {
-        get_floats(r, dst, n, apply);
-        return;
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: get_floats(r, dst, n, apply); return;
+    case MGPO_DTYPE_BFLOAT16:
+    case MGPO_DTYPE_FLOAT16: break;
+    default: return; /* unknown type: no bytes, as put_elements */
     }
     const unsigned char *at = take(r, n * sizeof(uint16_t));
     if (!apply || !at) return;
@@ -324,10 +331,11 @@ static bool slot_saves_backup(const mgpo_slot *sl)
 /* Bytes of a slot's arrays: m, v, the clean copy while perturbed (exact
  * mode), the master weights of a bf16/fp16 buffer (which has no copy);
  * `all`: as if perturbed (the largest it can be). */
-static size_t slot_bytes(const mgpo_slot *sl, bool all)
+static size_t slot_bytes(const mgpo_state *st, const mgpo_slot *sl, bool all)
 {
     bool copy = all ? (sl->backup || sl->out_backup) : slot_saves_backup(sl);
-    size_t floats = (sl->m ? 1 : 0) + (sl->v ? 1 : 0) + (copy && sl->backup ? 1 : 0) +
+    /* m: the state's own in integrated mode; the caller's in external mode. */
+    size_t floats = (mgpo_external(st) ? 0 : 1) + (sl->v ? 1 : 0) + (copy && sl->backup ? 1 : 0) +
                     (mgpo_slot_has_master(sl) ? 1 : 0);
     size_t typed = copy && sl->out_backup ? mgpo_dtype_size(sl->out_type) : 0;
     return sl->count * (floats * sizeof(float) + typed);
@@ -356,7 +364,7 @@ size_t mgpo_ckpt_max_size(const mgpo_state *st)
     for (size_t i = 0; i < st->slot_count; i++) {
         const mgpo_slot *sl = &st->slots[i];
         /* m counted even in external mode: a bound, not the size. */
-        bytes += slot_bytes(sl, true) + (sl->m ? 0 : sl->count * sizeof(float));
+        bytes += slot_bytes(st, sl, true) + (mgpo_external(st) ? sl->count * sizeof(float) : 0);
     }
     for (size_t i = 0; i < st->item_count; i++) base += lora_base_bytes(&st->items[i]);
     return records_size(st) + bytes + base;
@@ -365,7 +373,7 @@ size_t mgpo_ckpt_max_size(const mgpo_state *st)
 size_t mgpo_ckpt_size(const mgpo_state *st)
 {
     size_t bytes = 0, base = 0;
-    for (size_t i = 0; i < st->slot_count; i++) bytes += slot_bytes(&st->slots[i], false);
+    for (size_t i = 0; i < st->slot_count; i++) bytes += slot_bytes(st, &st->slots[i], false);
     for (size_t i = 0; i < st->item_count; i++)
         base += lora_base_elements(&st->items[i]) * mgpo_dtype_size(lora_base_type(&st->items[i]));
     return records_size(st) + bytes + base;
@@ -415,17 +423,17 @@ static void put_state(writer *w, const mgpo_state *st)
 }
 
 /* The slot record's `arrays` bits: which float arrays follow the record. */
-static uint32_t slot_arrays(const mgpo_slot *sl, bool backup)
+static uint32_t slot_arrays(const mgpo_state *st, const mgpo_slot *sl, bool backup)
 {
     return (sl->v ? MGPO_CKPT_SLOT_HAS_V : 0u) | (backup ? MGPO_CKPT_SLOT_HAS_BACKUP : 0u) |
-           (sl->m ? 0u : MGPO_CKPT_SLOT_EXTERNAL) |
+           (mgpo_external(st) ? MGPO_CKPT_SLOT_EXTERNAL : 0u) |
            (mgpo_slot_has_master(sl) ? MGPO_CKPT_SLOT_MASTER : 0u);
 }
 
 /* The element type of the caller's parameter buffer of a slot. */
 static uint32_t slot_param_type(const mgpo_slot *sl)
 {
-    return (uint32_t)(sl->out ? sl->out_type : MGPO_DTYPE_FLOAT32);
+    return (uint32_t)(mgpo_slot_typed_out(sl) ? sl->out_type : MGPO_DTYPE_FLOAT32);
 }
 
 static void put_records(writer *w, const mgpo_state *st)
@@ -456,7 +464,7 @@ static void put_records(writer *w, const mgpo_state *st)
         put_f64(w, sl->lr_scale);
         put_f64(w, sl->weight_decay_scale);
         put_u32(w, sl->perturb ? 1u : 0u);
-        put_u32(w, slot_arrays(sl, backup));
+        put_u32(w, slot_arrays(st, sl, backup));
         put_f32(w, sl->applied);
         put_u32(w, slot_param_type(sl));
         put_f64(w, sl->momentum_sq);
@@ -491,7 +499,7 @@ static void put_arrays(writer *w, const mgpo_state *st)
 {
     for (size_t i = 0; i < st->slot_count; i++) {
         const mgpo_slot *sl = &st->slots[i];
-        if (sl->m) put_floats(w, sl->m, sl->count);
+        if (!mgpo_external(st)) put_floats(w, sl->m, sl->count);
         if (sl->v) put_floats(w, sl->v, sl->count);
         if (sl->backup && sl->applied != 0.0f) put_clean_params(w, st, sl);
         /* External mode, bf16/fp16: the copy in the buffer's type. */
@@ -859,7 +867,7 @@ static mgpo_status get_slots(reader *r, mgpo_state *st, uint32_t version, bool p
         bool first = sl->item == 0 || st->slots[i - 1].item != sl->item;
         CHECK(first || same_bits(applied, item_applied));
         item_applied = applied;
-        CHECK(arrays == slot_arrays(sl, (sl->backup || sl->out_backup) && applied != 0.0f));
+        CHECK(arrays == slot_arrays(st, sl, (sl->backup || sl->out_backup) && applied != 0.0f));
         /* A perturbation is undone along the momentum it followed: in
          * external mode the caller must have attached it before loading. */
         CHECK(applied == 0.0f || sl->dir || sl->dir_typed);

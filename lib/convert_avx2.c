@@ -28,7 +28,7 @@ MGPO_F16C void mgpo_avx2_store(void *dst, mgpo_dtype type, const float *src, siz
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) typed_store8(dst, type, i, _mm256_loadu_ps(src + i));
-    if (i < n) mgpo_kernel_store((uint16_t *)dst + i, type, src + i, n - i);
+    if (i < n) mgpo_kernel_store((unsigned char *)dst + i * mgpo_dtype_size(type), type, src + i, n - i);
 }
 
 MGPO_F16C void mgpo_avx2_perturb_store(void *dst, mgpo_dtype type, const float *p, const float *m,
@@ -40,7 +40,9 @@ MGPO_F16C void mgpo_avx2_perturb_store(void *dst, mgpo_dtype type, const float *
     for (; i + 8 <= n; i += 8)
         typed_store8(dst, type, i,
                _mm256_add_ps(_mm256_loadu_ps(p + i), _mm256_mul_ps(c, _mm256_loadu_ps(m + i))));
-    if (i < n) mgpo_kernel_perturb_store((uint16_t *)dst + i, type, p + i, m + i, coefficient, n - i);
+    if (i < n)
+        mgpo_kernel_perturb_store((unsigned char *)dst + i * mgpo_dtype_size(type), type, p + i,
+                                  m + i, coefficient, n - i);
 }
 
 /* ---- Stochastic rounding --------------------------------------------------
@@ -114,7 +116,15 @@ MGPO_F16C void mgpo_avx2_store_stochastic(void *dst, mgpo_dtype type, const floa
                                      uint64_t key, uint64_t first_index)
 {
     uint16_t *h = dst;
-    const uint64_t per_hash = type == MGPO_DTYPE_BFLOAT16 ? 4 : 2;
+    uint64_t per_hash; /* elements one hash serves */
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: /* exact: nothing to round (the portable copy) */
+        mgpo_store_stochastic(dst, type, src, n, key, first_index);
+        return;
+    case MGPO_DTYPE_BFLOAT16: per_hash = 4; break;
+    case MGPO_DTYPE_FLOAT16: per_hash = 2; break;
+    default: return; /* unknown type: nothing written, as mgpo_store_stochastic */
+    }
     /* Up to a hash boundary, and the tail: the portable code. */
     size_t i = (size_t)((per_hash - first_index % per_hash) % per_hash);
     if (i > n) i = n;
@@ -129,7 +139,7 @@ MGPO_F16C void mgpo_avx2_store_stochastic(void *dst, mgpo_dtype type, const floa
             _mm_storeu_si128((__m128i *)(void *)(h + i), lo);
             _mm_storeu_si128((__m128i *)(void *)(h + i + 8), hi);
         }
-    } else {
+    } else { /* MGPO_DTYPE_FLOAT16 */
         for (; i + 8 <= n; i += 8) {
             __m256i r = bits4(key, (first_index + i) / 2); /* 8 x 32 bits, in order */
             __m128i out;

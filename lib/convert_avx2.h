@@ -14,10 +14,16 @@
 
 static MGPO_F16C inline __m256 typed_load8(const void *src, mgpo_dtype type, size_t i)
 {
-    if (type == MGPO_DTYPE_FLOAT32) return _mm256_loadu_ps((const float *)src + i);
-    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)src + i));
-    if (type == MGPO_DTYPE_FLOAT16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    const __m128i *h = (const __m128i *)(const void *)((const uint16_t *)src + i);
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: return _mm256_loadu_ps((const float *)src + i);
+    case MGPO_DTYPE_BFLOAT16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(h)), 16));
+    case MGPO_DTYPE_FLOAT16: return _mm256_cvtph_ps(_mm_loadu_si128(h));
+    }
+    /* Unknown type: fail closed as mgpo_kernel_load (NaN, which the step
+     * refuses and perturb skips). */
+    return _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000));
 }
 
 /* convert.c's bf16_saturate on eight lanes: h (32-bit lanes, each a
@@ -66,9 +72,18 @@ static MGPO_F16C inline __m128i bf16_nearest8(__m256 x)
 
 static MGPO_F16C inline void typed_store8(void *dst, mgpo_dtype type, size_t i, __m256 x)
 {
-    __m128i h = type == MGPO_DTYPE_FLOAT16 ? _mm256_cvtps_ph(f16_saturate8(x), _MM_FROUND_TO_NEAREST_INT)
-                                           : bf16_nearest8(x);
-    _mm_storeu_si128((__m128i *)(void *)((uint16_t *)dst + i), h);
+    __m128i *h = (__m128i *)(void *)((uint16_t *)dst + i);
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: /* exact: no rounding to do */
+        _mm256_storeu_ps((float *)dst + i, x);
+        return;
+    case MGPO_DTYPE_BFLOAT16: _mm_storeu_si128(h, bf16_nearest8(x)); return;
+    case MGPO_DTYPE_FLOAT16:
+        _mm_storeu_si128(h, _mm256_cvtps_ph(f16_saturate8(x), _MM_FROUND_TO_NEAREST_INT));
+        return;
+    }
+    /* Unknown type: its element size is unknown, so nothing is written
+     * (as mgpo_kernel_store). */
 }
 
 #endif

@@ -389,6 +389,19 @@ static inline void mgpo_apply_exceptions(mgpo_exception_reader *r, float *value,
         value[at - base] = r->value[r->next];
 }
 
+/* The clean value of an element that holds p + c*m after a perturbation
+ * along m with coefficient c: (p + c*m) - c*m, the product rounded, then
+ * the difference (unfused: the library builds with -ffp-contract=off).
+ * Written once: every restore, the step's fused undo, a checkpoint's clean
+ * parameters (through mgpo_restore_range) and lora.c's views of a
+ * low-memory perturbed A or B give these bits; the SIMD tables spell the
+ * same two operations (a multiply, then a subtract).  The exact restore
+ * lists the elements where this is not p (MGPO_FULL_BACKUP). */
+static inline float mgpo_unperturbed(float perturbed, float coefficient, float m)
+{
+    return perturbed - coefficient * m;
+}
+
 /* kernels.c: the fused elementwise passes over one block, portable C. */
 void mgpo_kernel_perturb(float *params, float *backup, const float *m,
                          float coefficient, size_t n);

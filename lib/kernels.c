@@ -42,13 +42,14 @@ void mgpo_kernel_perturb(float *restrict params, float *restrict backup,
 void mgpo_kernel_unperturb(float *restrict params, const float *restrict m,
                            float coefficient, size_t n)
 {
-    for (size_t i = 0; i < n; i++) params[i] = params[i] - coefficient * m[i];
+    for (size_t i = 0; i < n; i++) params[i] = mgpo_unperturbed(params[i], coefficient, m[i]);
 }
 
 void mgpo_restore_range(float *dst, const float *params, const float *m, float coefficient,
                         mgpo_exception_reader *list, size_t base, size_t count)
 {
-    for (size_t i = 0; i < count; i++) dst[i] = params[base + i] - coefficient * m[base + i];
+    for (size_t i = 0; i < count; i++)
+        dst[i] = mgpo_unperturbed(params[base + i], coefficient, m[base + i]);
     mgpo_apply_exceptions(list, dst, base, count);
 }
 
@@ -78,7 +79,7 @@ uint32_t mgpo_kernel_perturb_exact(float *restrict params, float *restrict backu
     for (size_t i = 0; i < n; i++) {
         float p = params[i], b = coefficient * m[i];
         float t = p + b;
-        float r = t - b;
+        float r = mgpo_unperturbed(t, coefficient, m[i]); /* the restore's bits */
         if (mgpo_float_bits(r) != mgpo_float_bits(p)) {
             if (used == capacity) {
                 memcpy(backup, &used, sizeof used);
@@ -119,7 +120,7 @@ static inline void adamw_chunk(float *params, const float *src, const float *gra
         vi[k] = v[k];
     }
     if (has_undo)
-        for (size_t k = 0; k < count; k++) p[k] = p[k] - c.undo * mi[k];
+        for (size_t k = 0; k < count; k++) p[k] = mgpo_unperturbed(p[k], c.undo, mi[k]);
     if (exact) mgpo_apply_exceptions(exact, p, base, count);
     for (size_t k = 0; k < count; k++) {
         float gk = g[k] * c.grad_scale;
@@ -200,7 +201,7 @@ static inline void sgd_chunk(float *params, const float *src, const float *grads
         b[k] = f.restart && !f.undo ? 0.0f : m[k];
     }
     if (f.undo)
-        for (size_t k = 0; k < count; k++) p[k] = p[k] - c.undo * b[k];
+        for (size_t k = 0; k < count; k++) p[k] = mgpo_unperturbed(p[k], c.undo, b[k]);
     if (exact) mgpo_apply_exceptions(exact, p, base, count);
     for (size_t k = 0; k < count; k++) {
         float dk = d[k] * c.grad_scale;

@@ -514,7 +514,8 @@ static MGPO_F16C double adamw_typed(float *master, const void *grads, mgpo_dtype
             adamw8_from(pm + j, pm + j, _mm256_loadu_ps(g + j), pmo + j, pv + j, &k, &l.acc[0],
                         NULL, 0, NULL, at + j, 8);
         if (rounding->stochastic)
-            mgpo_avx2_store_stochastic((uint16_t *)out + at, out_type, pm, len, rounding->key,
+            mgpo_avx2_store_stochastic((unsigned char *)out + at * mgpo_dtype_size(out_type), out_type,
+                                       pm, len, rounding->key,
                                        rounding->first_index + at);
         else
             for (j = 0; j < len; j += 8)

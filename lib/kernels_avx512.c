@@ -480,15 +480,26 @@ static AVX512 double sgd(float *params, const float *src, const float *grads, fl
 /* ---- Element types ---------------------------------------------------------
  * The same bits as convert.c (tests/test_convert.c). */
 
+/* Sixteen 16-bit elements from h, lanes outside `mask` zero. */
+static AVX512 inline __m256i load16(const uint16_t *h, __mmask16 mask)
+{
+    return mask == FULL ? _mm256_loadu_si256((const __m256i *)(const void *)h)
+                        : _mm256_maskz_loadu_epi16(mask, h);
+}
+
 static AVX512 inline __m512 typed_load16(const void *src, mgpo_dtype type, size_t i,
                                          __mmask16 mask)
 {
-    if (type == MGPO_DTYPE_FLOAT32) return load((const float *)src + i, mask);
     const uint16_t *h = (const uint16_t *)src + i;
-    __m256i x = mask == FULL ? _mm256_loadu_si256((const __m256i *)(const void *)h)
-                             : _mm256_maskz_loadu_epi16(mask, h);
-    if (type == MGPO_DTYPE_FLOAT16) return _mm512_cvtph_ps(x);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16));
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: return load((const float *)src + i, mask);
+    case MGPO_DTYPE_BFLOAT16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load16(h, mask)), 16));
+    case MGPO_DTYPE_FLOAT16: return _mm512_cvtph_ps(load16(h, mask));
+    }
+    /* Unknown type: fail closed as mgpo_kernel_load (NaN, which the step
+     * refuses and perturb skips); lanes outside `mask` zero. */
+    return _mm512_maskz_mov_ps(mask, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
 }
 
 /* convert.c's bf16_saturate on sixteen lanes: h (32-bit lanes, each a
@@ -538,9 +549,18 @@ static AVX512 inline void store16(uint16_t *dst, __m256i h, __mmask16 mask)
 static AVX512 inline void typed_store16(void *dst, mgpo_dtype type, size_t i, __m512 x,
                                         __mmask16 mask)
 {
-    __m256i h = type == MGPO_DTYPE_FLOAT16 ? _mm512_cvtps_ph(f16_saturate16(x), _MM_FROUND_TO_NEAREST_INT)
-                                           : _mm512_cvtepi32_epi16(bf16_nearest16(x));
-    store16((uint16_t *)dst + i, h, mask);
+    uint16_t *h = (uint16_t *)dst + i;
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: /* exact: no rounding to do */
+        store((float *)dst + i, x, mask);
+        return;
+    case MGPO_DTYPE_BFLOAT16: store16(h, _mm512_cvtepi32_epi16(bf16_nearest16(x)), mask); return;
+    case MGPO_DTYPE_FLOAT16:
+        store16(h, _mm512_cvtps_ph(f16_saturate16(x), _MM_FROUND_TO_NEAREST_INT), mask);
+        return;
+    }
+    /* Unknown type: its element size is unknown, so nothing is written
+     * (as mgpo_kernel_store). */
 }
 
 static AVX512 void typed_load(float *dst, const void *src, mgpo_dtype type, size_t n,
@@ -632,7 +652,15 @@ static AVX512 void store_stochastic(void *dst, mgpo_dtype type, const float *src
                                     uint64_t key, uint64_t first_index)
 {
     uint16_t *h = dst;
-    const uint64_t per_hash = type == MGPO_DTYPE_BFLOAT16 ? 4 : 2;
+    uint64_t per_hash; /* elements one hash serves */
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: /* exact: nothing to round (the portable copy) */
+        mgpo_store_stochastic(dst, type, src, n, key, first_index);
+        return;
+    case MGPO_DTYPE_BFLOAT16: per_hash = 4; break;
+    case MGPO_DTYPE_FLOAT16: per_hash = 2; break;
+    default: return; /* unknown type: nothing written, as mgpo_store_stochastic */
+    }
     /* Up to a hash boundary, and the tail: the portable code. */
     size_t i = (size_t)((per_hash - first_index % per_hash) % per_hash);
     if (i > n) i = n;
@@ -647,7 +675,7 @@ static AVX512 void store_stochastic(void *dst, mgpo_dtype type, const float *src
             store16(h + i, lo, FULL);
             store16(h + i + 16, hi, FULL);
         }
-    } else {
+    } else { /* MGPO_DTYPE_FLOAT16 */
         for (; i + 16 <= n; i += 16) {
             __m512i r = bits8(key, (first_index + i) / 2); /* 16 x 32 bits, in order */
             __m256i out;
@@ -670,15 +698,22 @@ static AVX512 void store_stochastic(void *dst, mgpo_dtype type, const float *src
  * `mask` zero (as typed_load16, without a 512-bit extract: see lanes4). */
 static AVX512 inline __m256 typed_load8(const void *src, mgpo_dtype type, size_t i, __mmask8 mask)
 {
-    if (type == MGPO_DTYPE_FLOAT32) {
+    const uint16_t *h = (const uint16_t *)src + i;
+    __m128i x;
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: {
         const float *f = (const float *)src + i;
         return mask == 0xff ? _mm256_loadu_ps(f) : _mm256_maskz_loadu_ps(mask, f);
     }
-    const uint16_t *h = (const uint16_t *)src + i;
-    __m128i x = mask == 0xff ? _mm_loadu_si128((const __m128i *)(const void *)h)
-                             : _mm_maskz_loadu_epi16(mask, h);
-    if (type == MGPO_DTYPE_FLOAT16) return _mm256_cvtph_ps(x);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(x), 16));
+    case MGPO_DTYPE_BFLOAT16:
+    case MGPO_DTYPE_FLOAT16:
+        x = mask == 0xff ? _mm_loadu_si128((const __m128i *)(const void *)h)
+                         : _mm_maskz_loadu_epi16(mask, h);
+        if (type == MGPO_DTYPE_FLOAT16) return _mm256_cvtph_ps(x);
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(x), 16));
+    }
+    /* Unknown type: fail closed as typed_load16; lanes outside `mask` zero. */
+    return _mm256_maskz_mov_ps(mask, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)));
 }
 
 static AVX512 double sum_squares_typed(const void *x, mgpo_dtype type, size_t n, float scale)
@@ -720,7 +755,8 @@ static AVX512 double adamw_typed(float *master, const void *grads, mgpo_dtype gr
         CHUNKS(len, STEP);
 #undef STEP
         if (rounding->stochastic) {
-            store_stochastic((uint16_t *)out + at, out_type, pm, len, rounding->key,
+            store_stochastic((unsigned char *)out + at * mgpo_dtype_size(out_type), out_type, pm,
+                             len, rounding->key,
                              rounding->first_index + at);
         } else {
 #define ROUND(j, mask) typed_store16(out, out_type, at + (j), load(pm + (j), mask), mask)

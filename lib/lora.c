@@ -27,7 +27,7 @@
 /* A read-only view of a row-major matrix whose true (clean) value is
  * x - c*m when m is not NULL: an adapter-mode A or B that is perturbed in
  * low-memory mode, whose clean value exists only implicitly.  The expression
- * is mgpo_kernel_unperturb's, so the view has the bits a restore would give.
+ * is mgpo_unperturbed, so the view has the bits a restore would give.
  * A gradient of another element type, or under a loss scale, is read as
  * the kernels read it: load(typed) * scale (mgpo_slot_grads). */
 typedef struct lora_view {
@@ -47,7 +47,7 @@ static inline double view_at(lora_view v, size_t i)
                          1, v.scale);
         return (double)g;
     }
-    return v.m ? (double)(v.x[i] - v.c * v.m[i]) : (double)v.x[i];
+    return v.m ? (double)mgpo_unperturbed(v.x[i], v.c, v.m[i]) : (double)v.x[i];
 }
 
 static lora_view plain_view(const float *x)

@@ -275,13 +275,15 @@ END_TEST
 
 /* The fused mixed-precision kernels of the AVX2 table against the portable
  * composition: pass 1's typed sum of squares and the AdamW step on a
- * master that stores the rounded result, every tail length and type. */
+ * master that stores the rounded result, every tail length and type
+ * (float32 out: the exact copy; an unknown out type: nothing written). */
 static void fused_match_composition(const mgpo_kernels *fast)
 {
     const mgpo_kernels *portable = mgpo_kernels_portable();
     enum { N = 4096 };
     static float master[2][N], m[2][N], v[2][N], x[N];
-    static uint16_t g16[N], out[2][N];
+    static uint16_t g16[N];
+    static uint32_t out[2][N]; /* room for float32 */
     tu_fill(x, N, 71, -1.0f, 1.0f);
     for (int i = 0; i < N; i++) g16[i] = mgpo_f32_to_bf16(x[i] * 0.01f);
     mgpo_slot slot;
@@ -300,19 +302,22 @@ static void fused_match_composition(const mgpo_kernels *fast)
     const size_t lengths[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 511, 512, 513, 1000, N};
     for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++)
         for (int gt = 0; gt < 3; gt++)
-            for (int ot = 1; ot <= 2; ot++) {
+            for (int ot = 0; ot <= 3; ot++) {
                 size_t n = lengths[li];
                 const void *grads = gt == 0 ? (const void *)x : (const void *)g16;
                 const float scale = gt == 2 ? 1.0f / 1024 : 1.0f;
                 double a = portable->sum_squares_typed(grads, (mgpo_dtype)gt, n, scale);
                 double b = fast->sum_squares_typed(grads, (mgpo_dtype)gt, n, scale);
                 ck_assert(memcmp(&a, &b, sizeof a) == 0);
-                /* Nearest for bf16, stochastic for fp16 (any start). */
-                mgpo_typed_rounding r = {ot == 2, mgpo_random_key(1, 2, 3), 4096 * 3};
+                /* Nearest for bf16, stochastic for fp16 (any start); float32
+                 * and the unknown type both ways (by the length's parity). */
+                bool stochastic = ot == 2 || (ot != 1 && (li & 1));
+                mgpo_typed_rounding r = {stochastic, mgpo_random_key(1, 2, 3), 4096 * 3};
                 for (int t = 0; t < 2; t++) {
                     tu_fill(master[t], N, 72, -2.0f, 2.0f);
                     tu_fill(m[t], N, 73, -0.01f, 0.01f);
                     tu_fill(v[t], N, 74, 0.0f, 1e-4f);
+                    memset(out[t], 0xa5, sizeof out[t]);
                     const mgpo_kernels *table = t ? fast : portable;
                     double sq = table->adamw_typed(master[t], grads, (mgpo_dtype)gt, scale, m[t],
                                                    v[t], out[t], (mgpo_dtype)ot, &r, &slot, &k, n);
@@ -323,9 +328,13 @@ static void fused_match_composition(const mgpo_kernels *fast)
                 ck_assert_int_eq(memcmp(master[0], master[1], n * sizeof(float)), 0);
                 ck_assert_int_eq(memcmp(m[0], m[1], n * sizeof(float)), 0);
                 ck_assert_int_eq(memcmp(v[0], v[1], n * sizeof(float)), 0);
-                ck_assert_int_eq(memcmp(out[0], out[1], n * sizeof(uint16_t)), 0);
+                ck_assert_int_eq(memcmp(out[0], out[1], sizeof out[0]), 0);
+                const uint16_t *out16 = (const uint16_t *)(const void *)out[0];
                 for (size_t i = 0; i < n && ot == 1; i++)
-                    ck_assert_uint_eq(out[0][i], ref_to_bf16(master[0][i]));
+                    ck_assert_uint_eq(out16[i], ref_to_bf16(master[0][i]));
+                for (size_t i = 0; i < n && ot == 0; i++)
+                    ck_assert_uint_eq(out[0][i], mgpo_float_bits(master[0][i]));
+                for (size_t i = 0; i < N && ot == 3; i++) ck_assert_uint_eq(out[0][i], 0xa5a5a5a5u);
             }
 }
 

@@ -772,6 +772,78 @@ START_TEST(test_saturating_stores)
 }
 END_TEST
 
+/* An element type no table knows (registration refuses one, so only a
+ * bug could pass it): every table fails closed as the portable kernels,
+ * a load yields the quiet NaN 0x7fc00000 (which the step refuses and
+ * perturb skips) and a store writes nothing, in the vectors and in the
+ * tails; float32 stores as the exact copy the portable table makes. */
+START_TEST(test_unknown_type_fails_closed)
+{
+    table_set tables = all_tables();
+    const mgpo_kernels *ref = mgpo_kernels_portable();
+    static const mgpo_dtype unknown[] = {(mgpo_dtype)3, (mgpo_dtype)77};
+    static const size_t sizes[] = {5, 8, 16, 37, 100};
+    enum { MAX = 100, PAD = 8 };
+    float src[MAX], m[MAX], out[MAX + PAD], want[MAX + PAD];
+    uint32_t raw[MAX + PAD];
+    for (size_t i = 0; i < MAX; i++) {
+        src[i] = 0.75f * (float)i - 20.0f + 0x1p-20f * (float)i;
+        m[i] = 0.5f - 0.01f * (float)i;
+    }
+    for (size_t i = 0; i < MAX + PAD; i++) raw[i] = 0x3f80u + 0x10001u * (uint32_t)i;
+    for (size_t t = 0; t < tables.count; t++) {
+        const mgpo_kernels *k = tables.k[t];
+        for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+            const size_t n = sizes[z];
+            for (size_t u = 0; u < 2; u++) {
+                const mgpo_dtype type = unknown[u];
+                for (size_t i = 0; i < MAX + PAD; i++) out[i] = 1.0f;
+                k->load(out, raw, type, n, 2.0f);
+                for (size_t i = 0; i < n; i++)
+                    ck_assert_msg(mgpo_float_bits(out[i]) == 0x7fc00000u,
+                                  "%s load type %d n %zu element %zu: %#x", k->name, (int)type,
+                                  n, i, mgpo_float_bits(out[i]));
+                for (size_t i = n; i < MAX + PAD; i++) ck_assert(out[i] == 1.0f);
+                ck_assert_msg(isnan(k->sum_squares_typed(raw, type, n, 1.0f)),
+                              "%s sum_squares_typed type %d n %zu", k->name, (int)type, n);
+                uint32_t dst[MAX + PAD];
+                for (int op = 0; op < 3; op++)
+                    for (uint64_t first = 0; first < 4; first++) {
+                        memset(dst, 0xa5, sizeof dst);
+                        if (op == 0) k->store(dst, type, src, n);
+                        if (op == 1) k->perturb_store(dst, type, src, m, -0.25f, n);
+                        if (op == 2) k->store_stochastic(dst, type, src, n, 1234u, first);
+                        for (size_t i = 0; i < MAX + PAD; i++)
+                            ck_assert_msg(dst[i] == 0xa5a5a5a5u,
+                                          "%s store op %d type %d n %zu: wrote word %zu",
+                                          k->name, op, (int)type, n, i);
+                    }
+            }
+            /* float32: the portable table's bits (a copy, or p + c*m). */
+            for (int op = 0; op < 3; op++) {
+                memset(out, 0xa5, sizeof out);
+                memset(want, 0xa5, sizeof want);
+                if (op == 0) {
+                    k->store(out, MGPO_DTYPE_FLOAT32, src, n);
+                    ref->store(want, MGPO_DTYPE_FLOAT32, src, n);
+                } else if (op == 1) {
+                    k->perturb_store(out, MGPO_DTYPE_FLOAT32, src, m, -0.25f, n);
+                    ref->perturb_store(want, MGPO_DTYPE_FLOAT32, src, m, -0.25f, n);
+                } else {
+                    k->store_stochastic(out, MGPO_DTYPE_FLOAT32, src, n, 1234u, 3);
+                    ref->store_stochastic(want, MGPO_DTYPE_FLOAT32, src, n, 1234u, 3);
+                }
+                ck_assert_msg(!memcmp(out, want, sizeof out), "%s float32 op %d n %zu", k->name,
+                              op, n);
+                if (op != 1) /* store and stochastic: float32 is exact */
+                    for (size_t i = 0; i < n; i++)
+                        ck_assert_uint_eq(mgpo_float_bits(out[i]), mgpo_float_bits(src[i]));
+            }
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_best_is_fast)
 {
     table_set tables = all_tables();
@@ -836,6 +908,7 @@ int main(void)
     tcase_add_loop_test(tc, test_fused_exact_is_restore_then_step, 0, 4);
     tcase_add_loop_test(tc, test_training_bitwise, 0, 8);
     tcase_add_test(tc, test_saturating_stores);
+    tcase_add_test(tc, test_unknown_type_fails_closed);
     tcase_add_test(tc, test_best_is_fast);
     tcase_add_test(tc, test_forced_table);
     suite_add_tcase(s, tc);
