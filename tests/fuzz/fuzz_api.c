@@ -778,6 +778,33 @@ static void op_set(world *w, input *in, int which)
 
 /* params: 0 gradients, 1 parameters, 2 the momentum pool (the caller's
  * optimizer's, external mode). */
+/* Element i of the gradient pool lies in an attached momentum and in no
+ * registered gradient buffer: a write there is a write of the momentum,
+ * not a gradient (a gradient write into a momentum is finding 7, which
+ * 0.4's registration refuses). */
+static int in_grad_momentum(const world *w, size_t i)
+{
+    for (size_t k = 0; k < w->nregs; k++) {
+        const reg *r = &w->regs[k];
+        if (!r->has_grad) continue;
+        size_t ng = r->lora ? r->pair.rank * r->pair.n_in : floats_of(r->count, r->gtype);
+        size_t nbg = r->lora ? r->pair.n_out * r->pair.rank : 0;
+        if (r->lora ? (i >= r->ga && i < r->ga + floats_of(ng, r->gtype)) ||
+                          (i >= r->gb && i < r->gb + floats_of(nbg, r->gtype))
+                    : (i >= r->g && i < r->g + ng))
+            return 0;
+    }
+    for (size_t k = 0; k < w->nregs; k++) {
+        const reg *r = &w->regs[k];
+        if (!r->mom || !r->mom_grads) continue;
+        size_t na = r->lora ? r->pair.rank * r->pair.n_in : floats_of(r->count, r->mom_type);
+        size_t nb = r->lora ? r->pair.n_out * r->pair.rank : 0;
+        if ((i >= r->mom_at && i < r->mom_at + na) || (i >= r->mom_b && i < r->mom_b + nb))
+            return 1;
+    }
+    return 0;
+}
+
 static void op_fill(world *w, input *in, int params)
 {
     /* The caller may write its parameters and momentum only while clean. */
@@ -786,8 +813,15 @@ static void op_fill(world *w, input *in, int params)
     size_t at = below(in, POOL), n = 1 + below(in, 128);
     float x = value(in);
     int ramp = byte(in) & 1;
+    /* A momentum, wherever it lies, is the caller's to write only while
+     * clean too (docs/api.md, external mode): gradients written while
+     * perturbed skip the momenta inside the gradient pool.  (Writing it
+     * there breaks the exact restore: finding 7, which registration now
+     * refuses where it can see it, over a registered gradient buffer.) */
+    int skip_momenta = params == 0 && w->st && perturbed(w);
     for (size_t i = at; i < at + n && i < POOL; i++)
-        if (params != 1 || !in_typed(w, i)) dst[i] = ramp ? x * (float)(i - at + 1) : x;
+        if ((params != 1 || !in_typed(w, i)) && !(skip_momenta && in_grad_momentum(w, i)))
+            dst[i] = ramp ? x * (float)(i - at + 1) : x;
     if (params == 1)
         for (size_t i = 0; i < POOL; i++)
             if (!in_typed(w, i) && !isfinite(dst[i])) dst[i] = 0.5f; /* parameters stay finite */
