@@ -233,6 +233,24 @@ double mgpo_kernel_adamw_typed(float *master, const void *grads, mgpo_dtype grad
     return m_sq;
 }
 
+bool mgpo_store_stochastic_head(void *dst, mgpo_dtype type, const float *src, size_t n,
+                                uint64_t key, uint64_t first_index, size_t *done)
+{
+    uint64_t per_hash; /* elements one hash serves */
+    switch (type) {
+    case MGPO_DTYPE_FLOAT32: /* exact: nothing to round (a copy) */
+        mgpo_store_stochastic(dst, type, src, n, key, first_index);
+        return false;
+    case MGPO_DTYPE_BFLOAT16: per_hash = 4; break;
+    case MGPO_DTYPE_FLOAT16: per_hash = 2; break;
+    default: return false; /* unknown type: nothing written, as mgpo_store_stochastic */
+    }
+    size_t head = (size_t)((per_hash - first_index % per_hash) % per_hash);
+    *done = head < n ? head : n;
+    mgpo_store_stochastic(dst, type, src, *done, key, first_index);
+    return true;
+}
+
 /* ---- The public conversions ------------------------------------------------
  * Exactly the library's own converters (the table a state would pick, all
  * tables giving the same bits), in the library's floating-point
@@ -253,28 +271,15 @@ static mgpo_status check_conversion(const void *dst, size_t dst_size, const void
     return MGPO_OK;
 }
 
-mgpo_status mgpo_convert_to_float32(float *dst, const void *src, mgpo_dtype type, size_t count)
+/* Widens (to_float32) or rounds `count` elements through the best
+ * table's block kernels.  float32 to float32 is a byte copy (signalling
+ * NaNs kept: the load's product by 1 would quiet them). */
+static mgpo_status convert(void *dst, const void *src, mgpo_dtype type, size_t count,
+                           bool to_float32)
 {
-    mgpo_status s = check_conversion(dst, sizeof(float), src, mgpo_dtype_size(type), type, count);
-    if (s != MGPO_OK || count == 0) return s;
-    if (type == MGPO_DTYPE_FLOAT32) {
-        memcpy(dst, src, count * sizeof(float)); /* bit for bit, signalling NaNs too */
-        return MGPO_OK;
-    }
-    const mgpo_kernels *k = mgpo_kernels_best();
-    fenv_t caller;
-    mgpo_fp_enter(&caller);
-    for (size_t i = 0; i < count; i += MGPO_BLOCK_FLOATS) {
-        size_t n = count - i < MGPO_BLOCK_FLOATS ? count - i : MGPO_BLOCK_FLOATS;
-        k->load(dst + i, (const unsigned char *)src + i * mgpo_dtype_size(type), type, n, 1.0f);
-    }
-    mgpo_fp_leave(&caller);
-    return MGPO_OK;
-}
-
-mgpo_status mgpo_convert_from_float32(void *dst, mgpo_dtype type, const float *src, size_t count)
-{
-    mgpo_status s = check_conversion(dst, mgpo_dtype_size(type), src, sizeof(float), type, count);
+    size_t typed = mgpo_dtype_size(type);
+    mgpo_status s = to_float32 ? check_conversion(dst, sizeof(float), src, typed, type, count)
+                               : check_conversion(dst, typed, src, sizeof(float), type, count);
     if (s != MGPO_OK || count == 0) return s;
     if (type == MGPO_DTYPE_FLOAT32) {
         memcpy(dst, src, count * sizeof(float));
@@ -285,8 +290,21 @@ mgpo_status mgpo_convert_from_float32(void *dst, mgpo_dtype type, const float *s
     mgpo_fp_enter(&caller);
     for (size_t i = 0; i < count; i += MGPO_BLOCK_FLOATS) {
         size_t n = count - i < MGPO_BLOCK_FLOATS ? count - i : MGPO_BLOCK_FLOATS;
-        k->store((unsigned char *)dst + i * mgpo_dtype_size(type), type, src + i, n);
+        if (to_float32)
+            k->load((float *)dst + i, (const unsigned char *)src + i * typed, type, n, 1.0f);
+        else
+            k->store((unsigned char *)dst + i * typed, type, (const float *)src + i, n);
     }
     mgpo_fp_leave(&caller);
     return MGPO_OK;
+}
+
+mgpo_status mgpo_convert_to_float32(float *dst, const void *src, mgpo_dtype type, size_t count)
+{
+    return convert(dst, src, type, count, true);
+}
+
+mgpo_status mgpo_convert_from_float32(void *dst, mgpo_dtype type, const float *src, size_t count)
+{
+    return convert(dst, src, type, count, false);
 }

@@ -116,19 +116,10 @@ MGPO_F16C void mgpo_avx2_store_stochastic(void *dst, mgpo_dtype type, const floa
                                      uint64_t key, uint64_t first_index)
 {
     uint16_t *h = dst;
-    uint64_t per_hash; /* elements one hash serves */
-    switch (type) {
-    case MGPO_DTYPE_FLOAT32: /* exact: nothing to round (the portable copy) */
-        mgpo_store_stochastic(dst, type, src, n, key, first_index);
-        return;
-    case MGPO_DTYPE_BFLOAT16: per_hash = 4; break;
-    case MGPO_DTYPE_FLOAT16: per_hash = 2; break;
-    default: return; /* unknown type: nothing written, as mgpo_store_stochastic */
-    }
-    /* Up to a hash boundary, and the tail: the portable code. */
-    size_t i = (size_t)((per_hash - first_index % per_hash) % per_hash);
-    if (i > n) i = n;
-    mgpo_store_stochastic(h, type, src, i, key, first_index);
+    /* float32 and unknown types whole, and up to a hash boundary: the
+     * portable code (the tail too, below). */
+    size_t i = 0;
+    if (!mgpo_store_stochastic_head(dst, type, src, n, key, first_index, &i)) return;
     if (type == MGPO_DTYPE_BFLOAT16) {
         for (; i + 16 <= n; i += 16) {
             __m256i r = bits4(key, (first_index + i) / 4); /* 16 x 16 bits, in order */

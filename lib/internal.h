@@ -461,6 +461,13 @@ void mgpo_kernel_perturb_store(void *dst, mgpo_dtype type, const float *p, const
  * up, for float16: one hash per four or two elements. */
 void mgpo_store_stochastic(void *dst, mgpo_dtype type, const float *src, size_t n,
                            uint64_t key, uint64_t first_index);
+/* The part of a SIMD table's stochastic store that is the same in every
+ * table: float32 (a copy) and an unknown type (nothing written) are done
+ * here whole, and false is returned; for bfloat16 and float16 the elements
+ * before the first hash boundary (a hash serves 4 or 2 elements) are stored
+ * by mgpo_store_stochastic, *done is their count, and true is returned. */
+bool mgpo_store_stochastic_head(void *dst, mgpo_dtype type, const float *src, size_t n,
+                                uint64_t key, uint64_t first_index, size_t *done);
 
 /* sum_squares(load(x, type, n, scale)): pass 1 over typed or scaled
  * gradients (n <= MGPO_BLOCK_FLOATS). */

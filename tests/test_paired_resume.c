@@ -142,6 +142,24 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* A forked child: the whole run from the checkpoint at `path` (or from
+ * the start), then exit.  Everything is freed, the parent's copies too, so
+ * that a leak checker watching the child finds nothing. */
+static _Noreturn void run_child(const char *path, trainer *ref, unsigned char *ref_state, char *dir)
+{
+    trainer *t = malloc(sizeof *t);
+    if (!t) _exit(2);
+    trainer_init(t);
+    trainer_run(t, path);
+    mgpo_destroy(t->st);
+    free(t);
+    free(ref_state);
+    mgpo_destroy(ref->st);
+    free(ref);
+    free(dir);
+    _exit(0);
+}
+
 START_TEST(test_killed_trainer_resumes_bitwise)
 {
     char *dir = make_dir(), path[4200];
@@ -162,21 +180,7 @@ START_TEST(test_killed_trainer_resumes_bitwise)
     t0 = now_seconds();
     pid_t whole = fork();
     ck_assert_int_ge(whole, 0);
-    if (whole == 0) {
-        trainer *t = malloc(sizeof *t);
-        if (!t) _exit(2);
-        trainer_init(t);
-        trainer_run(t, path);
-        /* Freed (and the parent's copies too), so that a leak checker
-         * watching the child finds nothing. */
-        mgpo_destroy(t->st);
-        free(t);
-        free(ref_state);
-        mgpo_destroy(ref->st);
-        free(ref);
-        free(dir);
-        _exit(0);
-    }
+    if (whole == 0) run_child(path, ref, ref_state, dir);
     int whole_status = 0;
     ck_assert_int_eq(waitpid(whole, &whole_status, 0), whole);
     ck_assert(WIFEXITED(whole_status) && WEXITSTATUS(whole_status) == 0);
@@ -192,21 +196,7 @@ START_TEST(test_killed_trainer_resumes_bitwise)
         clear_dir(dir);
         pid_t pid = fork();
         ck_assert_int_ge(pid, 0);
-        if (pid == 0) {
-            trainer *t = malloc(sizeof *t);
-            if (!t) _exit(2);
-            trainer_init(t);
-            trainer_run(t, path);
-            /* Freed (and the parent's copies too), so that a leak checker
-             * watching the child finds nothing. */
-            mgpo_destroy(t->st);
-            free(t);
-            free(ref_state);
-            mgpo_destroy(ref->st);
-            free(ref);
-            free(dir);
-            _exit(0);
-        }
+        if (pid == 0) run_child(path, ref, ref_state, dir);
         /* A random point of the child's run. */
         long ns = (long)((double)(rand_r(&seed) % 1000) / 1000.0 * full * 1e9);
         struct timespec pause = {ns / 1000000000L, ns % 1000000000L};
