@@ -16,8 +16,9 @@
 # Settings [defaults]: GPT_LORA [build/examples/gpt_lora/gpt_lora], OUT
 # [build/main-grid], MODEL_CACHE [build/gpt_256.model], MODEL, PRETRAIN,
 # STEPS, EVAL_EVERY, EVAL_WINDOWS as pilot.sh; TEST_WINDOWS [128]; S1_RANK
-# [128], S1_LR0 [0.01], S2_RANK [4], SEEDS [1 2 3 4 5 6], THREADS [1], LOCK,
-# COMMIT.
+# [128], S1_LR0 [0.01], S2_RANK [4], SEEDS [1 2 3 4 5 6], THREADS [1], JOBS
+# [1] (runs at a time: each run's results do not depend on it, its step_ms
+# does), LOCK, COMMIT.
 set -euo pipefail
 GPT_LORA=${GPT_LORA:-build/examples/gpt_lora/gpt_lora}
 OUT=${OUT:-build/main-grid}
@@ -33,6 +34,7 @@ S1_LR0=${S1_LR0:-0.01}
 S2_RANK=${S2_RANK:-4}
 SEEDS=${SEEDS:-1 2 3 4 5 6}
 THREADS=${THREADS:-1}
+JOBS=${JOBS:-1}
 LOCK=${LOCK:-}
 COMMIT=${COMMIT:-$(git -C "$(dirname "$0")" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)}
 COMMON="--commit $COMMIT --model-cache $MODEL_CACHE --pretrain-steps $PRETRAIN $MODEL --steps $STEPS
@@ -53,18 +55,32 @@ flags_of() { # arm label -> gpt_lora flags
     esac
 }
 
-run() { # setting rank lr arm: every seed, skipping finished runs
-    local setting=$1 rank=$2 lr=$3 arm=$4 seed name t0
+run_one() { # name rank lr seed arm: one run, its log and CSV under $OUT/runs
+    local name=$1 rank=$2 lr=$3 seed=$4 arm=$5 t0
+    t0=$(date +%s)
+    local cmd=(env OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS")
+    [ -n "$LOCK" ] && cmd+=(nice -n 5 flock -s "$LOCK")
+    # shellcheck disable=SC2046,SC2086
+    "${cmd[@]}" "$GPT_LORA" $COMMON --rank "$rank" --lr "$lr" --seed "$seed" $(flags_of "$arm") --quiet \
+        --csv "$OUT/runs/$name.csv" > "$OUT/runs/$name.log" 2>&1 || { echo "main_grid.sh: $name failed" >&2; return 1; }
+    echo "main_grid.sh: $name $(( $(date +%s) - t0 )) s" >&2
+}
+
+run() { # setting rank lr arm: every seed, JOBS at a time, skipping finished runs
+    local setting=$1 rank=$2 lr=$3 arm=$4 seed name
     for seed in $SEEDS; do
         name="${setting}_r${rank}_lr${lr}_${arm}_s${seed}"
         grep -q '^final ' "$OUT/runs/$name.log" 2> /dev/null && continue
-        t0=$(date +%s)
-        local cmd=(env OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS")
-        [ -n "$LOCK" ] && cmd+=(nice -n 5 flock -s "$LOCK")
-        # shellcheck disable=SC2046,SC2086
-        "${cmd[@]}" "$GPT_LORA" $COMMON --rank "$rank" --lr "$lr" --seed "$seed" $(flags_of "$arm") --quiet \
-            --csv "$OUT/runs/$name.csv" > "$OUT/runs/$name.log" 2>&1 || { echo "main_grid.sh: $name failed" >&2; exit 1; }
-        echo "main_grid.sh: $name $(( $(date +%s) - t0 )) s" >&2
+        # The first run alone while it pretrains and writes the model cache.
+        while [ "$(jobs -pr | wc -l)" -ge "$JOBS" ] || { [ ! -f "$MODEL_CACHE" ] && [ -n "$(jobs -pr)" ]; }; do
+            wait -n || true
+        done
+        run_one "$name" "$rank" "$lr" "$seed" "$arm" &
+    done
+    wait
+    for seed in $SEEDS; do # a failed run has no summary line, however it was reaped
+        name="${setting}_r${rank}_lr${lr}_${arm}_s${seed}"
+        grep -q '^final ' "$OUT/runs/$name.log" || { echo "main_grid.sh: $name has no summary" >&2; exit 1; }
     done
 }
 
