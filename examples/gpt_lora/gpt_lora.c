@@ -41,9 +41,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h> /* getpid, execv */
 #ifdef _OPENMP
 #include <omp.h>
-#include <unistd.h> /* execv */
 #endif
 
 #include "mgpo.h"
@@ -899,8 +899,10 @@ static int cache_load(const char *path, const CacheHeader *want, float *mem)
 
 static void cache_save(const char *path, const CacheHeader *h, const float *mem)
 {
+    /* A name of this process's own: runs started together may all miss the
+     * cache and save it at once; each renames a whole file into place. */
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     int ok = f && fwrite(h, sizeof *h, 1, f) == 1 && fwrite(mem, sizeof(float), h->floats, f) == h->floats;
     if (f && fclose(f) != 0) ok = 0;

@@ -10,6 +10,10 @@
 # Every run also reports the TEST loss of its final weights (--test-windows);
 # analyse.py compares the chosen arms on it (paired, 95 % CI, Holm).
 # Resumable: a run whose log already has its summary line is not re-run.
+# Outputs in OUT: runs/, choices.txt, runtime.txt, runs.csv, points.txt,
+# rebounds.md (noise floor from the AdamW runs; rebound and transient
+# divergences per run and per arm), analysis.md, and with gnuplot the
+# figures of grid_figures.sh.
 #
 #   LOCK=<bench.lock> S1_RANK=128 S1_LR0=0.01 examples/gpt_lora/main_grid.sh
 #
@@ -71,8 +75,10 @@ run() { # setting rank lr arm: every seed, JOBS at a time, skipping finished run
     for seed in $SEEDS; do
         name="${setting}_r${rank}_lr${lr}_${arm}_s${seed}"
         grep -q '^final ' "$OUT/runs/$name.log" 2> /dev/null && continue
-        # The first run alone while it pretrains and writes the model cache.
-        while [ "$(jobs -pr | wc -l)" -ge "$JOBS" ] || { [ ! -f "$MODEL_CACHE" ] && [ -n "$(jobs -pr)" ]; }; do
+        # Until one run has finished, one at a time: the first pretrains and
+        # writes the model cache that the others then load.
+        while [ "$(jobs -pr | wc -l)" -ge "$JOBS" ] ||
+              { [ -n "$(jobs -pr)" ] && ! grep -qs '^final ' "$OUT"/runs/*.log; }; do
             wait -n || true
         done
         run_one "$name" "$rank" "$lr" "$seed" "$arm" &
@@ -115,5 +121,24 @@ run_setting_s1
 for arm in adamw "look-rho$RHO_STAR" asc-rho0.05; do run S2 "$S2_RANK" "$LR_STAR" "$arm"; done
 echo "main_grid.sh: runs took $(( $(date +%s) - start )) s (load: $(uptime | sed 's/.*load average: //'))" |
     tee -a "$OUT/runtime.txt" >&2
+# Every run's summary (with its libmgpo version and commit) and its
+# evaluated points; the noise floor from the grid's AdamW runs and every
+# run's rebound (rebounds.awk); the paired analysis; the figures.
+{
+    echo "setting,rank,lr,arm,seed,final_test,final_train,final_validation,best_validation,max_rebound,step_ms,optimizer_bytes,mgpo_version,commit"
+    for log in "$OUT"/runs/*.log; do
+        awk -v base="$(basename "$log" .log)" '/^final / {
+            n = split(base, f, "_"); for (i = 2; i < NF; i += 2) v[$i] = $(i + 1)
+            printf "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", f[1], substr(f[2], 2), substr(f[3], 3), f[4],
+                   substr(f[5], 2), v["test_loss"], v["train_loss"], v["eval_loss"], v["best_eval_loss"],
+                   v["max_rebound"], v["step_ms"], v["optimizer_bytes"], v["mgpo_version"], v["commit"] }' "$log"
+    done
+} > "$OUT/runs.csv"
+for csv in "$OUT"/runs/*.csv; do
+    awk -F, -v run="$(basename "$csv" .csv)" 'NR > 1 && $4 != "" { print run, $1, $4, $5 }' "$csv"
+done > "$OUT/points.txt"
+awk -v steps="$STEPS" -v floor_runs=_adamw_ -f "$(dirname "$0")/rebounds.awk" "$OUT/points.txt" > "$OUT/rebounds.md"
 python3 "$(dirname "$0")/analyse.py" "$OUT" > "$OUT/analysis.md"
+"$(dirname "$0")/grid_figures.sh" "$OUT"
 cat "$OUT/analysis.md"
+sed -n '/^| setting | runs |/,$p' "$OUT/rebounds.md"

@@ -98,43 +98,9 @@ for csv in "$OUT"/runs/*.csv; do
     awk -F, -v run="$(basename "$csv" .csv)" 'NR > 1 && $4 != "" { print run, $1, $4, $5 }' "$csv"
 done > "$OUT/points.txt"
 
-# The noise floor F (pre-registered): 3 x the pooled standard deviation of the
-# change of the training loss from one evaluation to the next over the second
-# half of every run, where the curves are flat; then, per run, the largest
-# rebound R = max_t (L_t - min_{s<=t} L_s), how many consecutive evaluations
-# stayed above that running minimum + F, and whether the loss came back within
-# F of it afterwards.  A transient divergence: R > F for >= 2 consecutive
-# evaluations, then back within F.
-awk -v steps="$STEPS" '
-    { run[NR] = $1; st[NR] = $2; tr[NR] = $3 }
-    END {
-        for (i = 2; i <= NR; i++) if (run[i] == run[i - 1] && st[i] > steps / 2) {
-            d = tr[i] - tr[i - 1]; k = run[i]; n[k]++; s[k] += d; q[k] += d * d }
-        for (k in n) if (n[k] > 1) { pv += (q[k] - s[k] * s[k] / n[k]) / (n[k] - 1); nr++ }
-        F = 3 * sqrt(pv / nr)
-        printf "noise floor F = %.4f nats (3 x the pooled sd of evaluation-to-evaluation changes of the training loss over steps > %d, %d runs)\n\n", F, steps / 2, nr
-        print "| run | largest rebound R | at step | evaluations above min + F (longest streak) | back within F after | transient divergence |"
-        print "| :--- | ---: | ---: | ---: | :---: | :---: |"
-        i = 1
-        while (i <= NR) {
-            k = run[i]; m = 1e9; R = 0; at = 0; streak = 0; best = 0; back = "n/a"; bestend = 0
-            for (j = i; j <= NR && run[j] == k; j++) {
-                if (tr[j] < m) m = tr[j]
-                if (tr[j] - m > R) { R = tr[j] - m; at = st[j] }
-                if (tr[j] > m + F) { streak++; if (streak > best) { best = streak; bestend = j; mref = m } }
-                else streak = 0
-            }
-            end = j
-            div = "no"
-            if (best >= 2) {
-                back = "no"
-                for (j = bestend + 1; j < end; j++) if (tr[j] <= mref + F) { back = "yes"; break }
-                if (back == "yes") div = "YES"
-            }
-            printf "| %s | %.4f | %d | %d | %s | %s |\n", k, R, at, best, back, div
-            i = end
-        }
-    }' "$OUT/points.txt" > "$OUT/rebounds.md"
+# The noise floor, the rebound of every run and the transient divergences,
+# as the plan defines them (rebounds.awk).
+awk -v steps="$STEPS" -f "$(dirname "$0")/rebounds.awk" "$OUT/points.txt" > "$OUT/rebounds.md"
 cat "$OUT/runs.csv" "$OUT/rebounds.md"
 
 command -v gnuplot > /dev/null || { echo "pilot.sh: gnuplot not installed, no pictures" >&2; exit 0; }
