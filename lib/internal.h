@@ -29,6 +29,15 @@
 #define MGPO_STREAM_MIN_FLOATS (16u << 20)
 #endif
 
+/* A slot's state-owned arrays share one allocation.  When they are this
+ * large (beyond L2), each starts MGPO_STAGGER_BYTES (a page and a cache
+ * line) after the end of the one before: arrays exactly a power of two
+ * apart made the AdamW step at 64 Mi floats about 40 % slower on Zen 4
+ * (docs/performance.md, "Memory owned by the library").  Smaller slots
+ * are packed (the padding would be a large share of them). */
+#define MGPO_STAGGER_MIN_BYTES (4u << 20)
+#define MGPO_STAGGER_BYTES (4096u + MGPO_ALIGNMENT)
+
 /* What a slot's caller buffer is and who keeps its float32 values: set once
  * at registration (mgpo_add_slot) and never re-derived from which pointers
  * are NULL.  The pointer fields below stay as they were (checkpoint.c reads

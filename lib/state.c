@@ -222,15 +222,18 @@ static void update_stream_flags(mgpo_state *st)
  * allocation per part had a fixed overhead each), and is smaller. */
 typedef struct slot_layout {
     size_t used, total;
+    size_t gap; /* MGPO_STAGGER_BYTES for large slots, else 0 */
     bool overflow;
 } slot_layout;
 
-/* Appends a part of `bytes` (0: none) and returns its offset. */
+/* Appends a part of `bytes` (0: none) and returns its offset.  A later
+ * part starts z->gap bytes beyond the aligned end of the one before. */
 static size_t layout_part(slot_layout *z, size_t bytes)
 {
-    size_t at = (z->used + MGPO_ALIGNMENT - 1) / MGPO_ALIGNMENT * MGPO_ALIGNMENT;
+    size_t gap = z->total == 0 ? 0 : z->gap;
+    size_t at = (z->used + MGPO_ALIGNMENT - 1) / MGPO_ALIGNMENT * MGPO_ALIGNMENT + gap;
     if (bytes == 0) return at;
-    size_t reserve = z->total == 0 ? 0 : MGPO_ALIGNMENT - 1;
+    size_t reserve = z->total == 0 ? 0 : MGPO_ALIGNMENT - 1 + gap;
     if (bytes > SIZE_MAX - reserve || bytes + reserve > SIZE_MAX - z->total) {
         z->overflow = true;
         return at;
@@ -269,6 +272,7 @@ mgpo_status mgpo_add_slot(mgpo_state *st, void *params, mgpo_dtype param_type,
      * part at a multiple of MGPO_ALIGNMENT (so aligned as its own
      * allocation was), freed at once by free_slot. */
     slot_layout z = {0};
+    z.gap = bytes >= MGPO_STAGGER_MIN_BYTES ? MGPO_STAGGER_BYTES : 0;
     size_t at_m = layout_part(&z, own ? bytes : 0), at_v = layout_part(&z, adamw ? bytes : 0);
     size_t at_b = layout_part(&z, backup ? bytes : 0), at_w = layout_part(&z, master ? bytes : 0);
     size_t at_ob = layout_part(&z, out_backup ? count * mgpo_dtype_size(param_type) : 0);

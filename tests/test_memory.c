@@ -136,6 +136,39 @@ static mgpo_state *drift_state(pm_model *md, mgpo_restore_mode mode, mgpo_optimi
 
 /* One restore in low-memory mode is off by at most one rounding of the
  * add and one of the subtract: |theta'' - theta| <= ulp(max |.|). */
+/* A slot whose arrays are 4 MiB or more (AdamW exact: m, v and the restore
+ * range) puts a page and a cache line (4160 bytes) between them; a smaller
+ * one packs them (docs/api.md, the bytes-per-parameter table). */
+static size_t one_tensor_bytes(size_t n)
+{
+    counting c = {0, 0, 0};
+    mgpo_allocator a = {count_alloc, count_free, &c};
+    mgpo_state *st = NULL;
+    ck_assert_int_eq(mgpo_create(&st, NULL, &a), MGPO_OK);
+    size_t before = c.live;
+    float *p = calloc(n, sizeof *p), *g = calloc(n, sizeof *g);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_int_eq(mgpo_add_tensor(st, p, g, n, NULL, NULL), MGPO_OK);
+    size_t bytes = c.live - before;
+    mgpo_destroy(st);
+    free(p);
+    free(g);
+    return bytes;
+}
+
+START_TEST(test_large_slot_staggered)
+{
+    const size_t large = (size_t)1 << 20, small = large - 16; /* 4 MiB and 64 bytes less */
+    size_t got_large = one_tensor_bytes(large), got_small = one_tensor_bytes(small);
+    /* Three arrays, two gaps, one slot record and alignment slack. */
+    ck_assert_uint_ge(got_large, 3 * 4 * large + 2 * 4160);
+    ck_assert_uint_lt(got_large, 3 * 4 * large + 2 * 4160 + 2048);
+    ck_assert_uint_ge(got_small, 3 * 4 * small);
+    ck_assert_uint_lt(got_small, 3 * 4 * small + 2048);
+}
+END_TEST
+
 START_TEST(test_low_memory_single_restore)
 {
     pm_model md;
@@ -215,6 +248,7 @@ int main(void)
     TCase *tc = tcase_create("memory");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_bytes_per_parameter);
+    tcase_add_test(tc, test_large_slot_staggered);
     tcase_add_test(tc, test_low_memory_single_restore);
     tcase_add_loop_test(tc, test_low_memory_drift, 0, 2);
     suite_add_tcase(s, tc);
