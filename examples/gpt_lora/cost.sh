@@ -37,7 +37,7 @@ for round in $(seq "$ROUNDS"); do
         OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS "$GPT_LORA" \
             --commit "$COMMIT" --model-cache "$MODEL_CACHE" --pretrain-steps "$PRETRAIN" $MODEL \
             --steps "$STEPS" --eval-every "$STEPS" --eval-windows 8 --clip 1 --schedule cosine \
-            --lora-mode tensors --rank "$rank" --lr "$LR" --seed 1 $(flags_of "$arm") --quiet |
+            --lora-mode tensors --rank "$rank" --lr "$LR" --seed 1 $(flags_of "$arm" || echo --unknown-arm) --quiet |
             awk -v r="$rank" -v a="$arm" '/^final / { for (i = 2; i < NF; i += 2) v[$i] = $(i + 1)
                                                         print r, a, v["step_ms"], v["optimizer_bytes"], v["mgpo_version"], v["commit"] }' \
             >> "$work/points.txt"
