@@ -20,7 +20,8 @@
 # Settings [defaults]: GPT_LORA [build/examples/gpt_lora/gpt_lora], OUT
 # [build/main-grid], MODEL_CACHE [build/gpt_256.model], MODEL, PRETRAIN,
 # STEPS, EVAL_EVERY, EVAL_WINDOWS as pilot.sh; TEST_WINDOWS [128]; S1_RANK
-# [128], S1_LR0 [0.01], S2_RANK [4], SEEDS [1 2 3 4 5 6], THREADS [1], JOBS
+# [128], S1_LR0 [0.01], S2_RANK [4], SEEDS [1 2 3 4 5 6], EXPLORE (arms
+# run at S1_LR0 outside the plan, e.g. "look-rho0.2") [none], THREADS [1], JOBS
 # [1] (runs at a time: each run's results do not depend on it, its step_ms
 # does), LOCK, COMMIT.
 set -euo pipefail
@@ -39,6 +40,7 @@ S2_RANK=${S2_RANK:-4}
 SEEDS=${SEEDS:-1 2 3 4 5 6}
 THREADS=${THREADS:-1}
 JOBS=${JOBS:-1}
+EXPLORE=${EXPLORE:-}
 LOCK=${LOCK:-}
 COMMIT=${COMMIT:-$(git -C "$(dirname "$0")" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)}
 COMMON="--commit $COMMIT --model-cache $MODEL_CACHE --pretrain-steps $PRETRAIN $MODEL --steps $STEPS
@@ -46,18 +48,8 @@ COMMON="--commit $COMMIT --model-cache $MODEL_CACHE --pretrain-steps $PRETRAIN $
         --test-windows $TEST_WINDOWS --clip 1 --schedule cosine --lora-mode tensors"
 mkdir -p "$OUT/runs"
 
-flags_of() { # arm label -> gpt_lora flags
-    case $1 in
-        adamw) echo "--optimizer adamw" ;;
-        look-rho*) echo "--optimizer mgpo --rho ${1#look-rho}" ;;
-        asc-rho*) echo "--optimizer mgpo --sign ascent --rho ${1#asc-rho}" ;;
-        random-rho*) echo "--optimizer mgpo --direction random --rho ${1#random-rho}" ;;
-        apnoff-rho*) echo "--optimizer mgpo --apn off --rho ${1#apnoff-rho}" ;;
-        nlu) echo "--optimizer mgpo --profile nlu-paper" ;;
-        nlg) echo "--optimizer mgpo --profile nlg-paper" ;;
-        *) echo "main_grid.sh: unknown arm $1" >&2; exit 1 ;;
-    esac
-}
+# shellcheck source=arms.sh
+. "$(dirname "$0")/arms.sh"
 
 run_one() { # name rank lr seed arm: one run, its log and CSV under $OUT/runs
     local name=$1 rank=$2 lr=$3 seed=$4 arm=$5 t0
@@ -65,7 +57,7 @@ run_one() { # name rank lr seed arm: one run, its log and CSV under $OUT/runs
     local cmd=(env OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS")
     [ -n "$LOCK" ] && cmd+=(nice -n 5 flock -s "$LOCK")
     # shellcheck disable=SC2046,SC2086
-    "${cmd[@]}" "$GPT_LORA" $COMMON --rank "$rank" --lr "$lr" --seed "$seed" $(flags_of "$arm") --quiet \
+    "${cmd[@]}" "$GPT_LORA" $COMMON --rank "$rank" --lr "$lr" --seed "$seed" $(flags_of "$arm" || echo --unknown-arm) --quiet \
         --csv "$OUT/runs/$name.csv" > "$OUT/runs/$name.log" 2>&1 || { echo "main_grid.sh: $name failed" >&2; return 1; }
     echo "main_grid.sh: $name $(( $(date +%s) - t0 )) s" >&2
 }
@@ -119,6 +111,10 @@ run_setting_s1() {
 : > "$OUT/choices.txt"
 run_setting_s1
 for arm in adamw "look-rho$RHO_STAR" asc-rho0.05; do run S2 "$S2_RANK" "$LR_STAR" "$arm"; done
+# Exploratory, outside the plan (analyse.py reports them apart, uncorrected):
+# EXPLORE arms at S1's rank and the pilot's lr0, where AdamW rebounded,
+# against the AdamW tuning runs at that lr.
+for arm in $EXPLORE; do run S1 "$S1_RANK" "$S1_LR0" "$arm"; done
 echo "main_grid.sh: runs took $(( $(date +%s) - start )) s (load: $(uptime | sed 's/.*load average: //'))" |
     tee -a "$OUT/runtime.txt" >&2
 # Every run's summary (with its libmgpo version and commit) and its
