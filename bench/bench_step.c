@@ -344,10 +344,21 @@ static double reference(const result *r, const char **name)
 static void print_verdict(const char *what, double value, double limit, bool at_most,
                           const char *beaten_by)
 {
+    if (isnan(value)) {
+        printf("  %-52s      -  (target %s %.2f)  not run (--cases)\n", what, at_most ? "<=" : ">=",
+               limit);
+        return;
+    }
     bool met = at_most ? value <= limit : value >= limit;
     printf("  %-52s %6.2f  (target %s %.2f)  ", what, value, at_most ? "<=" : ">=", limit);
     if (beaten_by) printf("no verdict: %s beats the reference\n", beaten_by);
     else printf("%s\n", met ? "met" : "NOT met");
+}
+
+/* a / b of two cases' times; NaN when either case was not run (+inf). */
+static double time_ratio(double a, double b)
+{
+    return a < INFINITY && b < INFINITY ? a / b : NAN;
 }
 
 static void print_ratios(const result *r)
@@ -362,25 +373,25 @@ static void print_ratios(const result *r)
         if (r->seconds[c] < INFINITY && gbps(r, c, case_bytes[c]) > ref) beaten_by = case_names[c];
     printf("ratios for N = %zu, %d thread%s (reference: %s, %.2f GB/s):\n", r->n,
            r->threads, r->threads > 1 ? "s" : "", ref_name, ref);
-    print_verdict("MGPO iteration / libmgpo AdamW step", r->seconds[MGPO] / r->seconds[ADAMW],
+    print_verdict("MGPO iteration / libmgpo AdamW step", time_ratio(r->seconds[MGPO], r->seconds[ADAMW]),
                   1.6, true, NULL);
     print_verdict("AdamW step bandwidth (32 B/param) / reference",
                   gbps(r, ADAMW, case_bytes[ADAMW]) / ref, 0.85, false, beaten_by);
     print_verdict("libmgpo AdamW step / naive loop (hoisted)",
-                  r->seconds[ADAMW] / r->seconds[NAIVE], 1.0, true, NULL);
+                  time_ratio(r->seconds[ADAMW], r->seconds[NAIVE]), 1.0, true, NULL);
     print_verdict("MGPO iteration / naive loop (hoisted)",
-                  r->seconds[MGPO] / r->seconds[NAIVE], 1.7, true, NULL);
+                  time_ratio(r->seconds[MGPO], r->seconds[NAIVE]), 1.7, true, NULL);
     print_verdict("libmgpo AdamW step / naive loop (llm.c as written)",
-                  r->seconds[ADAMW] / r->seconds[NAIVE_LLMC], 1.0, true, NULL);
+                  time_ratio(r->seconds[ADAMW], r->seconds[NAIVE_LLMC]), 1.0, true, NULL);
     print_verdict("MGPO iteration / naive loop (llm.c as written)",
-                  r->seconds[MGPO] / r->seconds[NAIVE_LLMC], 1.7, true, NULL);
+                  time_ratio(r->seconds[MGPO], r->seconds[NAIVE_LLMC]), 1.7, true, NULL);
     /* Mixed precision (no targets: reported beside the float32 rows). */
     printf("  %-52s %6.2f\n", "bf16 AdamW step / float32 AdamW step",
-           r->seconds[BF16_ADAMW] / r->seconds[ADAMW]);
+           time_ratio(r->seconds[BF16_ADAMW], r->seconds[ADAMW]));
     printf("  %-52s %6.2f\n", "bf16 MGPO iteration / float32 MGPO iteration",
-           r->seconds[BF16_MGPO] / r->seconds[MGPO]);
+           time_ratio(r->seconds[BF16_MGPO], r->seconds[MGPO]));
     printf("  %-52s %6.2f\n", "bf16 iteration, stochastic / nearest rounding",
-           r->seconds[BF16_MGPO_SR] / r->seconds[BF16_MGPO]);
+           time_ratio(r->seconds[BF16_MGPO_SR], r->seconds[BF16_MGPO]));
 }
 
 static void run_size(const options *o, size_t n, result *row, int round)
